@@ -1,0 +1,1 @@
+"""The shipped gin configs; a package so that they install with Occam and resolve from any directory."""
