@@ -1,0 +1,61 @@
+"""Parsing gin files and bindings into one clear error per mistake.
+
+Gin is Occam's only configuration system. This module makes the shipped `gin_configs/` resolvable
+from any working directory (so `include 'gin_configs/base.gin'` works after `pip install`), parses
+each `--gin_file` and each `--gin_bindings` entry separately so that an error names the culprit,
+and writes the operative config once everything configurable has been called.
+"""
+
+from __future__ import annotations
+
+import importlib.util  # noqa: F401  (gin's file loader uses importlib.util without importing it)
+import os
+from typing import Sequence
+
+import gin
+
+import gin_configs
+
+
+
+class ConfigError(ValueError):
+  """A gin file or binding that cannot be used; the message names it."""
+
+
+def package_search_path() -> str:
+  """The directory holding the installed `gin_configs/` package (the repo root in a checkout)."""
+  return os.path.dirname(os.path.dirname(os.path.abspath(gin_configs.__file__)))
+
+
+def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
+  """Parses files then bindings (bindings win), raising `ConfigError` that names the file or binding."""
+  search_path = package_search_path()
+  if search_path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+    gin.add_config_file_search_path(search_path)
+  for path in gin_files:
+    if not os.path.exists(path) and not os.path.exists(os.path.join(search_path, path)):
+      raise ConfigError(f"--gin_file={path}: file not found (looked in {os.getcwd()} and {search_path})")
+    _parse_one(f"--gin_file={path}", lambda p=path: gin.parse_config_file(p))
+  for binding in gin_bindings:
+    _parse_one(f"--gin_bindings={binding!r}", lambda b=binding: gin.parse_config(b))
+  gin.finalize()
+
+
+def _parse_one(culprit: str, parse_fn) -> None:
+  try:
+    parse_fn()
+  except (ValueError, SyntaxError, TypeError, OSError, ImportError) as error:
+    raise ConfigError(f"{culprit}: {error}") from error
+  except Exception as error:  # tokenize.TokenError and friends: the text is not gin at all.
+    raise ConfigError(f"{culprit}: malformed gin ({type(error).__name__}: {error})") from error
+
+
+def write_operative_config(model_dir: str) -> str:
+  """Writes `model_dir/operative_config.gin` atomically and returns its text."""
+  text = gin.operative_config_str()
+  path = os.path.join(model_dir, "operative_config.gin")
+  temporary = path + ".tmp"
+  with open(temporary, "w") as f:
+    f.write(text)
+  os.replace(temporary, path)
+  return text
