@@ -19,7 +19,7 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "scikit-learn"],
+        "test": ["pytest", "scikit-learn", "tensorflow-datasets>=4.9"],
         "tfa": ["tensorflow==2.15.1", "tensorflow-addons==0.23.0", "numpy<2"],
     },
     entry_points={"console_scripts": ["occam-train=trainer.main:main"]},

@@ -28,7 +28,11 @@ def package_search_path() -> str:
 
 
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
-  """Parses files then bindings (bindings win), raising `ConfigError` that names the file or binding."""
+  """Parses files then bindings (bindings win), raising `ConfigError` that names the file or binding.
+
+  Starts from an empty config: one call defines one run, also when several run in one process.
+  """
+  gin.clear_config()
   search_path = package_search_path()
   if search_path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
     gin.add_config_file_search_path(search_path)

@@ -1,0 +1,77 @@
+"""Test utilities: run the real CLI, read real event files back with TensorBoard's reader."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
+# Small, fast settings layered over the shipped quickstart.
+FAST = ["Trainer.train_steps=200", "Trainer.steps_per_loop=50", "Trainer.eval_every=100",
+        "Trainer.checkpoint_every=100"]
+
+
+def run_cli(args: Sequence[str], *, cwd: str = REPO, timeout: float = 240) -> subprocess.CompletedProcess:
+  """`python -m trainer.main ARGS` in a fresh process; stdout and stderr captured together."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=cwd, env=env, timeout=timeout,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} from every event file in `event_dir`, via TensorBoard's EventAccumulator."""
+  accumulator = event_accumulator.EventAccumulator(event_dir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  scalars = {}
+  for tag in accumulator.Tags()["tensors"]:
+    events = accumulator.Tensors(tag)
+    values = [tf.make_ndarray(e.tensor_proto) for e in events]
+    if all(v.shape == () and v.dtype.kind == "f" for v in values):
+      scalars[tag] = [(e.step, float(v)) for e, v in zip(events, values)]
+  return scalars
+
+
+def read_texts(event_dir: str) -> dict[str, list[str]]:
+  """{tag: [text, ...]} for the text summaries in `event_dir`."""
+  accumulator = event_accumulator.EventAccumulator(event_dir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  texts = {}
+  for tag in accumulator.Tags()["tensors"]:
+    values = [tf.make_ndarray(e.tensor_proto) for e in accumulator.Tensors(tag)]
+    if values and values[0].dtype.kind in "OS":
+      texts[tag] = [np.asarray(v).reshape(-1)[0].decode() for v in values]
+  return texts
+
+
+def checkpoint_values(model_dir: str) -> dict[str, np.ndarray]:
+  """Every model variable in the newest checkpoint of a run, by checkpoint key."""
+  reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.startswith("model/")}
+
+
+def train_in_process(model_dir: str, bindings: Sequence[str] = (), *, strategy=None,
+                     gin_files: Sequence[str] = (QUICKSTART,)):
+  """Parses gin like the CLI, builds a Trainer under `strategy` and trains; returns (trainer, final metrics)."""
+  import models  # noqa: F401  (registers the model configurables)
+  from trainer import config, data, registry, regularizers  # noqa: F401
+  from trainer.trainer import Trainer
+  config.parse(list(gin_files), list(bindings))
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    trainer = Trainer(strategy=strategy, model_dir=model_dir)
+  trainer.restore()
+  return trainer, trainer.run()
+
+
+def model_weights(trainer) -> dict[str, np.ndarray]:
+  """The trainer's model variables as numpy, by variable path."""
+  from trainer import compat
+  return {compat.variable_path(v): np.array(v.numpy()) for v in trainer.model.variables}

@@ -1,0 +1,90 @@
+"""Every bad input stops before training with one message that names the culprit, and writes nothing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from absl import flags
+
+from tests.helpers import QUICKSTART
+from trainer import main
+
+FLAGS = flags.FLAGS
+TINY = ["--gin_bindings=Trainer.train_steps=4", "--gin_bindings=Trainer.steps_per_loop=2",
+        "--gin_bindings=MLP.hidden_sizes=(8,)"]
+
+
+def run_main(args, capsys) -> tuple[int, str]:
+  """Runs the CLI's `run` in this process with `args` as the command line."""
+  FLAGS.unparse_flags()
+  FLAGS(["occam", *args])
+  code = main.run([])
+  return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("binding, expected", [
+    ("Nope.x = 1", "No configurable matching 'Nope'"),
+    ("Trainer.nope = 1", "doesn't have a parameter named 'nope'"),
+    ("Trainer.train_steps = (", "malformed gin"),
+    ("Trainer.model = @NoSuchModel", "No configurable matching reference '@NoSuchModel'"),
+])
+def test_bad_binding_is_named_and_nothing_is_written(tmp_path, capsys, binding, expected):
+  model_dir = tmp_path / "run"
+  code, err = run_main([f"--gin_file={QUICKSTART}", f"--gin_bindings={binding}", f"--model_dir={model_dir}"], capsys)
+  assert code == main.EXIT_BAD_INPUT
+  assert f"--gin_bindings={binding!r}" in err and expected in err
+  assert not model_dir.exists()
+
+
+def test_missing_gin_file(tmp_path, capsys):
+  code, err = run_main(["--gin_file=nowhere/missing.gin", f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT and "--gin_file=nowhere/missing.gin: file not found" in err
+
+
+def test_error_in_a_gin_file_names_file_and_line(tmp_path, capsys):
+  config = tmp_path / "broken.gin"
+  config.write_text(f"include '{QUICKSTART}'\nTrainer.batch_size = 32\nTrainer.bogus = 1\n")
+  code, err = run_main([f"--gin_file={config}", f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT
+  assert str(config) in err and "line 3" in err and "bogus" in err
+
+
+def test_model_bound_with_parentheses_is_explained(tmp_path, capsys):
+  code, err = run_main([f"--gin_file={QUICKSTART}", "--gin_bindings=Trainer.model = @MLP()",
+                        f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT and "Trainer.model must be a factory" in err and "without parentheses" in err
+
+
+def test_unwritable_model_dir(tmp_path, capsys):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  code, err = run_main([f"--gin_file={QUICKSTART}", f"--model_dir={blocker / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT and f"--model_dir={blocker / 'run'} is not a writable directory" in err
+
+
+def test_unknown_strategy_lists_the_valid_ones(tmp_path, capsys):
+  code, err = run_main([f"--gin_file={QUICKSTART}", "--strategy=bogus", f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT and "--strategy='bogus'" in err and "mirrored" in err
+
+
+def test_indivisible_batch_is_refused(tmp_path, capsys):
+  code, err = run_main([f"--gin_file={QUICKSTART}", "--gin_bindings=Trainer.batch_size=0",
+                        f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT and "Trainer.batch_size=0 must be a positive multiple" in err
+
+
+def test_checkpoint_from_a_different_model_is_refused_untouched(tmp_path, capsys):
+  model_dir = tmp_path / "run"
+  code, err = run_main([f"--gin_file={QUICKSTART}", *TINY, f"--model_dir={model_dir}"], capsys)
+  assert code == 0, err
+  before = {p: os.path.getmtime(p) for p in _files(model_dir)}
+  code, err = run_main([f"--gin_file={QUICKSTART}", *TINY, "--gin_bindings=MLP.hidden_sizes=(16,)",
+                        "--gin_bindings=Trainer.train_steps=8", f"--model_dir={model_dir}"], capsys)
+  assert code == main.EXIT_BAD_INPUT
+  assert "ckpt-4 does not fit this run's model/optimizer" in err and "fresh --model_dir" in err
+  assert {p: os.path.getmtime(p) for p in _files(model_dir)} == before
+
+
+def _files(directory) -> list[str]:
+  return sorted(os.path.join(root, name) for root, _, names in os.walk(directory) for name in names)
