@@ -42,3 +42,19 @@ def build_optimizer(optimizer, variables) -> None:
   """
   if hasattr(optimizer, "build"):
     optimizer.build(list(variables))
+
+
+def normalization_layer_types() -> tuple[type, ...]:
+  """The Keras normalization layer classes of the running Keras, for `isinstance` checks.
+
+  Keras 3 has `RMSNormalization` and folds sync batch norm into `BatchNormalization`; Keras 2 has a
+  separate `SyncBatchNormalization` and a v1 `BatchNormalization` class that is not the v2 one.
+  """
+  layers = tf.keras.layers
+  names = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+           "RMSNormalization")
+  types = [getattr(layers, name) for name in names if hasattr(layers, name)]
+  if not IS_KERAS_3:
+    types.append(layers.experimental.SyncBatchNormalization)
+    types.append(tf.compat.v1.keras.layers.BatchNormalization)
+  return tuple(types)

@@ -1,0 +1,281 @@
+"""Regularization terms: penalties added to the loss, and updates applied around the optimizer step.
+
+Two kinds, each acting on the variables its `VariableSelector` picks (default: kernels, not biases
+or normalization parameters):
+
+* `LossTerm` (`L2`, `L1`): `penalty()` is read inside the gradient tape, so it flows through the
+  optimizer (for Adam it is rescaled per coordinate, which is why Adam + L2 is not weight decay).
+* `UpdateTerm` (`DecoupledWeightDecay`, `ProximalL1`): modifies the variables directly, before or
+  after `optimizer.apply_gradients`, independently of the optimizer's preconditioning. This composes
+  with any optimizer, like optax's `add_decayed_weights`, instead of one subclass per optimizer.
+
+The Trainer binds each term to the model once (`bind`), then per step calls `penalty()` in the
+tape (and scales the sum once with `tf.nn.scale_regularization_loss`), and `before_step` /
+`after_step` in replica context around `apply_gradients`. All per-step work is vectorized TF ops,
+computed in float32.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import numbers
+from collections.abc import Callable, Sequence
+
+import gin
+import tensorflow as tf
+
+from trainer import distributed_update
+from trainer import selectors
+
+# Decoupled weight decay conventions (see REFERENCE.md):
+#   lr_coupled: w -= lr_t * rate * w. Keras 3 and tf_keras optimizers' `weight_decay`, PyTorch
+#     AdamW, optax adamw.
+#   schedule_multiplier: w -= (lr_t / lr_0) * rate * w. Loshchilov & Hutter (ICLR 2019), Alg. 2,
+#     where eta_t is the schedule multiplier; equals tensorflow-addons'
+#     DecoupledWeightDecayExtension (`w -= wd * w`) for a constant learning rate.
+CONVENTIONS = ("lr_coupled", "schedule_multiplier")
+
+# Layer attributes holding a regularizer -> the attribute holding the variable it regularizes.
+_REGULARIZED_ATTRIBUTES = {
+    "kernel_regularizer": "kernel",
+    "bias_regularizer": "bias",
+    "recurrent_regularizer": "recurrent_kernel",
+    "depthwise_regularizer": "depthwise_kernel",
+    "pointwise_regularizer": "pointwise_kernel",
+    "embeddings_regularizer": "embeddings",
+    "beta_regularizer": "beta",
+    "gamma_regularizer": "gamma",
+}
+
+
+class _Term:
+  """What both kinds of term share: a name, a selector, and the variables it selected."""
+
+  def __init__(self, *, name: str, selector: selectors.VariableSelector | None):
+    self.name = name
+    self.selector = selector if selector is not None else selectors.VariableSelector()
+    self.selected: list[selectors.SelectedVariable] | None = None
+
+  def bind(self, model) -> None:
+    """Resolves the selected variables of `model`; raises ValueError on an invalid selection."""
+    self.selected = self.selector.select(model)
+
+  def describe(self) -> str:
+    """One header line with the settings, then the covered variables (or 'not bound')."""
+    header = f"{self.name}: {type(self).__name__}({self._settings()})"
+    if self.selected is None:
+      return f"{header}, not bound to a model"
+    return f"{header} on {selectors.describe(self.selected)}"
+
+  def _settings(self) -> str:
+    raise NotImplementedError
+
+  def _bound(self) -> list[selectors.SelectedVariable]:
+    if self.selected is None:
+      raise RuntimeError(f"{self.name}: call bind(model) before using the term")
+    return self.selected
+
+
+class LossTerm(_Term):
+  """A penalty added to the loss inside the gradient tape."""
+
+  def penalty(self) -> tf.Tensor:
+    """The penalty as an unscaled float32 scalar, from the variables' current values."""
+    raise NotImplementedError
+
+
+class UpdateTerm(_Term):
+  """An update applied to the variables around the optimizer step, in replica context."""
+
+  def before_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
+    """Runs after the gradients are computed, before `apply_gradients`. Default: nothing."""
+
+  def after_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
+    """Runs after `apply_gradients`. Default: nothing."""
+
+  def effective_decay(self, learning_rate, base_learning_rate) -> tf.Tensor:
+    """The multiplicative decay per step applied at multiplier 1 (`optimizer/weight_decay`)."""
+    return tf.zeros((), tf.float32)
+
+
+@gin.configurable
+class L2(LossTerm):
+  """`scale * sum(multiplier * w**2)`: the Keras `L2` convention, without a factor 1/2.
+
+  With plain SGD this equals lr-coupled decoupled decay with rate `2 * scale`; with adaptive
+  optimizers it does not (the penalty gradient is preconditioned too).
+  """
+
+  def __init__(self, scale: float, *, selector: selectors.VariableSelector | None = None,
+               name: str = "l2"):
+    super().__init__(name=name, selector=selector)
+    self.scale = _check_strength(name, "scale", scale)
+
+  def penalty(self) -> tf.Tensor:
+    return self.scale * _weighted_sum(self._bound(), lambda w: tf.reduce_sum(tf.square(w)))
+
+  def _settings(self) -> str:
+    return f"scale={self.scale:g}"
+
+
+@gin.configurable
+class L1(LossTerm):
+  """`scale * sum(multiplier * |w|)`, the Keras `L1` convention.
+
+  Its gradient is the subgradient `sign(w)`, so weights oscillate around zero instead of becoming
+  exactly zero; use `ProximalL1` for exact sparsity.
+  """
+
+  def __init__(self, scale: float, *, selector: selectors.VariableSelector | None = None,
+               name: str = "l1"):
+    super().__init__(name=name, selector=selector)
+    self.scale = _check_strength(name, "scale", scale)
+
+  def penalty(self) -> tf.Tensor:
+    return self.scale * _weighted_sum(self._bound(), lambda w: tf.reduce_sum(tf.abs(w)))
+
+  def _settings(self) -> str:
+    return f"scale={self.scale:g}"
+
+
+@gin.configurable
+class DecoupledWeightDecay(UpdateTerm):
+  """Decoupled weight decay `w -= d_t * multiplier * w`, applied to w_{t-1} before the step.
+
+  `d_t = lr_t * rate` (convention 'lr_coupled', as Keras 3 `AdamW` / PyTorch `AdamW`) or
+  `d_t = (lr_t / base_lr) * rate` ('schedule_multiplier', Loshchilov & Hutter Alg. 2; equals tfa
+  `AdamW`/`SGDW` with `weight_decay=rate` for a constant learning rate). Applying it before the
+  step equals applying it in the optimizer (Keras 3 decays in `apply_gradients` before the step,
+  tfa via a control dependency before it): the gradient step does not read w.
+  """
+
+  def __init__(self, rate: float, *, convention: str = "lr_coupled",
+               selector: selectors.VariableSelector | None = None, name: str = "weight_decay"):
+    super().__init__(name=name, selector=selector)
+    self.rate = _check_strength(name, "rate", rate)
+    if convention not in CONVENTIONS:
+      raise ValueError(f"{name}: unknown convention {convention!r}; valid conventions are "
+                       f"{list(CONVENTIONS)}")
+    self.convention = convention
+
+  def effective_decay(self, learning_rate, base_learning_rate) -> tf.Tensor:
+    learning_rate = tf.cast(learning_rate, tf.float32)
+    if self.convention == "lr_coupled":
+      return learning_rate * self.rate
+    base = _check_positive(self.name, "base_learning_rate", base_learning_rate)
+    return learning_rate / base * self.rate
+
+  def before_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
+    decay = self.effective_decay(learning_rate, base_learning_rate)
+    distributed_update.assign_once(
+        [(s.variable, functools.partial(_decayed, multiplier=s.multiplier)) for s in self._bound()],
+        args=(decay,))
+
+  def _settings(self) -> str:
+    return f"rate={self.rate:g}, convention={self.convention!r}"
+
+
+@gin.configurable
+class ProximalL1(UpdateTerm):
+  """Proximal L1 (ISTA/FOBOS soft-thresholding) after the step, giving exact zeros.
+
+  `w <- sign(w) * max(|w| - lr_t * scale * multiplier, 0)`: the proximal operator of
+  `scale * |w|` for step size `lr_t`, as in TF's `ApplyProximalGradientDescent`.
+  """
+
+  def __init__(self, scale: float, *, selector: selectors.VariableSelector | None = None,
+               name: str = "proximal_l1"):
+    super().__init__(name=name, selector=selector)
+    self.scale = _check_strength(name, "scale", scale)
+
+  def after_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
+    threshold = tf.cast(learning_rate, tf.float32) * self.scale
+    distributed_update.assign_once(
+        [(s.variable, functools.partial(_soft_threshold, multiplier=s.multiplier))
+         for s in self._bound()],
+        args=(threshold,))
+
+  def _settings(self) -> str:
+    return f"scale={self.scale:g}"
+
+
+@gin.configurable
+def normalized_decay_rate(rate_norm: float, batch_size: int, num_examples: int,
+                          epochs: float) -> float:
+  """`rate_norm * sqrt(b / (B * T))`: Loshchilov & Hutter (ICLR 2019), App. B.1, normalized decay.
+
+  Makes one decay setting transfer across batch sizes and training lengths. Bind it in gin as
+  `DecoupledWeightDecay.rate = @normalized_decay_rate()`.
+  """
+  rate_norm = _check_strength("normalized_decay_rate", "rate_norm", rate_norm)
+  batch_size = _check_positive("normalized_decay_rate", "batch_size", batch_size)
+  num_examples = _check_positive("normalized_decay_rate", "num_examples", num_examples)
+  epochs = _check_positive("normalized_decay_rate", "epochs", epochs)
+  return rate_norm * math.sqrt(batch_size / (num_examples * epochs))
+
+
+def layer_regularized_variables(model) -> list:
+  """Trainable variables that a layer's own regularizer (e.g. `kernel_regularizer`) penalizes.
+
+  Found by the layer's `*_regularizer` attributes and, on Keras 3, the variable's `regularizer`.
+  """
+  found: dict[int, object] = {}
+  for layer in selectors.flatten_layers(model):
+    for regularizer_attribute, variable_attribute in _REGULARIZED_ATTRIBUTES.items():
+      variable = getattr(layer, variable_attribute, None)
+      if getattr(layer, regularizer_attribute, None) is not None and variable is not None:
+        found[id(variable)] = variable
+  trainable = model.trainable_variables
+  for variable in trainable:
+    if getattr(variable, "regularizer", None) is not None:
+      found[id(variable)] = variable
+  trainable_ids = {id(v) for v in trainable}
+  return [v for key, v in found.items() if key in trainable_ids]
+
+
+def overlap_warning(terms: Sequence[LossTerm | UpdateTerm], model) -> str | None:
+  """A message naming variables hit by both a term and their layer's own regularizer, else None."""
+  regularized = {id(v) for v in layer_regularized_variables(model)}
+  lines = []
+  for term in terms:
+    selected = term.selected if term.selected is not None else term.selector.select(model)
+    paths = [s.path for s in selected if id(s.variable) in regularized]
+    if paths:
+      lines.append(f"  {term.name}: {', '.join(paths)}")
+  if not lines:
+    return None
+  return ("variables regularized twice, by a term and by their layer's own regularizer "
+          "(model.losses):\n" + "\n".join(lines))
+
+
+def _weighted_sum(selected: Sequence[selectors.SelectedVariable],
+                  reduce: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+  """`sum(multiplier * reduce(w))` in float32, one multiply per distinct multiplier."""
+  by_multiplier = collections.defaultdict(list)
+  for s in selected:
+    by_multiplier[s.multiplier].append(reduce(tf.cast(s.variable, tf.float32)))
+  return tf.add_n([multiplier * tf.add_n(parts) for multiplier, parts in by_multiplier.items()])
+
+
+def _decayed(w: tf.Tensor, decay: tf.Tensor, *, multiplier: float) -> tf.Tensor:
+  return w - w * (decay * multiplier)
+
+
+def _soft_threshold(w: tf.Tensor, threshold: tf.Tensor, *, multiplier: float) -> tf.Tensor:
+  return tf.sign(w) * tf.maximum(tf.abs(w) - threshold * multiplier, 0.0)
+
+
+def _check_strength(term: str, argument: str, value) -> float:
+  """A finite number >= 0, else ValueError naming the term, the argument and the value."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+      or value < 0:
+    raise ValueError(f"{term}: {argument} must be a finite number >= 0, got {value!r}")
+  return float(value)
+
+
+def _check_positive(term: str, argument: str, value) -> float:
+  if _check_strength(term, argument, value) == 0:
+    raise ValueError(f"{term}: {argument} must be > 0, got {value!r}")
+  return float(value)
