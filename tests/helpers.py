@@ -75,3 +75,17 @@ def model_weights(trainer) -> dict[str, np.ndarray]:
   """The trainer's model variables as numpy, by variable path."""
   from trainer import compat
   return {compat.variable_path(v): np.array(v.numpy()) for v in trainer.model.variables}
+
+
+def run_main(args: Sequence[str]) -> int:
+  """The CLI's code path (`trainer.main.run`) in this process, with `args` as the command line."""
+  from absl import flags
+  from trainer import main
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["occam", *args])
+  return main.run([])
+
+
+def kernel_arrays(trainer) -> list[np.ndarray]:
+  """The model's rank-2+ trainable weights (the kernels) as numpy arrays."""
+  return [v.numpy() for v in trainer.model.trainable_variables if len(v.shape) >= 2]

@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 
 import pytest
-from absl import flags
 
+from tests import helpers
 from tests.helpers import QUICKSTART
 from trainer import main
 
-FLAGS = flags.FLAGS
 TINY = ["--gin_bindings=Trainer.train_steps=4", "--gin_bindings=Trainer.steps_per_loop=2",
         "--gin_bindings=MLP.hidden_sizes=(8,)"]
 
 
 def run_main(args, capsys) -> tuple[int, str]:
-  """Runs the CLI's `run` in this process with `args` as the command line."""
-  FLAGS.unparse_flags()
-  FLAGS(["occam", *args])
-  code = main.run([])
+  """Runs the CLI's `run` in this process; returns its exit code and what it printed to stderr."""
+  code = helpers.run_main(args)
   return code, capsys.readouterr().err
 
 
