@@ -1,0 +1,730 @@
+r"""Occam's performance benchmark: throughput against a bare loop and Keras `fit`, and what extras cost.
+
+    python scripts/benchmark.py            # the full run (a few minutes on 2 cores)
+    python scripts/benchmark.py --quick    # tiny models, one repeat: a smoke run, numbers meaningless
+
+Everything runs in one process. Variants that are compared with each other are built together and
+then timed interleaved (A B C A B C ...) and repeated; each figure is the median over repeats, so
+load that comes and goes on a shared machine hits every variant alike and the *ratios* are what to
+read. Absolute steps/sec are printed for the record.
+
+Occam is measured through its real machinery: a gin-configured `trainer.trainer.Trainer`, timed on
+the host loop as `Trainer.run` drives it (reset the metric accumulators, one `train_program.loop`
+call of `steps_per_loop` steps, read the metrics and the step, the `Monitor`'s per-loop statistics;
+not timed: evaluation, checkpoints and summary writing, which happen at their own intervals). The bare loop and Keras
+`fit` use the same model factory (`models.MLP`), the same tf.data pipeline
+(`trainer.input_pipeline.train_dataset`), Adam at a constant 1e-3 and L2 1e-4 on the kernels
+(biases excluded in all three: Occam's default selector, `kernel_regularizer` in Keras, the
+kernels only in the bare loop). All three track loss and accuracy, as a real training loop must.
+
+The CPU is split into 2 logical devices before TensorFlow starts, for the replica-scaling section;
+everything else runs on the default strategy (device 0; the thread pools are shared, so the split
+does not slow it down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import gin  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+NUM_LOGICAL_CPUS = 2
+L2_SCALE = 1e-4
+DECAY_RATE = 1e-4
+PROXIMAL_SCALE = 1e-6
+LEARNING_RATE = 1e-3
+NUM_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """An MLP `input_dim-hidden...-10` trained at `batch_size`, timed in loops of `steps_per_loop`."""
+
+  name: str
+  input_dim: int
+  hidden: tuple[int, ...]
+  batch_size: int
+  steps_per_loop: int
+  loops_per_measurement: int
+
+  @property
+  def layer_sizes(self) -> list[int]:
+    return [self.input_dim, *self.hidden, NUM_CLASSES]
+
+  @property
+  def parameters(self) -> int:
+    sizes = self.layer_sizes
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+  @property
+  def steps_per_measurement(self) -> int:
+    return self.steps_per_loop * self.loops_per_measurement
+
+  def training_flops(self) -> float:
+    """FLOPs of one training step: 3 x forward matmuls (forward, input gradient, weight gradient).
+
+    Forward = sum over layers of 2 * batch * fan_in * fan_out. Element-wise work (activations,
+    softmax, Adam, penalties) is not counted, and neither is the fact that the first layer needs no
+    input gradient (so this slightly *overstates* the work done, by 1/3 of the first layer).
+    """
+    sizes = self.layer_sizes
+    return 3 * sum(2 * self.batch_size * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+  def describe(self) -> str:
+    return (f"MLP {'-'.join(map(str, self.layer_sizes))}, batch {self.batch_size}, "
+            f"{self.parameters:,} parameters, {self.steps_per_loop} steps per loop")
+
+  def with_width(self, width: int) -> ModelSpec:
+    return dataclasses.replace(self, name=f"width {width}", hidden=(width,) * len(self.hidden))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What to run: the full benchmark or the `--quick` smoke run (same rows, tiny sizes)."""
+
+  compute: ModelSpec
+  dispatch: ModelSpec
+  widths: tuple[int, ...]
+  repeats: int
+  num_examples: int
+  matmul_size: int
+  quick: bool
+
+
+FULL = Settings(
+    # ~25 ms per step here, so 20 steps per loop already make the per-call overhead negligible; the
+    # dispatch-bound model uses 100, the number the targets were stated for.
+    compute=ModelSpec("compute", 784, (1024, 1024), 256, steps_per_loop=20, loops_per_measurement=1),
+    dispatch=ModelSpec("dispatch", 64, (128,), 32, steps_per_loop=100, loops_per_measurement=3),
+    widths=(128, 512, 2048), repeats=3, num_examples=4096, matmul_size=2048, quick=False)
+QUICK = Settings(
+    compute=ModelSpec("compute", 784, (64, 64), 32, steps_per_loop=4, loops_per_measurement=1),
+    dispatch=ModelSpec("dispatch", 64, (16,), 16, steps_per_loop=4, loops_per_measurement=1),
+    widths=(32,), repeats=1, num_examples=256, matmul_size=256, quick=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def clock() -> np.ndarray:
+  """[wall seconds, this process's CPU seconds]; every measurement reads both.
+
+  Wall time is what a user waits for, but on a shared machine it also counts the time other
+  processes held the cores. CPU time counts only our own work (all threads), so it is nearly immune
+  to other load, but blind to time our cores sat idle (e.g. waiting on a host round trip).
+  """
+  return np.array([time.perf_counter(), time.process_time()])
+
+
+@dataclasses.dataclass
+class Variant:
+  """One thing to time: `measure()` does `work` units (steps, or FLOPs) and returns `clock()` deltas."""
+
+  label: str
+  measure: Callable[[], np.ndarray]
+  work: float
+  seconds: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+  @property
+  def rate(self) -> np.ndarray:
+    """[work per wall second, work per CPU second], from the median times over repeats."""
+    return self.work / np.median(np.array(self.seconds), axis=0)
+
+
+def time_interleaved(variants: Sequence[Variant], repeats: int) -> None:
+  """One untimed warm-up each (tracing, XLA compilation, prefetch), then `repeats` rounds A B C A B C."""
+  for variant in variants:
+    variant.measure()
+  for _ in range(repeats):
+    for variant in variants:
+      variant.seconds.append(variant.measure())
+
+
+def _timed_loops(run_loop: Callable[[], None], loops: int) -> Callable[[], np.ndarray]:
+  def measure() -> np.ndarray:
+    started = clock()
+    for _ in range(loops):
+      run_loop()
+    return clock() - started
+  return measure
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and the three training loops
+
+
+def synthetic_splits(input_dim: int, num_examples: int):
+  """Gaussian features and uniform labels: throughput does not depend on what is learned."""
+  from trainer.data import ArrayData, Splits
+  rng = np.random.default_rng(0)
+
+  def split(n: int) -> ArrayData:
+    return ArrayData(rng.normal(size=(n, input_dim)).astype(np.float32),
+                     rng.integers(0, NUM_CLASSES, size=n).astype(np.int32))
+
+  return Splits(name="benchmark", train=split(num_examples), validation=split(64), test=split(64),
+                num_classes=NUM_CLASSES, description=f"benchmark: {num_examples} x {input_dim} synthetic")
+
+
+@gin.configurable
+def benchmark_data(input_dim: int = gin.REQUIRED, num_examples: int = gin.REQUIRED):
+  """Gin factory for `Trainer.data`: `synthetic_splits` (Trainer calls it after seeding)."""
+  return synthetic_splits(input_dim, num_examples)
+
+
+def train_dataset(spec: ModelSpec, settings: Settings) -> tf.data.Dataset:
+  """Occam's own training pipeline over the benchmark data, for the bare loop and `fit`."""
+  from trainer import input_pipeline
+  return input_pipeline.train_dataset(synthetic_splits(spec.input_dim, settings.num_examples).train,
+                                      global_batch_size=spec.batch_size, seed=0, start_step=0)
+
+
+def trainer_parameters() -> set[str]:
+  """The arguments of this checkout's `Trainer`: decides which optional rows can be measured."""
+  from trainer.trainer import Trainer
+  return set(inspect.signature(Trainer).parameters)
+
+
+def occam_bindings(spec: ModelSpec, settings: Settings, *, regularizers: str = "@L2()",
+                   jit_compile: bool = False) -> list[str]:
+  bindings = [
+      "Trainer.data = @benchmark_data",
+      f"benchmark_data.input_dim = {spec.input_dim}",
+      f"benchmark_data.num_examples = {settings.num_examples}",
+      "Trainer.model = @MLP",
+      f"MLP.hidden_sizes = {tuple(spec.hidden)}",
+      f"MLP.num_outputs = {NUM_CLASSES}",
+      "Trainer.optimizer = @Adam",
+      f"Trainer.learning_rate = {LEARNING_RATE}",
+      f"Trainer.batch_size = {spec.batch_size}",
+      f"Trainer.steps_per_loop = {spec.steps_per_loop}",
+      f"Trainer.regularizers = [{regularizers}]",
+      f"L2.scale = {L2_SCALE}",
+      f"L1.scale = {L2_SCALE}",
+      f"DecoupledWeightDecay.rate = {DECAY_RATE}",
+      f"ProximalL1.scale = {PROXIMAL_SCALE}",
+  ]
+  return bindings + (["Trainer.jit_compile = True"] if jit_compile else [])
+
+
+def build_trainer(bindings: Sequence[str], strategy: tf.distribute.Strategy, model_dir: str):
+  """A `Trainer` configured by `bindings` alone, built under `strategy` as `trainer.main` does."""
+  import models  # noqa: F401  (registers MLP)
+  from trainer import config, registry, regularizers  # noqa: F401  (register Adam, L2, ...)
+  from trainer.trainer import Trainer
+  config.parse([], list(bindings))
+  with strategy.scope():
+    return Trainer(strategy=strategy, model_dir=model_dir)
+
+
+class OccamRun:
+  """A built `Trainer` and its training iterator, driven one host loop at a time as `Trainer.run` does.
+
+  `without_accumulators` replaces the program's per-step metric accumulation by nothing, before the
+  loop is first traced: the cost of the built-in metric set, measured by removing it.
+  """
+
+  def __init__(self, spec: ModelSpec, bindings: Sequence[str], *, model_dir: str,
+               strategy: tf.distribute.Strategy | None = None, without_accumulators: bool = False):
+    self.spec = spec
+    self.trainer = build_trainer(bindings, strategy or tf.distribute.get_strategy(),
+                                 tempfile.mkdtemp(dir=model_dir))
+    if without_accumulators:
+      self.trainer.train_program._accumulate = lambda *args: None  # pylint: disable=protected-access
+    self.iterator = self.trainer._train_iterator(0)  # pylint: disable=protected-access
+    self.num_steps = tf.constant(spec.steps_per_loop, tf.int32)
+
+  def variant(self, label: str, *, monitor: bool = True) -> Variant:
+    """Per loop: reset the accumulators, run the loop, read them, then (if `monitor`) the Monitor."""
+    trainer, program = self.trainer, self.trainer.train_program
+    monitor_after_loop = getattr(getattr(trainer, "monitor", None), "after_loop", None) if monitor else None
+
+    def run_loop() -> None:
+      program.metrics.reset()
+      program.loop(self.iterator, self.num_steps)
+      program.metrics.results()
+      step = int(trainer.step.numpy())
+      if monitor_after_loop:
+        monitor_after_loop(step - self.spec.steps_per_loop, step, trainer.writers)
+
+    return Variant(label, _timed_loops(run_loop, self.spec.loops_per_measurement),
+                   self.spec.steps_per_measurement)
+
+
+def occam_variant(label: str, spec: ModelSpec, bindings: Sequence[str], *, model_dir: str,
+                  **kwargs) -> Variant:
+  """A fresh `OccamRun`'s default variant (Monitor included, as in `Trainer.run`)."""
+  return OccamRun(spec, bindings, model_dir=model_dir, **kwargs).variant(label)
+
+
+def _dense_kernels(model: tf.keras.Model) -> list:
+  return [layer.kernel for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)]
+
+
+def bare_variant(label: str, spec: ModelSpec, settings: Settings, *, jit_compile: bool) -> Variant:
+  """The hand-written baseline: GradientTape step, L2 on the kernels, Adam, loss/accuracy sums.
+
+  With `jit_compile` the step is compiled by XLA inside the (uncompiled) host loop, which is also
+  how Keras compiles `fit`'s step.
+  """
+  import models
+  tf.keras.utils.set_random_seed(0)
+  model = models.MLP(hidden_sizes=spec.hidden, num_outputs=NUM_CLASSES)
+  model(tf.zeros((1, spec.input_dim)))
+  optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
+  optimizer.build(model.trainable_variables)
+  kernels = _dense_kernels(model)
+  loss_sum, correct_sum = tf.Variable(0.0), tf.Variable(0.0)
+
+  def step(features, labels):
+    with tf.GradientTape() as tape:
+      logits = model(features, training=True)
+      per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+      penalty = L2_SCALE * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+      loss = tf.reduce_mean(per_example) + penalty
+    gradients = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    loss_sum.assign_add(loss)
+    correct_sum.assign_add(tf.reduce_sum(tf.cast(
+        tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)))
+
+  step_fn = tf.function(step, jit_compile=True) if jit_compile else step
+
+  @tf.function
+  def loop(iterator, num_steps):
+    for _ in tf.range(num_steps):
+      step_fn(*next(iterator))
+
+  iterator = iter(train_dataset(spec, settings))
+  num_steps = tf.constant(spec.steps_per_loop, tf.int32)
+
+  def run_loop() -> None:
+    loop(iterator, num_steps)
+    float(loss_sum.read_value())
+
+  return Variant(label, _timed_loops(run_loop, spec.loops_per_measurement), spec.steps_per_measurement)
+
+
+class _BatchEndTimes(tf.keras.callbacks.Callback):
+  """`clock()` at the end of every `fit` execution (one per `steps_per_execution` steps)."""
+
+  def __init__(self):
+    super().__init__()
+    self.times: list[np.ndarray] = []
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.times.append(clock())
+
+
+def fit_variant(label: str, spec: ModelSpec, settings: Settings, *, steps_per_execution: int,
+                jit_compile) -> Variant:
+  """Keras `fit` on the same model, data, optimizer and L2 (as `kernel_regularizer`).
+
+  Each measurement is one `fit` call of one extra execution plus the timed steps; the time runs from
+  the end of the first execution to the end of the last, so neither `fit`'s per-call setup nor the
+  new iterator's first batch is counted: steady-state throughput, like the other loops.
+  """
+  import models
+  tf.keras.utils.set_random_seed(0)
+  model = models.MLP(hidden_sizes=spec.hidden, num_outputs=NUM_CLASSES,
+                     kernel_regularizer=tf.keras.regularizers.L2(L2_SCALE))
+  model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"], steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+  dataset = train_dataset(spec, settings)
+  steps = spec.steps_per_measurement
+  if steps % steps_per_execution:
+    raise ValueError(f"{steps} steps are not a multiple of steps_per_execution={steps_per_execution}")
+
+  def measure() -> np.ndarray:
+    timer = _BatchEndTimes()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps + steps_per_execution, verbose=0,
+              callbacks=[timer])
+    return timer.times[-1] - timer.times[0]
+
+  return Variant(label, measure, steps)
+
+
+def matmul_variant(size: int, chain: int = 4) -> Variant:
+  """The machine's float32 matmul throughput: a chain of square matmuls in one `tf.function`."""
+  matrix = tf.random.normal([size, size]) / math.sqrt(size)
+
+  @tf.function
+  def multiply(x):
+    for _ in range(chain):
+      x = tf.matmul(x, matrix)
+    return x
+
+  def measure() -> np.ndarray:
+    started = clock()
+    multiply(matrix).numpy()
+    return clock() - started
+
+  return Variant(f"{chain} chained {size}x{size} matmuls", measure, chain * 2.0 * size**3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+def show_ratio(value: float) -> str:
+  return f"{value:.2f}x"
+
+
+def show_cost(value: float) -> str:
+  return f"{value:+.1%}"
+
+
+def show_percent(value: float) -> str:
+  return f"{value:.0%}"
+
+
+@dataclasses.dataclass
+class Report:
+  """Rows of the table (`section | what | wall | cpu | detail`) and the target verdicts.
+
+  A figure is a [wall, cpu] pair (`Variant.rate` ratios), None ("n/a": the checkout lacks the
+  feature) or a single string (startup and memory, which only have a wall-clock figure).
+  """
+
+  rows: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
+  targets: list[str] = dataclasses.field(default_factory=list)
+
+  def add(self, section: str, what: str, value: np.ndarray | str | None, detail: str = "", *,
+          show: Callable[[float], str] = show_ratio) -> None:
+    if isinstance(value, str):
+      cells = (value, "")
+    elif value is None:
+      cells = ("n/a", "n/a")
+    else:
+      cells = (show(value[0]), show(value[1]))
+    self.rows.append((section, what, *cells, detail))
+    print(f"  [{section}] {what}: wall {cells[0]}, cpu {cells[1]} {detail}", flush=True)
+
+  def target(self, name: str, value: np.ndarray | None, threshold: float, *, at_most: bool = False,
+             show: Callable[[float], str] = show_ratio) -> None:
+    """`PASS`/`FAIL` by wall time (what the target is about), with the CPU-time verdict beside it."""
+    if value is None:
+      self.targets.append(f"n/a              {name}")
+      return
+    verdicts = ["PASS" if (v <= threshold if at_most else v >= threshold) else "FAIL" for v in value]
+    self.targets.append(f"{verdicts[0]} (cpu: {verdicts[1]}) {name}: wall {show(value[0])}, cpu {show(value[1])} "
+                        f"(target {'<=' if at_most else '>='} {show(threshold)})")
+
+  def print(self, header: Sequence[str]) -> None:
+    columns = ("section", "what", "wall", "cpu")
+    widths = [max(len(row[i]) for row in [columns, *self.rows]) for i in range(len(columns))]
+    print("\n" + "\n".join(header) + "\n")
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " | detail")
+    section = None
+    for row in self.rows:
+      if row[0] != section:
+        section = row[0]
+        print()
+      print(" | ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + " | " + row[4])
+    print("\nTargets (verdict by wall time; cpu: the same target judged by CPU time):")
+    print("\n".join(self.targets))
+
+
+def ratio(numerator: Variant, denominator: Variant) -> np.ndarray:
+  """[wall, cpu] ratio of throughputs: > 1 means `numerator` is faster."""
+  return numerator.rate / denominator.rate
+
+
+def cost(extra: Variant, base: Variant) -> np.ndarray:
+  """[wall, cpu] extra time per step of `extra` relative to `base` (time with / time without - 1)."""
+  return base.rate / extra.rate - 1
+
+
+def rates(*variants: Variant) -> str:
+  return " vs ".join(f"{v.rate[0]:,.1f}" for v in variants) + " steps/s (wall)"
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+REGULARIZER_SETS = {
+    "L1": "@L1()",
+    "DecoupledWeightDecay": "@DecoupledWeightDecay()",
+    "ProximalL1": "@ProximalL1()",
+    "L2 + DecoupledWeightDecay + ProximalL1": "@L2(), @DecoupledWeightDecay(), @ProximalL1()",
+}
+ALL_TERMS = "L2 + DecoupledWeightDecay + ProximalL1"
+
+
+@dataclasses.dataclass
+class ModelGroup:
+  """Every variant of one model, timed together so that all its ratios share the same noise.
+
+  `occam` (with L2, as the other loops have) doubles as the "L2" term and the 1-replica baseline.
+  """
+
+  spec: ModelSpec
+  occam: Variant
+  occam_jit: Variant | None
+  bare: dict[bool, Variant]
+  fit_loop: dict[bool, Variant]
+  fit_step: dict[bool, Variant]
+  plain: Variant
+  terms: dict[str, Variant]
+  plain_jit: Variant | None
+  all_terms_jit: Variant | None
+  no_accumulators: Variant
+  monitor_off: Variant | None
+  two_replicas: Variant
+  peak: Variant | None
+
+  def variants(self) -> list[Variant]:
+    optional = [self.occam_jit, self.plain_jit, self.all_terms_jit, self.monitor_off, self.peak]
+    return [self.occam, *self.bare.values(), *self.fit_loop.values(), *self.fit_step.values(),
+            self.plain, *self.terms.values(), self.no_accumulators, self.two_replicas,
+            *[v for v in optional if v is not None]]
+
+
+def build_group(spec: ModelSpec, settings: Settings, parameters: set[str],
+                mirrored: tf.distribute.Strategy, model_dir: str) -> ModelGroup:
+  """Builds (but does not time) every variant of `spec`; optional Occam features only if present."""
+  k, jit = spec.steps_per_loop, "jit_compile" in parameters
+
+  def occam(label: str, regularizers: str = "@L2()", jit_compile: bool = False, **kwargs) -> Variant:
+    bindings = occam_bindings(spec, settings, regularizers=regularizers, jit_compile=jit_compile)
+    return occam_variant(label, spec, bindings, model_dir=model_dir, **kwargs)
+
+  plain = OccamRun(spec, occam_bindings(spec, settings, regularizers=""), model_dir=model_dir)
+
+  return ModelGroup(
+      spec=spec,
+      occam=occam("occam"),
+      occam_jit=occam("occam jit", jit_compile=True) if jit else None,
+      bare={jit: bare_variant(f"bare jit={jit}", spec, settings, jit_compile=jit) for jit in (False, True)},
+      fit_loop={jit: fit_variant(f"fit spe={k} jit={jit}", spec, settings, steps_per_execution=k,
+                                 jit_compile=jit) for jit in (False, True)},
+      fit_step={jit: fit_variant(f"fit spe=1 jit={jit}", spec, settings, steps_per_execution=1,
+                                 jit_compile=jit) for jit in (False, True)},
+      plain=plain.variant("no regularizer"),
+      terms={name: occam(name, regularizers=value) for name, value in REGULARIZER_SETS.items()},
+      plain_jit=occam("no regularizer jit", regularizers="", jit_compile=True) if jit else None,
+      all_terms_jit=(occam("all terms jit", regularizers=REGULARIZER_SETS[ALL_TERMS], jit_compile=True)
+                     if jit else None),
+      no_accumulators=occam("no accumulators", regularizers="", without_accumulators=True),
+      monitor_off=plain.variant("monitor off", monitor=False) if "monitor" in parameters else None,
+      two_replicas=occam("2 replicas", strategy=mirrored),
+      peak=matmul_variant(settings.matmul_size) if spec is settings.compute else None)
+
+
+def fit_auto_jit(spec: ModelSpec) -> bool:
+  """What Keras makes of `jit_compile='auto'` (fit's default) for this model on this machine."""
+  import models
+  model = models.MLP(hidden_sizes=spec.hidden, num_outputs=NUM_CLASSES)
+  model.compile(optimizer="adam", loss="mse", jit_compile="auto")
+  return bool(model.jit_compile)
+
+
+def report_frameworks(group: ModelGroup, report: Report) -> None:
+  """Occam vs the bare loop and vs `fit` at steps_per_execution = steps_per_loop and at 1, jit off/on."""
+  name, k = group.spec.name, group.spec.steps_per_loop
+  default_jit = fit_auto_jit(group.spec)
+  for jit in (False, True):
+    tag = "jit" if jit else "no jit"
+    mine = group.occam_jit if jit else group.occam
+    for what, other in ((f"bare loop ({tag})", group.bare[jit]),
+                        (f"fit spe={k} ({tag})", group.fit_loop[jit]),
+                        (f"fit spe=1 ({tag}){' = fit default' if jit == default_jit else ''}",
+                         group.fit_step[jit])):
+      report.add(name, f"occam / {what}", mine and ratio(mine, other),
+                 rates(*[v for v in (mine, other) if v is not None]))
+    report.target(f"{name}: occam >= 0.9x bare loop ({tag})", mine and ratio(mine, group.bare[jit]), 0.9)
+    report.target(f"{name}: occam >= 1.2x fit spe={k} ({tag})", mine and ratio(mine, group.fit_loop[jit]),
+                  1.2)
+  for jit in (False, True):
+    tag = "jit" if jit else "no jit"
+    report.add(name, f"bare loop / fit spe={k} ({tag})", ratio(group.bare[jit], group.fit_loop[jit]))
+    report.add(name, f"bare loop / fit spe=1 ({tag})", ratio(group.bare[jit], group.fit_step[jit]))
+  report.add(name, "bare loop: jit / no jit", ratio(group.bare[True], group.bare[False]))
+  if group.occam_jit:
+    report.add(name, "occam: jit / no jit", ratio(group.occam_jit, group.occam))
+
+
+def report_flops(group: ModelGroup, report: Report) -> None:
+  """Achieved FLOP/s of the compute-bound step against the matmul peak timed alongside it.
+
+  The cpu column is FLOPs per CPU-second (both threads): efficiency with other load factored out.
+  """
+  flops, peak = group.spec.training_flops(), group.peak.rate
+  gflops = lambda v: f"{v / 1e9:.1f} GFLOP/s"  # noqa: E731
+  best_occam = max((v for v in (group.occam, group.occam_jit) if v), key=lambda v: v.rate[0])
+  best_bare = max(group.bare.values(), key=lambda v: v.rate[0])
+  report.add("flops", "tf.matmul peak (float32)", peak, f"{group.peak.label} in one tf.function",
+             show=gflops)
+  for variant in (best_occam, best_bare):
+    report.add("flops", f"{variant.label} step", variant.rate * flops,
+               f"{flops / 1e9:.2f} GFLOP/step = 3 x sum 2*B*fan_in*fan_out", show=gflops)
+    report.add("flops", f"{variant.label} step / peak", variant.rate * flops / peak, show=show_percent)
+  report.target("compute: occam step >= 70% of matmul peak", best_occam.rate * flops / peak, 0.7,
+                show=show_percent)
+
+
+def report_costs(group: ModelGroup, settings: Settings, report: Report) -> None:
+  """Each regularization term and the metric sets: cost = time with / time without - 1."""
+  section, plain = f"{group.spec.name} costs", group.plain
+  for term, variant in [("L2", group.occam), *group.terms.items()]:
+    report.add(section, f"regularizer {term}", cost(variant, plain), rates(variant, plain), show=show_cost)
+  all_jit = group.all_terms_jit and cost(group.all_terms_jit, group.plain_jit)
+  report.add(section, f"regularizer {ALL_TERMS} (jit)", all_jit,
+             rates(group.all_terms_jit, group.plain_jit) if all_jit is not None else "", show=show_cost)
+  accumulators = cost(plain, group.no_accumulators)
+  report.add(section, "built-in metric accumulators (loss, penalties, accuracy)", accumulators,
+             rates(plain, group.no_accumulators), show=show_cost)
+  monitor = group.monitor_off and cost(plain, group.monitor_off)
+  report.add(section, "default Monitor metric set (per-loop statistics)", monitor,
+             rates(plain, group.monitor_off) if group.monitor_off else "(no Trainer.monitor in this checkout)",
+             show=show_cost)
+  if group.spec is settings.compute:
+    report.target("compute: all regularization terms cost <= 5%", cost(group.terms[ALL_TERMS], plain), 0.05,
+                  at_most=True, show=show_cost)
+    report.target("compute: all regularization terms cost <= 5% (jit)", all_jit, 0.05, at_most=True,
+                  show=show_cost)
+    report.target("compute: default metric set (Monitor) costs <= 5%", monitor, 0.05, at_most=True,
+                  show=show_cost)
+    report.target("compute: built-in accumulators cost <= 5%", accumulators, 0.05, at_most=True,
+                  show=show_cost)
+
+
+def report_replicas(group: ModelGroup, report: Report) -> None:
+  """2 replicas (Mirrored over 2 logical CPUs) vs 1 (default strategy) at the same global batch.
+
+  Both use the same 2 physical cores, so the ideal ratio is about 1: what is lost is the strategy
+  machinery (per-replica dispatch, all-reduce, distributed iterator).
+  """
+  report.add("replicas", f"{group.spec.name}: 2 replicas (Mirrored) / 1 replica (default)",
+             ratio(group.two_replicas, group.occam), rates(group.two_replicas, group.occam))
+
+
+def section_scaling(compute: ModelGroup, settings: Settings, report: Report, model_dir: str) -> None:
+  """How the cost of all terms together grows with parameter count, at the compute-bound shape."""
+  pairs = {settings.compute.hidden[0]: (compute.plain, compute.terms[ALL_TERMS], settings.compute)}
+  for width in settings.widths:
+    spec = settings.compute.with_width(width)
+    plain = occam_variant("none", spec, occam_bindings(spec, settings, regularizers=""), model_dir=model_dir)
+    terms = occam_variant("all", spec, occam_bindings(spec, settings, regularizers=REGULARIZER_SETS[ALL_TERMS]),
+                          model_dir=model_dir)
+    time_interleaved([plain, terms], settings.repeats)
+    pairs[width] = (plain, terms, spec)
+  for width in sorted(pairs):
+    plain, terms, spec = pairs[width]
+    report.add("scaling", f"all terms at width {width} ({spec.parameters:,} parameters)", cost(terms, plain),
+               rates(terms, plain), show=show_cost)
+
+
+def section_startup(report: Report, model_dir: str) -> None:
+  """`python -m trainer.main` on the quickstart: wall time to the first `train | step:` line, peak RSS."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  command = [sys.executable, "-m", "trainer.main", "--gin_file=gin_configs/quickstart.gin",
+             f"--model_dir={tempfile.mkdtemp(dir=model_dir)}", "--gin_bindings=Trainer.train_steps=2",
+             "--gin_bindings=Trainer.steps_per_loop=1"]
+  started = time.perf_counter()
+  first_step = None
+  with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True) as child:
+    output = []
+    for line in child.stdout:
+      output.append(line)
+      if first_step is None and re.search(r"train \| step: ", line):
+        first_step = time.perf_counter() - started
+  total = time.perf_counter() - started
+  if child.returncode or first_step is None:
+    raise RuntimeError(f"startup run failed ({child.returncode}):\n{''.join(output[-20:])}")
+  peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  report.add("startup", "process start -> first train step logged", f"{first_step:.1f} s",
+             "(quickstart, steps_per_loop=1)")
+  report.add("startup", "whole 2-step quickstart run", f"{total:.1f} s")
+  report.add("startup", "peak RSS of that run", f"{peak_kib / 1024:.0f} MiB")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def split_cpu() -> None:
+  """Two logical CPUs for the replica section; must run before TensorFlow initializes devices."""
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+
+
+def header(settings: Settings, parameters: set[str], load_before: tuple[float, ...], seconds: float) -> list[str]:
+  load_after = os.getloadavg()
+  load = lambda values: " ".join(f"{v:.2f}" for v in values)  # noqa: E731
+  return [
+      f"Occam benchmark{' (--quick: smoke run, numbers meaningless)' if settings.quick else ''}",
+      f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
+      f"load average (1/5/15 min) {load(load_before)} at start, {load(load_after)} at end",
+      f"software: TensorFlow {tf.__version__}, Keras {tf.keras.__version__}, Python {platform.python_version()}",
+      f"compute-bound: {settings.compute.describe()}",
+      f"dispatch-bound: {settings.dispatch.describe()}",
+      f"all loops: Adam({LEARNING_RATE}), L2 {L2_SCALE} on kernels, loss + accuracy tracked; "
+      f"medians of {settings.repeats} interleaved repeats after 1 warm-up; ratio > 1 means the first is faster; "
+      "cost = time per step with / without - 1",
+      "columns: wall = wall-clock time; cpu = this process's CPU time (all threads), immune to other load",
+      f"Trainer.jit_compile: {'yes' if 'jit_compile' in parameters else 'not in this checkout (n/a)'}; "
+      f"Trainer.monitor: {'yes' if 'monitor' in parameters else 'not in this checkout (n/a)'}",
+      f"benchmark wall time: {seconds:.0f} s",
+      *([f"NOTE: the load average exceeded the {os.cpu_count()} CPUs: other processes held the cores, "
+         "so wall-time ratios carry their noise; the cpu column (this process's CPU seconds) does not"]
+        if max(load_before[0], load_after[0]) > (os.cpu_count() or 1) else []),
+  ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="tiny models, one repeat: a smoke run")
+  args = parser.parse_args(argv)
+  settings = QUICK if args.quick else FULL
+  split_cpu()
+  tf.get_logger().setLevel("ERROR")
+  started, load_before = time.perf_counter(), os.getloadavg()
+  parameters = trainer_parameters()
+  report = Report()
+  mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(NUM_LOGICAL_CPUS)])
+  with tempfile.TemporaryDirectory() as model_dir:
+    section_startup(report, model_dir)
+    groups = []
+    for spec in (settings.compute, settings.dispatch):
+      group = build_group(spec, settings, parameters, mirrored, model_dir)
+      time_interleaved(group.variants(), settings.repeats)
+      groups.append(group)
+    compute = groups[0]
+    for group in groups:
+      report_frameworks(group, report)
+    report_flops(compute, report)
+    for group in groups:
+      report_costs(group, settings, report)
+    section_scaling(compute, settings, report, model_dir)
+    for group in groups:
+      report_replicas(group, report)
+  report.print(header(settings, parameters, load_before, time.perf_counter() - started))
+
+
+if __name__ == "__main__":
+  main()
