@@ -1,0 +1,68 @@
+"""The hyperparameters a run reports to TensorBoard's HParams dashboard, under stable keys.
+
+Keys (public interface, documented in docs/METRICS.md):
+
+  model, optimizer, lr_schedule, learning_rate, batch_size, train_steps, seed, data, label_noise,
+  regularizers (comma-separated term names, "none" without terms), and per term
+  `reg/<term>/type` plus each of its strength settings that exists: `reg/<term>/scale` (L2, L1,
+  ProximalL1), `reg/<term>/rate` and `reg/<term>/convention` (DecoupledWeightDecay).
+
+Values are read from the built objects (the schedule's base rate, the terms' validated strengths),
+not from gin text, so they are the values the run actually used. The metrics are not listed here:
+without an `hparams_config`, the dashboard takes every scalar tag under the run's `train/` and
+`eval/` directories as a metric (e.g. `eval/accuracy` in group `eval`), and reports its last value.
+"""
+
+from __future__ import annotations
+
+import gin
+
+# Term attributes that are hyperparameters, reported as `reg/<term>/<attribute>` when present.
+_TERM_SETTINGS = ("scale", "rate", "convention")
+
+HParamValue = bool | int | float | str
+
+
+def collect(trainer) -> dict[str, HParamValue]:
+  """The hyperparameters of a built `Trainer` (its model, optimizer, schedule, data and terms)."""
+  hparams: dict[str, HParamValue] = {
+      "model": trainer.model.name,
+      "optimizer": type(_unwrapped(trainer.optimizer, "inner_optimizer")).__name__,
+      "lr_schedule": type(_unwrapped(trainer.schedule, "schedule")).__name__,
+      "learning_rate": float(trainer.schedule.base_learning_rate),
+      "batch_size": trainer.batch_size,
+      "train_steps": trainer.train_steps,
+      "seed": trainer.seed,
+      "data": trainer.splits.name,
+      "label_noise": label_noise(trainer.splits.name),
+      "regularizers": ",".join(term.name for term in trainer.terms) or "none",
+  }
+  for term in trainer.terms:
+    hparams[f"reg/{term.name}/type"] = type(term).__name__
+    for setting in _TERM_SETTINGS:
+      value = getattr(term, setting, None)
+      if value is not None:
+        hparams[f"reg/{term.name}/{setting}"] = value
+  return hparams
+
+
+def _unwrapped(obj, attribute: str):
+  """`obj.<attribute>` if `obj` is a wrapper, else `obj`.
+
+  The Trainer wraps what a sweep compares: the optimizer in a loss-scale optimizer under
+  mixed_float16 (`inner_optimizer`), the schedule in `schedules.Scaled` (`schedule`).
+  """
+  return getattr(obj, attribute, obj)
+
+
+def label_noise(loader: str) -> float:
+  """`<loader>.label_noise` as bound in gin (e.g. `digits.label_noise`); 0.0 when unbound.
+
+  `Splits` records the noise only in its description, so the configured fraction is read where it
+  was set. Both loaders with label noise (`digits`, `teacher_student`) default to 0.0; loaders
+  without the argument (`tfrecord`, `tfds`) report 0.0.
+  """
+  try:
+    return float(gin.get_bindings(loader).get("label_noise", 0.0))
+  except (ValueError, KeyError):  # Not a registered configurable: a loader gin does not know.
+    return 0.0
