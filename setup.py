@@ -9,8 +9,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["trainer", "trainer.data", "models", "gin_configs"],
-    package_data={"trainer.data": ["*.npz", "*.txt"], "gin_configs": ["*.gin", "*/*.gin"]},
+    packages=["trainer", "trainer.data", "models", "gin_configs", "gin_configs.regularization",
+              "gin_configs.experiments"],
+    package_data={"trainer.data": ["*.npz", "*.txt"], "gin_configs": ["*.gin"],
+                  "gin_configs.regularization": ["*.gin"], "gin_configs.experiments": ["*.gin"]},
     install_requires=[
         "tensorflow>=2.15",
         "absl-py",
@@ -19,7 +21,13 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "scikit-learn", "tensorflow-datasets>=4.9"],
+        "test": ["pytest", "scikit-learn", "matplotlib"],
+        # The `tfds` loader and its tests; main lane only: the tensorflow-metadata it pulls in needs
+        # protobuf >= 5, TensorFlow 2.15 needs < 5 (`import tensorflow_datasets` fails there).
+        "tfds": ["tensorflow-datasets>=4.9"],
+        "experiments": ["matplotlib"],
+        # The tfa lane (Python 3.10/3.11): tensorflow-addons' last release and the last TensorFlow it
+        # imports with (Keras 2). See README, "Tests and CI".
         "tfa": ["tensorflow==2.15.1", "tensorflow-addons==0.23.0", "numpy<2"],
     },
     entry_points={"console_scripts": ["occam-train=trainer.main:main"]},

@@ -254,7 +254,8 @@ class OccamRun:
                                  tempfile.mkdtemp(dir=model_dir))
     if without_accumulators:
       self.trainer.train_program._accumulate = lambda *args: None  # pylint: disable=protected-access
-    self.iterator = self.trainer._train_iterator(0)  # pylint: disable=protected-access
+    from trainer.controller import Controller  # pylint: disable=import-outside-toplevel
+    self.iterator = Controller(self.trainer).train_iterator(0)
     self.num_steps = tf.constant(spec.steps_per_loop, tf.int32)
 
   def variant(self, label: str, *, monitor: bool = True) -> Variant:
@@ -674,13 +675,14 @@ def split_cpu() -> None:
 
 
 def header(settings: Settings, parameters: set[str], load_before: tuple[float, ...], seconds: float) -> list[str]:
+  from trainer import compat  # pylint: disable=import-outside-toplevel
   load_after = os.getloadavg()
   load = lambda values: " ".join(f"{v:.2f}" for v in values)  # noqa: E731
   return [
       f"Occam benchmark{' (--quick: smoke run, numbers meaningless)' if settings.quick else ''}",
       f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
       f"load average (1/5/15 min) {load(load_before)} at start, {load(load_after)} at end",
-      f"software: TensorFlow {tf.__version__}, Keras {tf.keras.__version__}, Python {platform.python_version()}",
+      f"software: TensorFlow {tf.__version__}, Keras {compat.KERAS_VERSION}, Python {platform.python_version()}",
       f"compute-bound: {settings.compute.describe()}",
       f"dispatch-bound: {settings.dispatch.describe()}",
       f"all loops: Adam({LEARNING_RATE}), L2 {L2_SCALE} on kernels, loss + accuracy tracked; "

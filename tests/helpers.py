@@ -51,10 +51,14 @@ def read_texts(event_dir: str) -> dict[str, list[str]]:
 
 
 def checkpoint_values(model_dir: str) -> dict[str, np.ndarray]:
-  """Every model variable in the newest checkpoint of a run, by checkpoint key."""
+  """Every numeric tensor (weights, optimizer slots, step) in the newest checkpoint of a run.
+
+  Keys are TensorFlow's object-graph paths; Keras 3 reaches the model's weights first through the
+  optimizer (`optimizer/_trainable_variables/N`), so do not filter on a `model/` prefix.
+  """
   reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
   return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if key.startswith("model/")}
+          if key not in ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/.ATTRIBUTES/VARIABLE_VALUE")}
 
 
 def train_in_process(model_dir: str, bindings: Sequence[str] = (), *, strategy=None,
@@ -71,10 +75,24 @@ def train_in_process(model_dir: str, bindings: Sequence[str] = (), *, strategy=N
   return trainer, trainer.run()
 
 
-def model_weights(trainer) -> dict[str, np.ndarray]:
-  """The trainer's model variables as numpy, by variable path."""
+def model_weights(trainer) -> list[tuple[str, np.ndarray]]:
+  """The trainer's model variables (weights, BatchNorm statistics, dropout RNG state) as numpy, in order.
+
+  A list, not a dict: Keras names RNG seed generators per process (`seed_generator_4`), so two
+  models built in one process agree on positions, not on those names.
+  """
   from trainer import compat
-  return {compat.variable_path(v): np.array(v.numpy()) for v in trainer.model.variables}
+  return [(compat.variable_path(v), np.array(v.numpy())) for v in trainer.model.variables]
+
+
+def assert_same_weights(got, expected, *, atol: float = 0.0) -> None:
+  """Every variable of two `model_weights` lists equal (bit for bit when atol is 0)."""
+  assert len(got) == len(expected)
+  for (name, value), (_, reference) in zip(got, expected):
+    if atol:
+      np.testing.assert_allclose(value, reference, atol=atol, rtol=0, err_msg=name)
+    else:
+      np.testing.assert_array_equal(value, reference, err_msg=name)
 
 
 def run_main(args: Sequence[str]) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tests.conftest import mirrored
-from tests.helpers import FAST, model_weights, train_in_process
+from tests.helpers import FAST, assert_same_weights, model_weights, train_in_process
 
 
 def test_quickstart_reaches_95_percent_test_accuracy(tmp_path):
@@ -16,15 +15,13 @@ def test_quickstart_reaches_95_percent_test_accuracy(tmp_path):
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path):
-  """Data position, optimizer slots and schedule all continue: weights match bit for bit on CPU."""
-  straight, _ = train_in_process(str(tmp_path / "straight"), FAST)
-  train_in_process(str(tmp_path / "split"), FAST + ["Trainer.train_steps=100"])
-  resumed, _ = train_in_process(str(tmp_path / "split"), FAST)
+  """Data position, optimizer slots, schedule and the dropout RNG all continue: weights match bit for bit."""
+  bindings = FAST + ["MLP.dropout=0.3"]
+  straight, _ = train_in_process(str(tmp_path / "straight"), bindings)
+  train_in_process(str(tmp_path / "split"), bindings + ["Trainer.train_steps=100"])
+  resumed, _ = train_in_process(str(tmp_path / "split"), bindings)
   assert int(resumed.step.numpy()) == 200
-  expected, got = model_weights(straight), model_weights(resumed)
-  assert expected.keys() == got.keys()
-  for name in expected:
-    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  assert_same_weights(model_weights(resumed), model_weights(straight))
 
 
 def test_mirrored_replicas_match_a_single_device(tmp_path):
@@ -33,8 +30,6 @@ def test_mirrored_replicas_match_a_single_device(tmp_path):
   bindings = FAST + ["Trainer.train_steps=100", "Trainer.batch_size=64"]
   single, single_results = train_in_process(str(tmp_path / "one"), bindings)
   multi, multi_results = train_in_process(str(tmp_path / "many"), bindings, strategy=mirrored(2))
-  expected, got = model_weights(single), model_weights(multi)
-  for name in expected:
-    np.testing.assert_allclose(got[name], expected[name], atol=1e-5, err_msg=name)
+  assert_same_weights(model_weights(multi), model_weights(single), atol=1e-5)
   for key in ("train/loss", "train/data_loss", "penalty/total", "eval/loss"):
     assert multi_results[key] == pytest.approx(single_results[key], rel=1e-5), key

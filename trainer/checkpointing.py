@@ -2,15 +2,21 @@
 
 A checkpoint holds the step counter, the model and the optimizer (slots, iteration count). The data
 position is the step itself (see `input_pipeline`), so nothing else is needed to continue exactly.
-TensorFlow writes the data and index files first and replaces the `checkpoint` state file last, so
-an interrupted save leaves the previous checkpoint as the latest one.
+TensorFlow writes a checkpoint's data under a temporary name and its index last, so a save killed
+midway leaves no index and is not a candidate. A checkpoint that is there but unreadable (a truncated
+or corrupted file) is reported and skipped: the restore falls back to the next older one.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import shutil
+import tempfile
 
 import tensorflow as tf
+from absl import logging
 
 
 class ResumeError(RuntimeError):
@@ -18,35 +24,72 @@ class ResumeError(RuntimeError):
 
 
 class Checkpointer:
-  """Saves every `every` steps (and on demand), keeps the newest `keep`, restores the latest."""
+  """Saves on demand, keeps the newest `keep`, restores the latest.
 
-  def __init__(self, directory: str, *, step: tf.Variable, keep: int, **trackables):
+  Under MultiWorkerMirroredStrategy every worker must take part in a save (it is a collective), but
+  only the chief's copy is real: other workers write to a private scratch directory, removed by
+  `close()`, and all workers restore from the chief's `directory`.
+  """
+
+  def __init__(self, directory: str, *, step: tf.Variable, keep: int, is_chief: bool = True, **trackables):
     if keep < 1:
       raise ValueError(f"Trainer.keep_checkpoints must be >= 1, got {keep}")
     self.directory = directory
+    self._is_chief, self._keep, self._step = is_chief, keep, step
     self._checkpoint = tf.train.Checkpoint(step=step, **trackables)
-    self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=keep,
-                                               step_counter=step, checkpoint_name="ckpt")
+    self._scratch: str | None = None
+    self._manager: tf.train.CheckpointManager | None = None  # created by the first save
 
-  @property
-  def latest(self) -> str | None:
-    return self._manager.latest_checkpoint
+  def candidates(self) -> list[str]:
+    """Checkpoint prefixes in the chief's directory, newest step first (found by their index files)."""
+    steps = []
+    for index in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
+      match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+      if match:
+        steps.append(int(match.group(1)))
+    return [os.path.join(self.directory, f"ckpt-{step}") for step in sorted(steps, reverse=True)]
+
+  def close(self) -> None:
+    """Removes a non-chief worker's scratch checkpoints."""
+    if self._scratch:
+      shutil.rmtree(self._scratch, ignore_errors=True)
 
   def restore_latest(self) -> str | None:
-    """Restores the newest checkpoint if any; raises `ResumeError` naming it when it does not fit."""
-    path = self.latest
-    if path is None:
-      return None
+    """Restores the newest readable checkpoint, if any.
+
+    An unreadable checkpoint is skipped with a warning; one that reads but does not fit this run's
+    model/optimizer raises `ResumeError` naming it (falling back would silently train another model).
+    """
+    candidates = self.candidates()
+    for path in candidates:
+      try:
+        self._restore(path)
+        return path
+      except tf.errors.OpError as error:
+        logging.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path,
+                        _first_line(error))
+    if candidates:
+      raise ResumeError(f"no readable checkpoint in {self.directory} (tried {', '.join(candidates)}); "
+                        "move the directory aside to start afresh")
+    return None
+
+  def _restore(self, path: str) -> None:
+    tf.train.load_checkpoint(path)  # Reads the index: an unreadable checkpoint fails here, untouched.
     try:
       self._checkpoint.restore(path).assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.OpError) as error:
+    except (ValueError, AssertionError) as error:
       raise ResumeError(
           f"checkpoint {path} does not fit this run's model/optimizer ({_first_line(error)}). "
           f"It was written by a different configuration: use a fresh --model_dir, or the gin config "
           f"that wrote it ({os.path.join(os.path.dirname(self.directory), 'operative_config.gin')}).") from error
-    return path
 
   def save(self, step: int) -> str:
+    if self._manager is None:
+      if not self._is_chief:
+        self._scratch = tempfile.mkdtemp(prefix="occam-worker-checkpoints-")
+      self._manager = tf.train.CheckpointManager(self._checkpoint, self._scratch or self.directory,
+                                                 max_to_keep=self._keep if self._is_chief else 1,
+                                                 step_counter=self._step, checkpoint_name="ckpt")
     return self._manager.save(checkpoint_number=step)
 
 

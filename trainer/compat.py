@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-KERAS_MAJOR: int = int(tf.keras.__version__.split(".")[0]) if hasattr(tf.keras, "__version__") else 2
+
+def _keras_version() -> str:
+  """The version of `tf.keras`: Keras 3 has `tf.keras.__version__`; Keras 2 (TF 2.15) only `keras`'s."""
+  if hasattr(tf.keras, "__version__"):
+    return tf.keras.__version__
+  import keras  # pylint: disable=import-outside-toplevel
+  return keras.__version__
+
+
+KERAS_VERSION: str = _keras_version()
+KERAS_MAJOR: int = int(KERAS_VERSION.split(".")[0])
 IS_KERAS_3: bool = KERAS_MAJOR >= 3
 
 
@@ -18,6 +28,8 @@ def variable_path(variable) -> str:
 
   Keras 3 names a kernel just `kernel` and keeps the layer path in `variable.path`; Keras 2 puts the
   scope in the name (`dense_1/kernel:0`). Both are normalized to a slash path without the `:0`.
+  Keras 2 paths of a model's layers carry no model prefix (`dense_1/kernel`, Keras 3
+  `mlp/dense_1/kernel`): match their tail.
   """
   path = getattr(variable, "path", None) or variable.name
   return path[:-2] if path.endswith(":0") else path
@@ -38,10 +50,14 @@ def build_optimizer(optimizer, variables) -> None:
   """Creates the optimizer's slot variables now, under the caller's strategy scope.
 
   Keras 3 creates slots lazily on the first `apply_gradients`; under MirroredStrategy that happens
-  inside `strategy.run` in a `tf.function` and fails. Keras 2's new optimizers also have `build`.
+  inside `strategy.run` in a `tf.function` and fails. Keras 2's new optimizers also have `build`;
+  its legacy ones (`tf.keras.optimizers.legacy`, the base of tensorflow-addons' optimizers) create
+  slots in `_create_all_weights`.
   """
   if hasattr(optimizer, "build"):
     optimizer.build(list(variables))
+  elif hasattr(optimizer, "_create_all_weights"):
+    optimizer._create_all_weights(list(variables))  # pylint: disable=protected-access
 
 
 def normalization_layer_types() -> tuple[type, ...]:
@@ -58,3 +74,42 @@ def normalization_layer_types() -> tuple[type, ...]:
     types.append(layers.experimental.SyncBatchNormalization)
     types.append(tf.compat.v1.keras.layers.BatchNormalization)
   return tuple(types)
+
+
+def loss_scale_optimizer(optimizer):
+  """Wraps `optimizer` for dynamic loss scaling (needed by the `mixed_float16` policy)."""
+  if IS_KERAS_3:
+    return tf.keras.optimizers.LossScaleOptimizer(optimizer)
+  return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+
+
+def is_loss_scale_optimizer(optimizer) -> bool:
+  return hasattr(optimizer, "scale_loss") or hasattr(optimizer, "get_scaled_loss")
+
+
+def scale_loss(optimizer, loss: tf.Tensor) -> tf.Tensor:
+  """The loss to differentiate: multiplied by the current loss scale when the optimizer scales."""
+  if hasattr(optimizer, "scale_loss"):  # Keras 3
+    return optimizer.scale_loss(loss)
+  if hasattr(optimizer, "get_scaled_loss"):  # Keras 2
+    return optimizer.get_scaled_loss(loss)
+  return loss
+
+
+def unscale_gradients(optimizer, gradients: list) -> list:
+  """Gradients ready for `apply_gradients`: Keras 2 unscales explicitly, Keras 3 inside `apply`."""
+  if hasattr(optimizer, "get_unscaled_gradients"):
+    return optimizer.get_unscaled_gradients(gradients)
+  return gradients
+
+
+def batch_normalization(*, synchronized: bool, name: str) -> tf.keras.layers.Layer:
+  """BatchNorm whose batch statistics are per replica, or (synchronized) over the global batch.
+
+  Keras 3 has a `synchronized` argument; Keras 2 has a separate `SyncBatchNormalization` layer.
+  """
+  if not synchronized:
+    return tf.keras.layers.BatchNormalization(name=name)
+  if IS_KERAS_3:
+    return tf.keras.layers.BatchNormalization(synchronized=True, name=name)
+  return tf.keras.layers.experimental.SyncBatchNormalization(name=name)

@@ -15,6 +15,7 @@ from typing import Sequence
 import gin
 
 import gin_configs
+from trainer import tfa_support
 
 
 
@@ -49,7 +50,7 @@ def _parse_one(culprit: str, parse_fn) -> None:
   try:
     parse_fn()
   except (ValueError, SyntaxError, TypeError, OSError, ImportError) as error:
-    raise ConfigError(f"{culprit}: {error}") from error
+    raise ConfigError(f"{culprit}: {error}{tfa_support.explain_config_error(str(error))}") from error
   except Exception as error:  # tokenize.TokenError and friends: the text is not gin at all.
     raise ConfigError(f"{culprit}: malformed gin ({type(error).__name__}: {error})") from error
 

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from trainer import compat
 from trainer import losses as losses_lib
 from trainer.accumulators import MetricSet
 
@@ -27,7 +28,7 @@ class TrainProgram:
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf.keras.Model, optimizer,
                schedule, loss_fn: Callable, global_batch_size: int, loss_terms: Sequence,
                update_terms: Sequence, include_model_losses: bool, classification: bool,
-               step: tf.Variable):
+               step: tf.Variable, jit_compile: bool = False):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -43,32 +44,57 @@ class TrainProgram:
         ["model_losses"] if include_model_losses else [])
     names = ["train/loss", "train/data_loss", "penalty/total"] + [f"penalty/{n}" for n in self.penalty_names]
     self.metrics = MetricSet(strategy, names + (["train/accuracy"] if classification else []))
+    # What the non-finite guard watches, in the order of `_finite_flags`.
+    self.guarded = ["data loss"] + [f"penalty {name}" for name in self.penalty_names] + ["gradients"]
+    with strategy.scope():
+      self.nonfinite = tf.Variable(tf.zeros([len(self.guarded)]), trainable=False, name="nonfinite_replicas")
+    # XLA compiles the replica step; the host loop around it stays a plain tf.function. An XLA cluster
+    # runs on one device, so with several replicas the cross-replica update (all-reduce, optimizer,
+    # decay, prox) stays outside it and XLA compiles forward and backward. (On a TPU the whole
+    # replica function is compiled by TPUStrategy regardless.)
+    whole_step = jit_compile and strategy.num_replicas_in_sync == 1
+    self._compute_gradients = (tf.function(self._gradients, jit_compile=True) if jit_compile and not whole_step
+                               else self._gradients)
+    self._step = tf.function(self._replica_step, jit_compile=True) if whole_step else self._replica_step
     self.loop = tf.function(self._loop)
 
-  def _penalties(self) -> dict[str, tf.Tensor]:
+  def penalties(self) -> dict[str, tf.Tensor]:
+    """Each loss term's unscaled penalty (and `model_losses`), from the variables' current values."""
     penalties = {term.name: tf.cast(term.penalty(), tf.float32) for term in self.loss_terms}
     if self.include_model_losses:
       penalties["model_losses"] = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
     return penalties
 
-  def _replica_step(self, features: tf.Tensor, labels: tf.Tensor) -> None:
-    variables = self.model.trainable_variables
+  def _gradients(self, features: tf.Tensor, labels: tf.Tensor):
+    """Forward and backward on this replica's batch (no state changes, so XLA can always compile it)."""
     with tf.GradientTape() as tape:
       outputs = self.model(features, training=True)
       per_example = self.loss_fn(labels, outputs)
       data_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
-      penalties = self._penalties()
+      penalties = self.penalties()
       penalty_total = tf.add_n(list(penalties.values())) if penalties else tf.constant(0.0)
       loss = data_loss + tf.nn.scale_regularization_loss(penalty_total)
-    gradients = tape.gradient(loss, variables)
+      scaled_loss = compat.scale_loss(self.optimizer, loss)  # mixed_float16: dynamic loss scaling
+    gradients = compat.unscale_gradients(self.optimizer,
+                                         tape.gradient(scaled_loss, self.model.trainable_variables))
+    return gradients, outputs, per_example, penalties, penalty_total
+
+  def _apply(self, gradients) -> None:
+    """The update: decoupled terms on w_{t-1}, the optimizer step (all-reduces under a strategy), then prox."""
     learning_rate = self.schedule(self.optimizer.iterations)
     base_learning_rate = self.schedule.base_learning_rate
     for term in self.update_terms:
       term.before_step(learning_rate, base_learning_rate)
-    self.optimizer.apply_gradients(zip(gradients, variables))
+    self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
     for term in self.update_terms:
       term.after_step(learning_rate, base_learning_rate)
+
+  def _replica_step(self, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """One step; returns 1.0 per guarded quantity that is not finite on this replica, else 0.0."""
+    gradients, outputs, per_example, penalties, penalty_total = self._compute_gradients(features, labels)
+    self._apply(gradients)
     self._accumulate(labels, outputs, per_example, penalties, penalty_total)
+    return _nonfinite_flags([tf.reduce_sum(per_example), *penalties.values(), tf.linalg.global_norm(gradients)])
 
   def _accumulate(self, labels, outputs, per_example, penalties, penalty_total) -> None:
     count = tf.cast(tf.shape(per_example)[0], tf.float32)
@@ -82,10 +108,26 @@ class TrainProgram:
       self.metrics["train/accuracy"].update(
           tf.reduce_sum(losses_lib.correct_predictions(labels, outputs)), count)
 
-  def _loop(self, iterator, num_steps: tf.Tensor) -> None:
+  def _loop(self, iterator, num_steps: tf.Tensor) -> tf.Tensor:
+    """Runs up to `num_steps` steps; stops right after a step where anything went non-finite.
+
+    Returns the number of steps run. The non-finite check sums a few flags over the replicas each
+    step: that is what lets the error name the exact step (and which term) instead of a loop range.
+    """
+    steps_run = tf.constant(0, tf.int32)
     for _ in tf.range(num_steps):
-      self.strategy.run(self._replica_step, args=next(iterator))
-    self.step.assign_add(tf.cast(num_steps, tf.int64))
+      flags = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(self._step, args=next(iterator)),
+                                   axis=None)
+      steps_run += 1
+      if tf.reduce_any(flags > 0):
+        self.nonfinite.assign(flags)
+        break
+    self.step.assign_add(tf.cast(steps_run, tf.int64))
+    return steps_run
+
+  def nonfinite_report(self) -> list[str]:
+    """The guarded quantities that went non-finite in the last loop (empty when all were finite)."""
+    return [name for name, count in zip(self.guarded, self.nonfinite.numpy()) if count > 0]
 
 
 class EvalProgram:
@@ -117,3 +159,7 @@ class EvalProgram:
     self.metrics.reset()
     self._loop(dataset)
     return self.metrics.results()
+
+
+def _nonfinite_flags(values) -> tf.Tensor:
+  return tf.stack([1.0 - tf.cast(tf.math.is_finite(tf.cast(v, tf.float32)), tf.float32) for v in values])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import gin
 import tensorflow as tf
 
+from trainer import tfa_support
+
 _OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")
 
 
@@ -23,6 +25,7 @@ def _register() -> None:
   # `L2`/`L1` terms, which are a different mechanism (see README, "Regularization").
   gin.external_configurable(tf.keras.regularizers.L2, "KerasL2")
   gin.external_configurable(tf.keras.regularizers.L1, "KerasL1")
+  tfa_support.register()  # tfa.optimizers.AdamW/SGDW/... where tensorflow-addons runs (TF <= 2.15)
 
 
 _register()

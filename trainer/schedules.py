@@ -107,3 +107,25 @@ def as_schedule(learning_rate) -> tf.keras.optimizers.schedules.LearningRateSche
     raise TypeError("Trainer.learning_rate must be a number or an Occam schedule (@Constant(), "
                     f"@WarmupCosine(), @Piecewise()), got {learning_rate!r}")
   return learning_rate
+
+
+class Scaled(tf.keras.optimizers.schedules.LearningRateSchedule):
+  """`scale * schedule(step)` with `scale` a checkpointed variable (1.0 unless a recovery lowered it).
+
+  The Trainer always wraps its schedule in one, so that `Trainer.on_nonfinite='restore'` can lower
+  the learning rate of the optimizer it already built, and a resumed run keeps the lowered rate.
+  `base_learning_rate` stays the unscaled one, so a lowered rate also lowers the schedule multiplier
+  `lr_t / lr_0` of `DecoupledWeightDecay(convention='schedule_multiplier')`.
+  """
+
+  def __init__(self, schedule: tf.keras.optimizers.schedules.LearningRateSchedule):
+    super().__init__()
+    self.schedule = schedule
+    self.base_learning_rate = schedule.base_learning_rate
+    self.scale = tf.Variable(1.0, trainable=False, name="learning_rate_scale")
+
+  def __call__(self, step):
+    return self.scale * self.schedule(step)
+
+  def get_config(self) -> dict:
+    return {"schedule": self.schedule.get_config()}

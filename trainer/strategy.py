@@ -1,40 +1,85 @@
-"""From the `--strategy` flag to a `tf.distribute.Strategy`, logged so the user can trust it."""
+"""From the `--strategy`/`--tpu` flags to a `tf.distribute.Strategy`, logged so the user can trust it.
+
+Every failure here happens before training and names its cause: an unknown strategy, `--tpu`
+without `--strategy=tpu`, a malformed `TF_CONFIG`, or a TPU that is not there (checked quickly
+instead of letting TensorFlow wait forever on an unreachable address).
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import urllib.parse
 
 import tensorflow as tf
 from absl import logging
 
-STRATEGIES = ("default", "one_device", "mirrored")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+_TPU_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+class StrategyError(ValueError):
+  """The requested strategy cannot be built here; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+  """Who this process is in the cluster. Only the chief writes summaries and real checkpoints."""
+  is_chief: bool
+  task_type: str | None
+  task_id: int
 
 
 def split_cpu(num_devices: int) -> None:
   """Splits the host CPU into `num_devices` logical devices (must run before TensorFlow touches devices)."""
   if num_devices < 1:
-    raise ValueError(f"--virtual_devices must be >= 1, got {num_devices}")
+    raise StrategyError(f"--virtual_devices must be >= 1, got {num_devices}")
   cpu = tf.config.list_physical_devices("CPU")[0]
   try:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
   except RuntimeError as error:
-    raise RuntimeError("--virtual_devices must be applied before TensorFlow initializes its devices") from error
+    raise StrategyError("--virtual_devices must be applied before TensorFlow initializes its devices") from error
 
 
-def create(name: str) -> tf.distribute.Strategy:
+def create(name: str, *, tpu: str | None = None) -> tf.distribute.Strategy:
   """The strategy called `name`; unknown names list the valid ones."""
+  if name not in STRATEGIES:
+    raise StrategyError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+  if tpu and name != "tpu":
+    raise StrategyError(f"--tpu={tpu} is only used with --strategy=tpu (got --strategy={name})")
   if name == "default":
     strategy = tf.distribute.get_strategy()
   elif name == "one_device":
-    gpus = tf.config.list_logical_devices("GPU")
-    strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    strategy = tf.distribute.OneDeviceStrategy(_local_devices()[0])
   elif name == "mirrored":
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = tf.distribute.MirroredStrategy(_local_devices())
+  elif name == "multi_worker_mirrored":
+    _check_tf_config()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
   else:
-    raise ValueError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
-  logging.info("strategy: %s | replicas: %d | devices: %s", type(strategy).__name__,
-               strategy.num_replicas_in_sync, ", ".join(_devices(strategy)))
+    strategy = _tpu_strategy(tpu or "local")
+  role = worker_role(strategy)
+  logging.info("strategy: %s | replicas: %d | devices: %s | worker: %s %d%s", type(strategy).__name__,
+               strategy.num_replicas_in_sync, ", ".join(_devices(strategy)), role.task_type or "local",
+               role.task_id, " (chief)" if role.is_chief else "")
   return strategy
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> WorkerRole:
+  """This process's role: the chief (or the only worker) saves; other workers only compute."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  task_type = getattr(resolver, "task_type", None)
+  task_id = int(getattr(resolver, "task_id", 0) or 0)
+  is_chief = bool(strategy.extended.should_checkpoint) if task_type else True
+  return WorkerRole(is_chief=is_chief, task_type=task_type, task_id=task_id)
+
+
+def _local_devices() -> list[str]:
+  """All local GPUs, or all logical CPUs when there is no GPU (see --virtual_devices)."""
+  gpus = tf.config.list_logical_devices("GPU")
+  return [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
 def _devices(strategy: tf.distribute.Strategy) -> list[str]:
@@ -42,3 +87,48 @@ def _devices(strategy: tf.distribute.Strategy) -> list[str]:
     return list(strategy.extended.worker_devices)
   except RuntimeError:  # The default strategy places ops wherever TensorFlow does.
     return ["(default placement)"]
+
+
+def _check_tf_config() -> None:
+  """Validates TF_CONFIG's shape so that a typo is reported, not turned into a hang or a stack trace."""
+  raw = os.environ.get("TF_CONFIG")
+  if not raw:
+    raise StrategyError("--strategy=multi_worker_mirrored needs TF_CONFIG, e.g. TF_CONFIG='{\"cluster\": "
+                        "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+  try:
+    config = json.loads(raw)
+  except json.JSONDecodeError as error:
+    raise StrategyError(f"TF_CONFIG is not valid JSON ({error}): {raw!r}") from error
+  cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+  if not isinstance(cluster, dict) or not cluster:
+    raise StrategyError(f"TF_CONFIG needs a non-empty 'cluster' mapping of job name to addresses: {raw!r}")
+  if not isinstance(task, dict) or task.get("type") not in cluster:
+    raise StrategyError(f"TF_CONFIG 'task' must name a job of the cluster ({sorted(cluster)}): {raw!r}")
+  index = task.get("index")
+  if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+    raise StrategyError(f"TF_CONFIG task index {index!r} is out of range for job {task['type']!r} "
+                        f"with {len(cluster[task['type']])} addresses")
+
+
+def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
+  """Connects to the TPU (`local` on a TPU VM, a TPU name, or grpc://host:port) and initializes it."""
+  if tpu.startswith("grpc://"):
+    _require_reachable(tpu)
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, tf.errors.OpError) as error:
+    raise StrategyError(f"--strategy=tpu --tpu={tpu}: no usable TPU ({str(error).splitlines()[0]}). On a "
+                        "Cloud TPU VM use --tpu=local; for a TPU node give its name or grpc://ADDRESS:8470.") from error
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def _require_reachable(address: str) -> None:
+  parsed = urllib.parse.urlparse(address)
+  try:
+    with socket.create_connection((parsed.hostname, parsed.port or 8470), timeout=_TPU_CONNECT_TIMEOUT_SECONDS):
+      pass
+  except OSError as error:
+    raise StrategyError(f"--tpu={address}: cannot reach the TPU worker ({error}); check the address and "
+                        "that the TPU is running") from error

@@ -1,0 +1,1 @@
+"""Shipped gin configs, one per regularization term."""

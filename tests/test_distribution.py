@@ -1,0 +1,177 @@
+"""Distribution for real: 1/2/4 logical devices and two worker processes give the same training.
+
+The CLI runs in fresh processes (a process can host only one MirroredStrategy size: TensorFlow's
+collective keys are per process), on the quickstart MLP with every regularization term on.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.conftest import mirrored
+from tests.helpers import QUICKSTART, REPO, checkpoint_values, read_scalars, run_cli, run_main, train_in_process
+from trainer import strategy as strategy_lib
+
+EVERY_TERM = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1()]", "L2.scale=1e-4",
+              "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-2", "ProximalL1.scale=1e-4",
+              "Trainer.train_steps=60", "Trainer.steps_per_loop=20", "Trainer.eval_every=60",
+              "Trainer.checkpoint_every=60", "Trainer.batch_size=64"]
+
+
+def _args(model_dir: str, *extra: str) -> list[str]:
+  return [f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}", *extra] + [f"--gin_bindings={b}" for b in EVERY_TERM]
+
+
+def _free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def _run_two_workers(model_dir: str, scratch_root: str) -> list[subprocess.CompletedProcess]:
+  """Two `trainer.main` worker processes on localhost, wired together by TF_CONFIG."""
+  addresses = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
+  workers = []
+  for index in range(2):
+    tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TMPDIR=scratch_root, PYTHONPATH=REPO,
+               TF_CPP_MIN_LOG_LEVEL="2")
+    workers.append(subprocess.Popen(
+        [sys.executable, "-m", "trainer.main", *_args(model_dir, "--strategy=multi_worker_mirrored")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  results = []
+  for worker in workers:
+    output, _ = worker.communicate(timeout=300)
+    results.append(subprocess.CompletedProcess(worker.args, worker.returncode, output))
+  return results
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("distribution")
+  outcomes = {"1": run_cli(_args(str(root / "one"))),
+              "2": run_cli(_args(str(root / "two"), "--strategy=mirrored", "--virtual_devices=2")),
+              "4": run_cli(_args(str(root / "four"), "--strategy=mirrored", "--virtual_devices=4"))}
+  scratch = root / "scratch"
+  scratch.mkdir()
+  outcomes["workers"] = _run_two_workers(str(root / "workers"), str(scratch))
+  for name, outcome in outcomes.items():
+    for process in outcome if isinstance(outcome, list) else [outcome]:
+      assert process.returncode == 0, f"{name}: {process.stdout[-3000:]}"
+  dirs = {"1": root / "one", "2": root / "two", "4": root / "four", "workers": root / "workers"}
+  return {name: str(path) for name, path in dirs.items()}, outcomes, scratch
+
+
+@pytest.mark.parametrize("replicas", ["2", "4", "workers"])
+def test_weights_and_optimizer_state_are_replica_invariant_with_every_term_on(runs, replicas):
+  dirs, _, _ = runs
+  expected, got = checkpoint_values(dirs["1"]), checkpoint_values(dirs[replicas])
+  assert expected.keys() == got.keys() and len(expected) >= 6
+  for key in expected:
+    np.testing.assert_allclose(got[key], expected[key], atol=1e-5, rtol=0, err_msg=key)
+
+
+@pytest.mark.parametrize("replicas", ["2", "4", "workers"])
+def test_penalties_and_losses_in_tensorboard_are_replica_invariant(runs, replicas):
+  dirs, _, _ = runs
+  expected = read_scalars(os.path.join(dirs["1"], "train"))
+  got = read_scalars(os.path.join(dirs[replicas], "train"))
+  for tag in ("train/loss", "train/data_loss", "penalty/l2", "penalty/l1", "penalty/total"):
+    assert [s for s, _ in got[tag]] == [s for s, _ in expected[tag]], tag
+    np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in expected[tag]], rtol=1e-5, err_msg=tag)
+
+
+def test_only_the_chief_writes_and_the_worker_scratch_is_removed(runs):
+  dirs, outcomes, scratch = runs
+  assert "worker: worker 0 (chief)" in outcomes["workers"][0].stdout
+  assert "worker: worker 1" in outcomes["workers"][1].stdout
+  event_files = glob.glob(os.path.join(dirs["workers"], "train", "events.out.tfevents.*"))
+  assert len(event_files) == 1  # one writer: the chief's
+  assert os.path.exists(os.path.join(dirs["workers"], "operative_config.gin"))
+  assert os.listdir(scratch) == []
+
+
+def test_strategy_and_replicas_are_logged(runs):
+  _, outcomes, _ = runs
+  assert "strategy: MirroredStrategy | replicas: 4" in outcomes["4"].stdout
+  assert "replicas: 2" in outcomes["workers"][0].stdout
+
+
+def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
+  """Checkpoints do not depend on the strategy: what a TPU/GPU job writes, a CPU job can read."""
+  bindings = EVERY_TERM[:5] + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10"]
+  train_in_process(str(tmp_path), bindings, strategy=mirrored(2))
+  trainer, _ = train_in_process(str(tmp_path), bindings[:-3] + ["Trainer.train_steps=30", "Trainer.steps_per_loop=10"])
+  assert int(trainer.step.numpy()) == 30
+
+
+@pytest.mark.parametrize("model", ["@MLP", "@ResNet"])
+@pytest.mark.parametrize("precision", ["'mixed_bfloat16'", "None"])
+def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, model, precision):
+  """TPU proxy: with jit_compile the whole replica step (every term, bfloat16) compiles and trains."""
+  bindings = EVERY_TERM[:5] + [f"Trainer.model={model}", f"Trainer.mixed_precision={precision}",
+                               "Trainer.jit_compile=True", "Trainer.train_steps=10", "Trainer.steps_per_loop=10"]
+  trainer, results = train_in_process(str(tmp_path), bindings)
+  assert np.isfinite(results["train/loss"]) and results["penalty/l2"] > 0
+  if precision != "None":
+    assert trainer.model.layers[-1].compute_dtype == "bfloat16"
+    assert all(v.dtype == tf.float32 for v in trainer.model.trainable_variables)
+
+
+def test_mixed_float16_trains_with_loss_scaling(tmp_path):
+  bindings = EVERY_TERM[:5] + ["Trainer.mixed_precision='mixed_float16'", "Trainer.train_steps=20",
+                               "Trainer.steps_per_loop=10"]
+  trainer, results = train_in_process(str(tmp_path), bindings)
+  assert "LossScale" in type(trainer.optimizer).__name__
+  assert np.isfinite(results["train/loss"])
+
+
+def test_tpu_strategy_without_a_tpu_fails_fast_with_a_clear_message(tmp_path):
+  started = time.monotonic()
+  outcome = run_cli([f"--gin_file={QUICKSTART}", f"--model_dir={tmp_path}", "--strategy=tpu"])
+  assert outcome.returncode == 2
+  assert "--strategy=tpu --tpu=local: no usable TPU" in outcome.stdout
+  assert time.monotonic() - started < 60
+
+
+def test_unreachable_tpu_address_fails_fast():
+  port = _free_port()  # nothing listens there
+  with pytest.raises(strategy_lib.StrategyError, match=f"--tpu=grpc://127.0.0.1:{port}: cannot reach"):
+    strategy_lib.create("tpu", tpu=f"grpc://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"cluster": {}}', "non-empty 'cluster'"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', "must name a job"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "out of range"),
+])
+def test_malformed_tf_config_is_explained(monkeypatch, tf_config, message):
+  monkeypatch.setenv("TF_CONFIG", tf_config)
+  with pytest.raises(strategy_lib.StrategyError, match=message):
+    strategy_lib.create("multi_worker_mirrored")
+
+
+def test_tpu_flag_without_tpu_strategy_is_refused(tmp_path, capsys):
+  assert run_main([f"--gin_file={QUICKSTART}", "--tpu=local", f"--model_dir={tmp_path}"]) == 2
+  assert "--tpu=local is only used with --strategy=tpu" in capsys.readouterr().err
+
+
+def test_synchronized_batch_norm_makes_the_resnet_replica_invariant(tmp_path):
+  """Per-replica BatchNorm statistics differ from the global batch's; synchronized ones do not."""
+  bindings = ["Trainer.model=@ResNet", "ResNet.synchronized_batch_norm=True", "Trainer.train_steps=10",
+              "Trainer.steps_per_loop=10", "Trainer.regularizers=[@L2()]"]
+  single, _ = train_in_process(str(tmp_path / "one"), bindings)
+  multi, _ = train_in_process(str(tmp_path / "two"), bindings, strategy=mirrored(2))
+  for expected, got in zip(single.model.variables, multi.model.variables):
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, err_msg=expected.name)
