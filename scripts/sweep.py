@@ -1,0 +1,282 @@
+r"""Runs a grid of gin bindings, one `python -m trainer.main` process per point, resumably.
+
+    python scripts/sweep.py --gin_file=gin_configs/experiments/claim1_l2_u_curve.gin \
+        --grid 'L2.scale=[0, 1e-4, 1e-3, 1e-2, 3e-2]' --grid 'Trainer.seed=[0, 1, 2]' \
+        --sweep_dir=/tmp/sweeps/l2 --parallel=2
+
+Every point trains in its own model dir `SWEEP_DIR/<bindings>` (e.g. `L2.scale=1e-3,Trainer.seed=1`),
+named from the grid values exactly as typed, so a name is stable across reruns. Each point dir holds
+`point.json` (its bindings and command), `log.txt` (the trainer's output, appended on every attempt)
+and, after the trainer exits 0, `done.json`. Rerunning the same command skips finished points and
+reruns the others, which resume from their own checkpoints. The whole grid is checked by gin before
+anything is launched, so a misspelled key fails in a second, not after the first point trains.
+`SWEEP_DIR/sweep.json` records the spec and the wall time of every invocation (for the reports).
+
+Exit codes: 0 all points finished, 1 some point failed (its log path is printed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime
+import hashlib
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from typing import Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+POINT_FILE, DONE_FILE, LOG_FILE, SWEEP_FILE = "point.json", "done.json", "log.txt", "sweep.json"
+_MAX_NAME = 200  # Leaves room under the usual 255-byte file-name limit.
+
+
+class GridError(ValueError):
+  """A `--grid` entry or binding that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  """One grid point: its bindings `(key, value text)` in grid order, and its directory name."""
+  bindings: tuple[tuple[str, str], ...]
+
+  @property
+  def name(self) -> str:
+    return point_name(self.bindings)
+
+  def gin_bindings(self) -> list[str]:
+    return [f"{key}={value}" for key, value in self.bindings]
+
+
+def split_top_level(text: str) -> list[str]:
+  """Splits `text` at commas outside brackets and quotes: '1, (2, 3), "a,b"' -> 3 items."""
+  items, depth, quote, current = [], 0, None, []
+  for char in text:
+    if quote:
+      quote = None if char == quote else quote
+    elif char in "'\"":
+      quote = char
+    elif char in "([{":
+      depth += 1
+    elif char in ")]}":
+      depth -= 1
+    elif char == "," and depth == 0:
+      items.append("".join(current).strip())
+      current = []
+      continue
+    current.append(char)
+  items.append("".join(current).strip())
+  return [item for item in items if item]
+
+
+def parse_grid_entry(entry: str) -> tuple[str, list[str]]:
+  """'KEY=[v1, v2]' -> ('KEY', ['v1', 'v2']); values stay gin text, exactly as typed."""
+  match = re.fullmatch(r"\s*([^=\s]+)\s*=\s*\[(.*)\]\s*", entry, flags=re.DOTALL)
+  if not match:
+    raise GridError(f"--grid {entry!r}: expected KEY=[VALUE, ...], e.g. 'L2.scale=[0, 1e-3]'")
+  key, values = match.group(1), split_top_level(match.group(2))
+  if not values:
+    raise GridError(f"--grid {entry!r}: the value list is empty")
+  if len(set(values)) != len(values):
+    raise GridError(f"--grid {entry!r}: repeated values")
+  return key, values
+
+
+def parse_grid(entries: Sequence[str]) -> list[tuple[str, list[str]]]:
+  """All `--grid` entries, checked for repeated keys."""
+  grid = [parse_grid_entry(entry) for entry in entries]
+  keys = [key for key, _ in grid]
+  repeated = sorted({key for key in keys if keys.count(key) > 1})
+  if repeated:
+    raise GridError(f"--grid: keys given more than once: {repeated}")
+  return grid
+
+
+def expand(grid: Sequence[tuple[str, Sequence[str]]]) -> list[Point]:
+  """The cartesian product, first key slowest; names checked to be distinct."""
+  keys = [key for key, _ in grid]
+  points = [Point(tuple(zip(keys, values))) for values in itertools.product(*(v for _, v in grid))]
+  names = [point.name for point in points]
+  clashes = sorted({name for name in names if names.count(name) > 1})
+  if clashes:
+    raise GridError(f"--grid: values differ only in characters dropped from directory names: {clashes}")
+  return points
+
+
+def point_name(bindings: Sequence[tuple[str, str]]) -> str:
+  """A stable, filesystem-safe directory name: 'L2.scale=1e-3,Trainer.seed=1'.
+
+  Gin decoration (`@`, brackets, quotes, spaces) is dropped and any other unsafe character becomes
+  `_`; an overlong name is cut and suffixed with a hash of the full text so it stays unique.
+  """
+  text = ",".join(f"{key}={value}" for key, value in bindings) or "default"
+  name = re.sub(r"[^A-Za-z0-9._=,+%-]", "_", re.sub(r"[@()\[\]'\" ]", "", text))
+  if len(name) > _MAX_NAME:
+    name = name[:_MAX_NAME - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+  return name
+
+
+def validate(gin_files: Sequence[str], bindings: Sequence[str], grid, points: Sequence[Point]) -> None:
+  """Parses the gin files with the first point, then with every grid value once, in this process.
+
+  Raises `GridError` naming the grid key whose value gin rejects (unknown configurable or
+  parameter, malformed value), before any point is launched.
+  """
+  sys.path.insert(0, REPO)
+  import models  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  from trainer import config, data, registry, regularizers  # noqa: F401  pylint: disable=import-outside-toplevel
+  from trainer import trainer as trainer_lib  # noqa: F401  pylint: disable=import-outside-toplevel
+  first = dict(points[0].bindings)
+  try:
+    config.parse(gin_files, list(bindings))
+  except config.ConfigError as error:
+    raise GridError(str(error)) from error
+  for key, values in grid:
+    for value in values:
+      candidate = Point(tuple((k, value if k == key else v) for k, v in first.items()))
+      try:
+        config.parse(gin_files, list(bindings) + candidate.gin_bindings())
+      except config.ConfigError as error:
+        raise GridError(f"--grid {key}: gin does not accept {key}={value}: {error}") from error
+
+
+def is_done(point_dir: str) -> bool:
+  return os.path.exists(os.path.join(point_dir, DONE_FILE))
+
+
+def _write_json(path: str, content) -> None:
+  temporary = path + ".tmp"
+  with open(temporary, "w") as file:
+    json.dump(content, file, indent=2)
+  os.replace(temporary, path)
+
+
+def command(python: str, gin_files: Sequence[str], bindings: Sequence[str], point: Point,
+            point_dir: str) -> list[str]:
+  """The trainer command line of one point (fixed bindings first, the grid's win)."""
+  return ([python, "-m", "trainer.main", f"--model_dir={point_dir}"]
+          + [f"--gin_file={path}" for path in gin_files]
+          + [f"--gin_bindings={b}" for b in list(bindings) + point.gin_bindings()])
+
+
+def run_point(argv: list[str], point: Point, point_dir: str) -> tuple[int, float]:
+  """Runs one point to completion; writes `done.json` on exit 0. Returns (exit code, seconds)."""
+  os.makedirs(point_dir, exist_ok=True)
+  _write_json(os.path.join(point_dir, POINT_FILE),
+              {"bindings": dict(point.bindings), "command": argv})
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  started = time.perf_counter()
+  with open(os.path.join(point_dir, LOG_FILE), "a") as log:
+    log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(argv)}\n")
+    log.flush()
+    code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+  seconds = time.perf_counter() - started
+  if code == 0:
+    _write_json(os.path.join(point_dir, DONE_FILE), {"seconds": seconds,
+                                                    "finished": datetime.datetime.now().isoformat()})
+  return code, seconds
+
+
+class Progress:
+  """A text progress bar on stderr: one line per finished point, with its wall time."""
+
+  def __init__(self, total: int, done: int):
+    self.total, self.done = total, done
+    self._lock = threading.Lock()
+
+  def report(self, status: str, name: str, detail: str) -> None:
+    with self._lock:
+      self.done += 1
+      width = 24
+      filled = round(width * self.done / self.total)
+      print(f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {status} {name} | {detail}",
+            file=sys.stderr, flush=True)
+
+
+def run_sweep(args: argparse.Namespace, points: Sequence[Point]) -> int:
+  """Launches the unfinished points `--parallel` at a time; returns the exit code."""
+  todo = [p for p in points if not is_done(os.path.join(args.sweep_dir, p.name))]
+  print(f"sweep: {len(points)} points in {args.sweep_dir}: {len(points) - len(todo)} finished "
+        f"(skipped), {len(todo)} to run, {args.parallel} at a time", file=sys.stderr, flush=True)
+  progress = Progress(len(points), len(points) - len(todo))
+  failed: list[str] = []
+
+  def launch(point: Point) -> None:
+    point_dir = os.path.join(args.sweep_dir, point.name)
+    argv = command(args.python, args.gin_file, args.gin_bindings, point, point_dir)
+    code, seconds = run_point(argv, point, point_dir)
+    if code == 0:
+      progress.report("ok", point.name, f"{seconds:.1f}s")
+    else:
+      failed.append(point.name)
+      progress.report("FAILED", point.name,
+                      f"exit {code} after {seconds:.1f}s, log: {os.path.join(point_dir, LOG_FILE)}")
+
+  started = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
+    list(pool.map(launch, todo))
+  _record_invocation(args, len(todo), len(points) - len(todo), failed, time.perf_counter() - started)
+  if failed:
+    print(f"sweep: {len(failed)} of {len(points)} points failed: {failed}", file=sys.stderr)
+    return EXIT_FAILED
+  return 0
+
+
+def _record_invocation(args: argparse.Namespace, ran: int, skipped: int, failed: list[str],
+                       seconds: float) -> None:
+  """Appends this invocation's wall time to `sweep.json` (a resumed sweep has several)."""
+  path = os.path.join(args.sweep_dir, SWEEP_FILE)
+  record = {"gin_files": args.gin_file, "gin_bindings": args.gin_bindings, "grid": args.grid,
+            "invocations": []}
+  if os.path.exists(path):
+    with open(path) as file:
+      record["invocations"] = json.load(file).get("invocations", [])
+  record["invocations"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
+                                "wall_seconds": round(seconds, 1), "parallel": args.parallel,
+                                "ran": ran, "skipped": skipped, "failed": failed})
+  _write_json(path, record)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--gin_file", action="append", required=True,
+                      help="gin file(s), parsed in order for every point (as trainer.main's --gin_file)")
+  parser.add_argument("--grid", action="append", default=[],
+                      help="KEY=[V1, V2, ...]: gin values for one binding; repeat for a product grid")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="a binding applied to every point, before the grid's")
+  parser.add_argument("--sweep_dir", required=True, help="one model dir per point is created under it")
+  parser.add_argument("--parallel", type=int, default=1, help="points trained at the same time")
+  parser.add_argument("--python", default=sys.executable, help="interpreter that runs trainer.main")
+  args = parser.parse_args(argv)
+  if args.parallel < 1:
+    parser.error(f"--parallel must be >= 1, got {args.parallel}")
+  args.gin_file = [os.path.abspath(p) if os.path.exists(p) else p for p in args.gin_file]
+  args.sweep_dir = os.path.abspath(args.sweep_dir)
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    grid = parse_grid(args.grid)
+    points = expand(grid)
+    validate(args.gin_file, args.gin_bindings, grid, points)
+  except GridError as error:
+    print(f"sweep: error: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+  os.makedirs(args.sweep_dir, exist_ok=True)
+  return run_sweep(args, points)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
