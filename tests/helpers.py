@@ -11,8 +11,14 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from trainer import compat
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
+# Dropout puts the RNG state into what must resume exactly. Keras 2 (the tfa lane) draws dropout masks
+# from stateful random ops whose state no checkpoint holds, so there exact resume covers models
+# without dropout (README, "What a run writes").
+DROPOUT = ["MLP.dropout=0.3"] if compat.IS_KERAS_3 else []
 # Small, fast settings layered over the shipped quickstart.
 FAST = ["Trainer.train_steps=200", "Trainer.steps_per_loop=50", "Trainer.eval_every=100",
         "Trainer.checkpoint_every=100"]
@@ -81,7 +87,6 @@ def model_weights(trainer) -> list[tuple[str, np.ndarray]]:
   A list, not a dict: Keras names RNG seed generators per process (`seed_generator_4`), so two
   models built in one process agree on positions, not on those names.
   """
-  from trainer import compat
   return [(compat.variable_path(v), np.array(v.numpy())) for v in trainer.model.variables]
 
 

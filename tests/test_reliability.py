@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import QUICKSTART, REPO, checkpoint_values, read_scalars, run_main, train_in_process
+from tests.helpers import DROPOUT, QUICKSTART, REPO, checkpoint_values, read_scalars, run_main, train_in_process
 from trainer import controller, preemption
 
 # Dropout makes the RNG state part of what must resume; a checkpoint every loop makes kills land in saves.
-LONG = ["MLP.dropout=0.3", "Trainer.train_steps=1500", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10",
+LONG = DROPOUT + ["Trainer.train_steps=1500", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10",
         "Trainer.eval_every=500", "Trainer.keep_checkpoints=2"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import mirrored
-from tests.helpers import FAST, assert_same_weights, model_weights, train_in_process
+from tests.helpers import DROPOUT, FAST, assert_same_weights, model_weights, train_in_process
 
 
 def test_quickstart_reaches_95_percent_test_accuracy(tmp_path):
@@ -16,7 +16,7 @@ def test_quickstart_reaches_95_percent_test_accuracy(tmp_path):
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path):
   """Data position, optimizer slots, schedule and the dropout RNG all continue: weights match bit for bit."""
-  bindings = FAST + ["MLP.dropout=0.3"]
+  bindings = FAST + DROPOUT
   straight, _ = train_in_process(str(tmp_path / "straight"), bindings)
   train_in_process(str(tmp_path / "split"), bindings + ["Trainer.train_steps=100"])
   resumed, _ = train_in_process(str(tmp_path / "split"), bindings)
