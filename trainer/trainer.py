@@ -1,5 +1,4 @@
-"""`Trainer`: the gin-configurable experiment, and the loop that decides when to train, evaluate,
-checkpoint and summarize.
+"""`Trainer`: the gin-configurable experiment, built once; `trainer.controller` drives it.
 
 A `Trainer` is built under the strategy scope by `trainer.main`. Everything that creates variables
 or draws random numbers (model, data, optimizer) is bound as a *factory*, without parentheses
@@ -13,7 +12,6 @@ from typing import Callable, Sequence
 
 import gin
 import tensorflow as tf
-from absl import logging
 
 from trainer import compat, input_pipeline
 from trainer import losses as losses_lib
