@@ -224,9 +224,13 @@ CLAIMS = (
 )
 
 
-def run_sweeps(claims: Sequence[Claim], root: str, parallel: int) -> None:
-  """Runs each distinct sweep once, in claim order, from the repo root (as the doc shows)."""
-  seen = set()
+def run_sweeps(claims: Sequence[Claim], root: str, parallel: int) -> list[str]:
+  """Runs each distinct sweep once, in claim order, from the repo root (as the doc shows).
+
+  Returns the names of the sweeps that did not finish every point: a table built from them would
+  silently average fewer seeds, so the doc is not written until a rerun (which resumes) completes them.
+  """
+  seen, failed = set(), []
   for claim in claims:
     for sweep in claim.sweeps:
       if sweep.name in seen:
@@ -234,7 +238,9 @@ def run_sweeps(claims: Sequence[Claim], root: str, parallel: int) -> None:
       seen.add(sweep.name)
       argv = sweep.argv(root, parallel)
       print(f"== {claim.key}: {shlex.join(argv)}", file=sys.stderr, flush=True)
-      subprocess.run([sys.executable] + argv[1:], cwd=REPO, check=False)
+      if subprocess.run([sys.executable] + argv[1:], cwd=REPO, check=False).returncode:
+        failed.append(sweep.name)
+  return failed
 
 
 def wall_time(sweep_dir: str) -> str:
@@ -319,7 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   only = set(filter(None, args.only.split(",")))
   if args.run:
-    run_sweeps([c for c in CLAIMS if not only or c.key in only], args.root, args.parallel)
+    failed = run_sweeps([c for c in CLAIMS if not only or c.key in only], args.root, args.parallel)
+    if failed:
+      print(f"not writing {DOC}: sweeps with failed points: {', '.join(failed)} (their logs are listed "
+            "above); rerun the same command to resume them", file=sys.stderr)
+      return 1
   os.makedirs(PLOTS, exist_ok=True)
   sections = [claim_section(claim, args.root, args.parallel) for claim in CLAIMS]
   header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(),

@@ -26,6 +26,9 @@ import statistics
 import sys
 from typing import Callable, Sequence
 
+# Scripts run from a checkout too, where Occam is not installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -106,22 +109,10 @@ class Group:
 
 
 def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} of the float scalar summaries in `event_dir` (TensorBoard's reader)."""
+  """{tag: [(step, value)]} of the float scalar summaries in `event_dir` (see `trainer.events`)."""
   # Imported here: TensorBoard's reader pulls in TensorFlow, which only loading needs.
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
-  if not os.path.isdir(event_dir):
-    return {}
-  accumulator = event_accumulator.EventAccumulator(
-      event_dir, size_guidance={event_accumulator.TENSORS: 0})
-  accumulator.Reload()
-  scalars = {}
-  for tag in accumulator.Tags()["tensors"]:
-    events = accumulator.Tensors(tag)
-    values = [tf.make_ndarray(event.tensor_proto) for event in events]
-    if all(value.shape == () and value.dtype.kind == "f" for value in values):
-      scalars[tag] = [(event.step, float(value)) for event, value in zip(events, values)]
-  return scalars
+  from trainer import events  # pylint: disable=import-outside-toplevel
+  return events.read_scalars(event_dir)
 
 
 def load_sweep(sweep_dir: str) -> list[Run]:

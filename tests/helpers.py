@@ -9,9 +9,8 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
-
 from trainer import compat
+from trainer.events import read_scalars, read_texts  # noqa: F401  (re-exported for the tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
@@ -29,31 +28,6 @@ def run_cli(args: Sequence[str], *, cwd: str = REPO, timeout: float = 240) -> su
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
   return subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=cwd, env=env, timeout=timeout,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value), ...]} from every event file in `event_dir`, via TensorBoard's EventAccumulator."""
-  accumulator = event_accumulator.EventAccumulator(event_dir, size_guidance={event_accumulator.TENSORS: 0})
-  accumulator.Reload()
-  scalars = {}
-  for tag in accumulator.Tags()["tensors"]:
-    events = accumulator.Tensors(tag)
-    values = [tf.make_ndarray(e.tensor_proto) for e in events]
-    if all(v.shape == () and v.dtype.kind == "f" for v in values):
-      scalars[tag] = [(e.step, float(v)) for e, v in zip(events, values)]
-  return scalars
-
-
-def read_texts(event_dir: str) -> dict[str, list[str]]:
-  """{tag: [text, ...]} for the text summaries in `event_dir`."""
-  accumulator = event_accumulator.EventAccumulator(event_dir, size_guidance={event_accumulator.TENSORS: 0})
-  accumulator.Reload()
-  texts = {}
-  for tag in accumulator.Tags()["tensors"]:
-    values = [tf.make_ndarray(e.tensor_proto) for e in accumulator.Tensors(tag)]
-    if values and values[0].dtype.kind in "OS":
-      texts[tag] = [np.asarray(v).reshape(-1)[0].decode() for v in values]
-  return texts
 
 
 def checkpoint_values(model_dir: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,45 @@
+"""Reading a run's TensorBoard event files back, with TensorBoard's own reader.
+
+For scripts and notebooks that analyse runs (`scripts/report.py`) and for the tests. Occam writes
+scalars as TF2 tensor summaries, so they are read from the accumulator's tensors, not its legacy
+`scalars`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+
+def _accumulator(event_dir: str) -> event_accumulator.EventAccumulator:
+  accumulator = event_accumulator.EventAccumulator(event_dir, size_guidance={event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  return accumulator
+
+
+def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} of every float scalar in `event_dir`'s event files ({} if no such dir)."""
+  if not os.path.isdir(event_dir):
+    return {}
+  accumulator = _accumulator(event_dir)
+  scalars = {}
+  for tag in accumulator.Tags()["tensors"]:
+    events = accumulator.Tensors(tag)
+    values = [tf.make_ndarray(event.tensor_proto) for event in events]
+    if all(value.shape == () and value.dtype.kind == "f" for value in values):
+      scalars[tag] = [(event.step, float(value)) for event, value in zip(events, values)]
+  return scalars
+
+
+def read_texts(event_dir: str) -> dict[str, list[str]]:
+  """{tag: [text, ...]} of the text summaries in `event_dir` (the operative config, term coverage)."""
+  accumulator = _accumulator(event_dir)
+  texts = {}
+  for tag in accumulator.Tags()["tensors"]:
+    values = [tf.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(tag)]
+    if values and values[0].dtype.kind in "OS":
+      texts[tag] = [np.asarray(value).reshape(-1)[0].decode() for value in values]
+  return texts
