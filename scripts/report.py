@@ -51,7 +51,9 @@ class Column:
 
 
 def final(series: list[tuple[int, float]]) -> float:
-  return max(series)[1]  # The value at the largest step (a resumed run may log a step twice).
+  """The last value written at the largest step (a resumed or restored run may log a step twice)."""
+  last_step = max(step for step, _ in series)
+  return [value for step, value in series if step == last_step][-1]
 
 
 def best_max(series: list[tuple[int, float]]) -> float:

@@ -53,6 +53,28 @@ def test_model_bound_with_parentheses_is_explained(tmp_path, capsys):
   assert code == main.EXIT_BAD_INPUT and "Trainer.model must be a factory" in err and "without parentheses" in err
 
 
+def test_an_optimizers_own_weight_decay_is_refused_for_the_selector(tmp_path, capsys):
+  code, err = run_main([f"--gin_file={QUICKSTART}", "--gin_bindings=Trainer.optimizer=@SGD",
+                        "--gin_bindings=SGD.weight_decay=0.01", f"--model_dir={tmp_path / 'run'}"], capsys)
+  assert code == main.EXIT_BAD_INPUT
+  assert "Trainer.optimizer SGD has its own weight_decay=0.01" in err and "@DecoupledWeightDecay()" in err
+
+
+@pytest.mark.parametrize("bindings, expected", [
+    (["Trainer.batch_size=1024", "Trainer.eval_batch_size=1024", "digits.num_train=500"],
+     "Trainer.batch_size=1024 exceeds the 500 training examples of digits"),
+    (["MLP.num_outputs=5"], "Trainer.model mlp has 5 outputs but digits has 10 classes"),
+    (["Trainer.early_stopping=@EarlyStopping()", "EarlyStopping.metric='eval/acc'"],
+     "EarlyStopping.metric='eval/acc' is not an evaluated metric"),
+])
+def test_inconsistent_settings_are_refused_before_training(tmp_path, capsys, bindings, expected):
+  model_dir = tmp_path / "run"
+  code, err = run_main([f"--gin_file={QUICKSTART}", *[f"--gin_bindings={b}" for b in bindings],
+                        f"--model_dir={model_dir}"], capsys)
+  assert code == main.EXIT_BAD_INPUT and expected in err
+  assert not any(name.startswith("events") for _, _, names in os.walk(model_dir) for name in names)
+
+
 def test_unwritable_model_dir(tmp_path, capsys):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")

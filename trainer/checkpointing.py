@@ -1,7 +1,9 @@
 """Checkpoints: what is saved, where, and how a resume checks that it fits.
 
-A checkpoint holds the step counter, the model and the optimizer (slots, iteration count). The data
-position is the step itself (see `input_pipeline`), so nothing else is needed to continue exactly.
+A checkpoint holds what the Trainer gives it: the step counter, the model and every model variable
+(the dropout RNG state included), the optimizer (slots, iteration count), the learning-rate scale,
+the initial weights and the early-stopping state. The data position is the step itself (see
+`input_pipeline`), so nothing else is needed to continue exactly.
 TensorFlow writes a checkpoint's data under a temporary name and its index last, so a save killed
 midway leaves no index and is not a candidate. A checkpoint that is there but unreadable (a truncated
 or corrupted file) is reported and skipped: the restore falls back to the next older one.

@@ -19,7 +19,8 @@ from absl import logging
 CONFIG_FILE = "config.gin"
 SAFE_TO_CHANGE = ("Trainer.train_steps", "Trainer.eval_every", "Trainer.checkpoint_every",
                   "Trainer.steps_per_loop", "Trainer.keep_checkpoints", "Trainer.eval_batch_size",
-                  "Monitor.*", "EarlyStopping.patience", "EarlyStopping.min_delta")
+                  "Monitor.*", "EarlyStopping.patience", "EarlyStopping.min_delta", "Trainer.on_nonfinite",
+                  "Trainer.restore_lr_factor", "Trainer.max_restores")
 
 
 class ConfigChangedError(ValueError):

@@ -51,6 +51,8 @@ class Controller:
     final: dict[str, float] = {}
     try:
       with PreemptionWatcher(t.strategy) as preemption:
+        if t.on_nonfinite == "restore" and t.restored is None:
+          t.checkpointer.save(step)  # so that even a divergence before the first checkpoint can restore
         iterator = self.train_iterator(step)
         while step < t.train_steps and not self._stopped_early():
           start = step
@@ -103,13 +105,12 @@ class Controller:
     num_steps = self._next_boundary(step) - step
     t.train_program.metrics.reset()
     started = time.perf_counter()
-    steps_run = int(t.train_program.loop(iterator, tf.constant(num_steps, tf.int32)))
+    first_bad = int(t.train_program.loop(iterator, tf.constant(num_steps, tf.int32)))
     seconds = time.perf_counter() - started
-    nonfinite = t.train_program.nonfinite_report()
-    if nonfinite:
-      self._recover(step + steps_run, nonfinite)
+    if first_bad >= 0:
+      self._recover(step + first_bad + 1, t.train_program.nonfinite_report())
       return None
-    return self._loop_scalars(step + steps_run, steps_run, seconds)
+    return self._loop_scalars(step + num_steps, num_steps, seconds)
 
   def _loop_scalars(self, step: int, num_steps: int, seconds: float) -> dict[str, float]:
     t = self.trainer

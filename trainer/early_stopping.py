@@ -29,7 +29,7 @@ class EarlyStopping(tf.Module):
 
   Args:
     metric: an evaluated scalar, e.g. 'eval/accuracy' or 'eval/loss'.
-    mode: 'max', 'min', or 'auto' (max for metrics named like accuracy, min otherwise).
+    mode: 'max', 'min', or 'auto' (max for `eval/accuracy` and `train_eval/accuracy`, min otherwise).
     patience: evaluations without improvement before stopping (>= 1).
     min_delta: how much better than the best a value must be to count as an improvement (>= 0).
   """
@@ -44,12 +44,19 @@ class EarlyStopping(tf.Module):
     if not math.isfinite(min_delta) or min_delta < 0:
       raise ValueError(f"EarlyStopping.min_delta must be finite and >= 0, got {min_delta}")
     self.metric = metric
-    self.maximize = "accuracy" in metric if mode == "auto" else mode == "max"
+    # 'auto' maximizes accuracies; a gap (`gap/accuracy` = train - eval) is minimized like a loss.
+    self.maximize = metric.endswith("accuracy") and not metric.startswith("gap/") if mode == "auto" else mode == "max"
     self.patience, self.min_delta = int(patience), float(min_delta)
     # The best value is stored as a score to maximize: the metric, or minus the metric.
     self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
     self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
     self.waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_without_improvement")
+
+  def check_metric(self, available) -> None:
+    """Raises before training when `metric` is not one of the `available` evaluated metrics."""
+    if self.metric not in available:
+      raise ValueError(f"EarlyStopping.metric={self.metric!r} is not an evaluated metric; available: "
+                       f"{sorted(available)}")
 
   @property
   def best_value(self) -> float:

@@ -44,8 +44,12 @@ class TrainProgram:
         ["model_losses"] if include_model_losses else [])
     names = ["train/loss", "train/data_loss", "penalty/total"] + [f"penalty/{n}" for n in self.penalty_names]
     self.metrics = MetricSet(strategy, names + (["train/accuracy"] if classification else []))
-    # What the non-finite guard watches, in the order of `_finite_flags`.
-    self.guarded = ["data loss"] + [f"penalty {name}" for name in self.penalty_names] + ["gradients"]
+    # What the non-finite guard watches, in the order of `_replica_step`'s flags. Dynamic loss scaling
+    # (mixed_float16) expects overflowing gradients now and then and skips those steps itself, so
+    # with it the guard watches the losses only, and the update terms skip the same steps.
+    self.loss_scaling = compat.is_loss_scale_optimizer(optimizer)
+    self.guarded = ["data loss"] + [f"penalty {name}" for name in self.penalty_names] + (
+        [] if self.loss_scaling else ["gradients"])
     with strategy.scope():
       self.nonfinite = tf.Variable(tf.zeros([len(self.guarded)]), trainable=False, name="nonfinite_replicas")
     # XLA compiles the replica step; the host loop around it stays a plain tf.function. An XLA cluster
@@ -82,6 +86,8 @@ class TrainProgram:
   def _apply(self, gradients) -> None:
     """The update: decoupled terms on w_{t-1}, the optimizer step (all-reduces under a strategy), then prox."""
     learning_rate = self.schedule(self.optimizer.iterations)
+    if self.loss_scaling:  # A step the optimizer skips is skipped by decay and prox too (rate 0).
+      learning_rate = tf.where(_all_replicas_finite(gradients), learning_rate, 0.0)
     base_learning_rate = self.schedule.base_learning_rate
     for term in self.update_terms:
       term.before_step(learning_rate, base_learning_rate)
@@ -90,11 +96,14 @@ class TrainProgram:
       term.after_step(learning_rate, base_learning_rate)
 
   def _replica_step(self, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """One step; returns 1.0 per guarded quantity that is not finite on this replica, else 0.0."""
+    """One step; returns, per guarded quantity, on how many replicas it was not finite (all-reduced)."""
     gradients, outputs, per_example, penalties, penalty_total = self._compute_gradients(features, labels)
     self._apply(gradients)
     self._accumulate(labels, outputs, per_example, penalties, penalty_total)
-    return _nonfinite_flags([tf.reduce_sum(per_example), *penalties.values(), tf.linalg.global_norm(gradients)])
+    guarded = [tf.reduce_sum(per_example), *penalties.values()]
+    if not self.loss_scaling:
+      guarded.append(tf.linalg.global_norm(gradients))
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, _nonfinite_flags(guarded))
 
   def _accumulate(self, labels, outputs, per_example, penalties, penalty_total) -> None:
     count = tf.cast(tf.shape(per_example)[0], tf.float32)
@@ -109,21 +118,23 @@ class TrainProgram:
           tf.reduce_sum(losses_lib.correct_predictions(labels, outputs)), count)
 
   def _loop(self, iterator, num_steps: tf.Tensor) -> tf.Tensor:
-    """Runs up to `num_steps` steps; stops right after a step where anything went non-finite.
+    """Runs `num_steps` steps; returns the index of the first non-finite step in this loop, or -1.
 
-    Returns the number of steps run. The non-finite check sums a few flags over the replicas each
-    step: that is what lets the error name the exact step (and which term) instead of a loop range.
+    The check stays on the device: each step's flags are all-reduced inside the replica step, and the
+    first bad step and its flags are carried through the loop, with no host round trip or
+    data-dependent exit per step (so TPU steps stay pipelined). Steps after a bad one still run; the
+    host never saves their result. That is what lets the error name the exact step and term.
     """
-    steps_run = tf.constant(0, tf.int32)
-    for _ in tf.range(num_steps):
-      flags = self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(self._step, args=next(iterator)),
-                                   axis=None)
-      steps_run += 1
-      if tf.reduce_any(flags > 0):
-        self.nonfinite.assign(flags)
-        break
-    self.step.assign_add(tf.cast(steps_run, tf.int64))
-    return steps_run
+    first_bad = tf.constant(-1, tf.int32)
+    flags_at_first_bad = tf.zeros([len(self.guarded)])
+    for index in tf.range(num_steps):
+      flags = self.strategy.experimental_local_results(self.strategy.run(self._step, args=next(iterator)))[0]
+      is_first = tf.logical_and(first_bad < 0, tf.reduce_any(flags > 0))
+      first_bad = tf.where(is_first, index, first_bad)
+      flags_at_first_bad = tf.where(is_first, flags, flags_at_first_bad)
+    self.step.assign_add(tf.cast(num_steps, tf.int64))
+    self.nonfinite.assign(flags_at_first_bad)
+    return first_bad
 
   def nonfinite_report(self) -> list[str]:
     """The guarded quantities that went non-finite in the last loop (empty when all were finite)."""
@@ -163,3 +174,9 @@ class EvalProgram:
 
 def _nonfinite_flags(values) -> tf.Tensor:
   return tf.stack([1.0 - tf.cast(tf.math.is_finite(tf.cast(v, tf.float32)), tf.float32) for v in values])
+
+
+def _all_replicas_finite(gradients) -> tf.Tensor:
+  """True when every replica's gradients are finite (an all-reduce, so all replicas agree)."""
+  local = 1.0 - tf.cast(tf.math.is_finite(tf.linalg.global_norm(gradients)), tf.float32)
+  return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local) == 0.0

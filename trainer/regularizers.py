@@ -59,8 +59,11 @@ class _Term:
     self.selected: list[selectors.SelectedVariable] | None = None
 
   def bind(self, model) -> None:
-    """Resolves the selected variables of `model`; raises ValueError on an invalid selection."""
-    self.selected = self.selector.select(model)
+    """Resolves the selected variables of `model`; raises ValueError naming this term on an invalid selection."""
+    try:
+      self.selected = self.selector.select(model)
+    except ValueError as error:
+      raise ValueError(f"{self.name}: {error}") from error
 
   def describe(self) -> str:
     """One header line with the settings, then the covered variables (or 'not bound')."""

@@ -196,6 +196,12 @@ def _extended_class(tfa, name: str) -> type:
   return tfa.optimizers.extend_with_decoupled_weight_decay(getattr(tf.keras.optimizers.legacy, name))
 
 
+def is_decoupled(optimizer) -> bool:
+  """True for a tfa decoupled-weight-decay optimizer (its decay is tfa's, fed by the selector here)."""
+  tfa = sys.modules.get("tensorflow_addons")
+  return tfa is not None and isinstance(optimizer, tfa.optimizers.DecoupledWeightDecayExtension)
+
+
 def bind(optimizer, model, strategy: tf.distribute.Strategy) -> None:
   """Binds a tfa optimizer built here to `model`'s selection; refuses tfa's Mirrored defect.
 

@@ -86,6 +86,8 @@ class Trainer:
     self.model_dir = model_dir
     self.on_nonfinite, self.restore_lr_factor, self.max_restores = on_nonfinite, restore_lr_factor, int(max_restores)
     self.early_stopping = early_stopping
+    if early_stopping is not None:
+      early_stopping.check_metric(EVALUATED_METRICS)
     self.train_steps, self.steps_per_loop = int(train_steps), int(steps_per_loop)
     self.eval_every, self.checkpoint_every = int(eval_every), int(checkpoint_every)
     self.batch_size, self.eval_batch_size, self.seed = int(batch_size), int(eval_batch_size), int(seed)
@@ -97,13 +99,20 @@ class Trainer:
     tf.keras.utils.set_random_seed(self.seed)
     self.splits = _require_factory("data", data)()
     classification = self.splits.num_classes is not None
+    if self.batch_size > self.splits.train.num_examples:
+      raise ValueError(f"Trainer.batch_size={self.batch_size} exceeds the {self.splits.train.num_examples} "
+                       f"training examples of {self.splits.name}")
     with strategy.scope():
       self.model = _require_factory("model", model)()
-      self.model(tf.zeros((1,) + self.splits.train.features.shape[1:], tf.float32), training=False)
+      outputs = self.model(tf.zeros((1,) + self.splits.train.features.shape[1:], tf.float32), training=False)
+      if classification and outputs.shape[-1] < self.splits.num_classes:
+        raise ValueError(f"Trainer.model {self.model.name} has {outputs.shape[-1]} outputs but {self.splits.name} "
+                         f"has {self.splits.num_classes} classes (e.g. MLP.num_outputs = {self.splits.num_classes})")
       self.schedule = schedules.Scaled(schedules.as_schedule(learning_rate))
       self.optimizer = _require_factory("optimizer", optimizer)(learning_rate=self.schedule)
       if mixed_precision == "mixed_float16":
         self.optimizer = compat.loss_scale_optimizer(self.optimizer)
+      _refuse_builtin_weight_decay(self.optimizer)
       compat.build_optimizer(self.optimizer, self.model.trainable_variables)
       tfa_support.bind(self.optimizer, self.model, strategy)  # tfa: the selector feeds decay_var_list
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
@@ -153,6 +162,28 @@ class Trainer:
     return Controller(self).run()
 
 
+def _refuse_builtin_weight_decay(optimizer) -> None:
+  """Refuses a Keras optimizer's own `weight_decay`: it would bypass the selector, unlogged.
+
+  Keras applies it to every variable, biases and normalization parameters included, and no
+  `optimizer/weight_decay` or HParams entry would show it. tfa's decoupled optimizers are exempt:
+  Occam feeds their decay from the selector (trainer/tfa_support.py).
+  """
+  inner = getattr(optimizer, "inner_optimizer", optimizer)  # under mixed_float16 loss scaling
+  decay = getattr(inner, "weight_decay", None)
+  if tfa_support.is_decoupled(inner) or decay is None or (isinstance(decay, (int, float)) and decay == 0):
+    return
+  name = type(inner).__name__
+  raise ValueError(
+      f"Trainer.optimizer {name} has its own weight_decay={decay}, which Keras applies to every variable "
+      f"(biases and normalization parameters too), outside Occam's variable selector and unlogged. Use "
+      f"`Trainer.regularizers = [@DecoupledWeightDecay()]` with `DecoupledWeightDecay.rate = {decay}` (its "
+      f"default convention 'lr_coupled' is Keras' update), or bind `{name}.weight_decay = 0`.")
+
+
+# The metrics every evaluation reports (accuracies for classification only): what early stopping can watch.
+EVALUATED_METRICS = ("eval/loss", "eval/accuracy", "train_eval/loss", "train_eval/accuracy", "gap/loss",
+                     "gap/accuracy")
 PRECISION_POLICIES = (None, "float32", "mixed_bfloat16", "mixed_float16")
 
 
