@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tests.conftest import mirrored
 from tests.helpers import QUICKSTART, REPO, checkpoint_values, read_scalars, run_cli, run_main, train_in_process
+from trainer import compat
 from trainer import strategy as strategy_lib
 
 EVERY_TERM = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1()]", "L2.scale=1e-4",
@@ -175,3 +176,36 @@ def test_synchronized_batch_norm_makes_the_resnet_replica_invariant(tmp_path):
   multi, _ = train_in_process(str(tmp_path / "two"), bindings, strategy=mirrored(2))
   for expected, got in zip(single.model.variables, multi.model.variables):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-5, err_msg=expected.name)
+
+
+@pytest.mark.skipif(not compat.IS_KERAS_3, reason="forces the overflow through Keras 3's "
+                    "LossScaleOptimizer(initial_scale=...); Keras 2's loss-scale API differs")
+def test_a_loss_scale_overflow_is_skipped_by_the_optimizer_and_the_decay_alike():
+  """mixed_float16: an overflowing step is the loss scaler's to skip, not the non-finite guard's."""
+  from models import MLP
+  from trainer import losses, regularizers, schedules
+  from trainer.data import digits
+  from trainer.programs import TrainProgram
+  tf.keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    model = MLP(hidden_sizes=(8,))
+    model(tf.zeros((1, 8, 8, 1)))
+    schedule = schedules.Scaled(schedules.Constant(0.1))
+    optimizer = tf.keras.optimizers.LossScaleOptimizer(tf.keras.optimizers.SGD(learning_rate=schedule),
+                                                       initial_scale=2.0**60)  # overflows float16 at once
+    compat.build_optimizer(optimizer, model.trainable_variables)
+    decay = regularizers.DecoupledWeightDecay(0.5)
+    decay.bind(model)
+    program = TrainProgram(strategy=tf.distribute.get_strategy(), model=model, optimizer=optimizer,
+                           schedule=schedule, loss_fn=losses.softmax_cross_entropy, global_batch_size=8,
+                           loss_terms=[], update_terms=[decay], include_model_losses=False, classification=True,
+                           step=tf.Variable(0, dtype=tf.int64))
+    train = digits().train
+    batches = iter(tf.data.Dataset.from_tensors((train.features[:8], train.labels[:8])).repeat())
+    before = [v.numpy() for v in model.trainable_variables]
+    assert int(program.loop(batches, tf.constant(1))) == -1 and program.guarded == ["data loss"]
+    for value, variable in zip(before, model.trainable_variables):
+      np.testing.assert_array_equal(variable.numpy(), value)  # neither the optimizer nor the decay moved it
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**59
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
