@@ -230,6 +230,23 @@ def run_sweep(args: argparse.Namespace, points: Sequence[Point]) -> int:
   return 0
 
 
+def check_same_experiment(args: argparse.Namespace) -> None:
+  """Refuses to continue a sweep directory with other gin files or fixed bindings.
+
+  Finished points are skipped on a rerun, so a changed spec would silently mix two experiments in
+  one report. Adding grid values is fine: new points are new runs.
+  """
+  path = os.path.join(args.sweep_dir, SWEEP_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as file:
+    stored = json.load(file)
+  for key, now in (("gin_files", args.gin_file), ("gin_bindings", args.gin_bindings)):
+    if stored.get(key, now) != now:
+      raise GridError(f"--sweep_dir={args.sweep_dir} was started with {key} {stored[key]}, not {now}: "
+                      "its finished points would be mixed with a different experiment. Use a new --sweep_dir.")
+
+
 def _record_invocation(args: argparse.Namespace, ran: int, skipped: int, failed: list[str],
                        seconds: float) -> None:
   """Appends this invocation's wall time to `sweep.json` (a resumed sweep has several)."""
@@ -271,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = parse_grid(args.grid)
     points = expand(grid)
     validate(args.gin_file, args.gin_bindings, grid, points)
+    check_same_experiment(args)
   except GridError as error:
     print(f"sweep: error: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT

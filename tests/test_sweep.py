@@ -131,3 +131,13 @@ def test_grid_values_keep_gin_structure_and_names_are_stable():
                                       "Trainer.regularizers=ProximalL1,MLP.hidden_sizes=64,64",
                                       "Trainer.regularizers=,MLP.hidden_sizes=64,64"]
   assert points[0].gin_bindings() == ["Trainer.regularizers=[@L1()]", "MLP.hidden_sizes=(64, 64)"]
+
+
+def test_changing_the_fixed_bindings_of_an_existing_sweep_is_refused(swept, capsys):
+  sweep_dir = swept[0]
+  changed = TINY[:-1] + ["MLP.hidden_sizes=(32,)"]
+  args = ([f"--gin_file={os.path.join(REPO, 'gin_configs', 'quickstart.gin')}", f"--sweep_dir={sweep_dir}"]
+          + [f"--gin_bindings={b}" for b in changed] + GRID)
+  assert sweep.main(args) == sweep.EXIT_BAD_INPUT
+  err = capsys.readouterr().err
+  assert f"--sweep_dir={sweep_dir} was started with gin_bindings" in err and "MLP.hidden_sizes=(32,)" in err
