@@ -1,6 +1,6 @@
 """Occam: a TensorFlow 2 training framework for regularization and generalization research."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="occam",
@@ -9,8 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["trainer", "trainer.data", "models", "gin_configs", "gin_configs.regularization",
-              "gin_configs.experiments"],
+    packages=find_packages(include=["trainer", "trainer.*", "models", "gin_configs", "gin_configs.*"]),
     package_data={"trainer.data": ["*.npz", "*.txt"], "gin_configs": ["*.gin"],
                   "gin_configs.regularization": ["*.gin"], "gin_configs.experiments": ["*.gin"]},
     install_requires=[

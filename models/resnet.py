@@ -9,7 +9,7 @@ from __future__ import annotations
 import gin
 import tensorflow as tf
 
-from trainer import compat
+from trainer.runtime import compat
 
 
 def _conv_bn(filters: int, name: str, synchronized: bool, strides: int = 1) -> list[tf.keras.layers.Layer]:

@@ -197,14 +197,14 @@ def benchmark_data(input_dim: int = gin.REQUIRED, num_examples: int = gin.REQUIR
 
 def train_dataset(spec: ModelSpec, settings: Settings) -> tf.data.Dataset:
   """Occam's own training pipeline over the benchmark data, for the bare loop and `fit`."""
-  from trainer import input_pipeline
+  from trainer.data import pipeline as input_pipeline
   return input_pipeline.train_dataset(synthetic_splits(spec.input_dim, settings.num_examples).train,
                                       global_batch_size=spec.batch_size, seed=0, start_step=0)
 
 
 def trainer_parameters() -> set[str]:
   """The arguments of this checkout's `Trainer`: decides which optional rows can be measured."""
-  from trainer.trainer import Trainer
+  from trainer.loop.trainer import Trainer
   return set(inspect.signature(Trainer).parameters)
 
 
@@ -233,8 +233,10 @@ def occam_bindings(spec: ModelSpec, settings: Settings, *, regularizers: str = "
 def build_trainer(bindings: Sequence[str], strategy: tf.distribute.Strategy, model_dir: str):
   """A `Trainer` configured by `bindings` alone, built under `strategy` as `trainer.main` does."""
   import models  # noqa: F401  (registers MLP)
-  from trainer import config, registry, regularizers  # noqa: F401  (register Adam, L2, ...)
-  from trainer.trainer import Trainer
+  from trainer.config import parsing as config  # noqa: F401  (register Adam, L2, ...)
+  from trainer.config import registry
+  from trainer.regularization import terms as regularizers
+  from trainer.loop.trainer import Trainer
   config.parse([], list(bindings))
   with strategy.scope():
     return Trainer(strategy=strategy, model_dir=model_dir)
@@ -254,7 +256,7 @@ class OccamRun:
                                  tempfile.mkdtemp(dir=model_dir))
     if without_accumulators:
       self.trainer.train_program._accumulate = lambda *args: None  # pylint: disable=protected-access
-    from trainer.controller import Controller  # pylint: disable=import-outside-toplevel
+    from trainer.loop.controller import Controller  # pylint: disable=import-outside-toplevel
     self.iterator = Controller(self.trainer).train_iterator(0)
     self.num_steps = tf.constant(spec.steps_per_loop, tf.int32)
 
@@ -675,7 +677,7 @@ def split_cpu() -> None:
 
 
 def header(settings: Settings, parameters: set[str], load_before: tuple[float, ...], seconds: float) -> list[str]:
-  from trainer import compat  # pylint: disable=import-outside-toplevel
+  from trainer.runtime import compat  # pylint: disable=import-outside-toplevel
   load_after = os.getloadavg()
   load = lambda values: " ".join(f"{v:.2f}" for v in values)  # noqa: E731
   return [

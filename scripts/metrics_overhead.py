@@ -31,7 +31,7 @@ flags.DEFINE_integer("steps", 2000, "Timed steps (the quickstart's length).")
 def _timed_run(monitor) -> float:
   """Seconds to train `--steps` steps after the warm-up, in a fresh model_dir."""
   import tensorflow as tf
-  from trainer.trainer import Trainer
+  from trainer.loop.trainer import Trainer
   strategy = tf.distribute.get_strategy()
   with strategy.scope():
     trainer = Trainer(strategy=strategy, model_dir=tempfile.mkdtemp(), monitor=monitor)
@@ -58,9 +58,12 @@ def main(argv) -> None:
   del argv
   import models  # noqa: F401
   from tests.helpers import QUICKSTART
-  from trainer import config, data, registry, regularizers  # noqa: F401
-  from trainer.metrics import Monitor
-  from trainer.trainer import Trainer  # noqa: F401  (registers Trainer with gin)
+  from trainer.config import parsing as config  # noqa: F401
+  from trainer import data
+  from trainer.config import registry
+  from trainer.regularization import terms as regularizers
+  from trainer.metrics.monitor import Monitor
+  from trainer.loop.trainer import Trainer  # noqa: F401  (registers Trainer with gin)
 
   class Timed(Monitor):
     """The default metric set, timing its own calls."""

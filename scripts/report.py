@@ -113,7 +113,7 @@ class Group:
 def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
   """{tag: [(step, value)]} of the float scalar summaries in `event_dir` (see `trainer.events`)."""
   # Imported here: TensorBoard's reader pulls in TensorFlow, which only loading needs.
-  from trainer import events  # pylint: disable=import-outside-toplevel
+  from trainer.metrics import events  # pylint: disable=import-outside-toplevel
   return events.read_scalars(event_dir)
 
 

@@ -131,8 +131,11 @@ def validate(gin_files: Sequence[str], bindings: Sequence[str], grid, points: Se
   """
   sys.path.insert(0, REPO)
   import models  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  from trainer import config, data, registry, regularizers  # noqa: F401  pylint: disable=import-outside-toplevel
-  from trainer import trainer as trainer_lib  # noqa: F401  pylint: disable=import-outside-toplevel
+  from trainer.config import parsing as config  # noqa: F401  pylint: disable=import-outside-toplevel
+  from trainer import data
+  from trainer.config import registry
+  from trainer.regularization import terms as regularizers
+  from trainer.loop import trainer as trainer_lib  # noqa: F401  pylint: disable=import-outside-toplevel
   first = dict(points[0].bindings)
   try:
     config.parse(gin_files, list(bindings))

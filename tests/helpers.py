@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-from trainer import compat
-from trainer.events import read_scalars, read_texts  # noqa: F401  (re-exported for the tests)
+from trainer.runtime import compat
+from trainer.metrics.events import read_scalars, read_texts  # noqa: F401  (re-exported for the tests)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
@@ -45,8 +45,11 @@ def train_in_process(model_dir: str, bindings: Sequence[str] = (), *, strategy=N
                      gin_files: Sequence[str] = (QUICKSTART,)):
   """Parses gin like the CLI, builds a Trainer under `strategy` and trains; returns (trainer, final metrics)."""
   import models  # noqa: F401  (registers the model configurables)
-  from trainer import config, data, registry, regularizers  # noqa: F401
-  from trainer.trainer import Trainer
+  from trainer.config import parsing as config  # noqa: F401
+  from trainer import data
+  from trainer.config import registry
+  from trainer.regularization import terms as regularizers
+  from trainer.loop.trainer import Trainer
   config.parse(list(gin_files), list(bindings))
   strategy = strategy or tf.distribute.get_strategy()
   with strategy.scope():

@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from tests.conftest import mirrored
 from tests.helpers import QUICKSTART, REPO, checkpoint_values, read_scalars, run_cli, run_main, train_in_process
-from trainer import compat
-from trainer import strategy as strategy_lib
+from trainer.runtime import compat
+from trainer.runtime import strategy as strategy_lib
 
 EVERY_TERM = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1()]", "L2.scale=1e-4",
               "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-2", "ProximalL1.scale=1e-4",
@@ -183,9 +183,11 @@ def test_synchronized_batch_norm_makes_the_resnet_replica_invariant(tmp_path):
 def test_a_loss_scale_overflow_is_skipped_by_the_optimizer_and_the_decay_alike():
   """mixed_float16: an overflowing step is the loss scaler's to skip, not the non-finite guard's."""
   from models import MLP
-  from trainer import losses, regularizers, schedules
+  from trainer.loop import losses
+  from trainer.regularization import terms as regularizers
+  from trainer.loop import schedules
   from trainer.data import digits
-  from trainer.programs import TrainProgram
+  from trainer.loop.programs import TrainProgram
   tf.keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     model = MLP(hidden_sizes=(8,))

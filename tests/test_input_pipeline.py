@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import input_pipeline
+from trainer.data import pipeline as input_pipeline
 from trainer.data import ArrayData
 
 N = 37  # deliberately not a multiple of any batch size used here

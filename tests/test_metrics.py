@@ -117,8 +117,8 @@ def test_grad_norm_is_the_objective_gradient_on_the_probe_batch(run):
 
 def test_distance_from_init_uses_the_seeded_initial_weights(run, tmp_path):
   trainer, model_dir = run
-  from trainer import config
-  from trainer.trainer import Trainer
+  from trainer.config import parsing as config
+  from trainer.loop.trainer import Trainer
   config.parse([QUICKSTART], BINDINGS)
   fresh = Trainer(strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path))  # same seed, untrained
   distance = _flat_norm([a - b for a, b in zip(_params(trainer), _params(fresh))])
@@ -150,7 +150,7 @@ def test_histograms_cover_the_regularized_weights(run):
                                                    size_guidance={event_accumulator.TENSORS: 0})
   accumulator.Reload()
   histograms = {tag for tag in accumulator.Tags()["tensors"] if tag.startswith("weights/")}
-  from trainer import compat
+  from trainer.runtime import compat
   kernels = {f"weights/{compat.variable_path(v)}" for v in trainer.model.trainable_variables
              if len(v.shape) == 2}
   assert histograms == kernels

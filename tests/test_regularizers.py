@@ -14,9 +14,9 @@ import tensorflow as tf
 
 
 from tests.conftest import mirrored
-from trainer import compat
-from trainer import regularizers
-from trainer import selectors
+from trainer.runtime import compat
+from trainer.regularization import terms as regularizers
+from trainer.regularization import selectors
 
 layers = tf.keras.layers
 

@@ -22,7 +22,8 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import DROPOUT, QUICKSTART, REPO, checkpoint_values, read_scalars, run_main, train_in_process
-from trainer import controller, preemption
+from trainer.loop import controller
+from trainer.runtime import preemption
 
 # Dropout makes the RNG state part of what must resume; a checkpoint every loop makes kills land in saves.
 LONG = DROPOUT + ["Trainer.train_steps=1500", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10",

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from tests.helpers import FAST, train_in_process
-from trainer import config_guard
-from trainer.early_stopping import EarlyStopping
+from trainer.config import guard as config_guard
+from trainer.loop.early_stopping import EarlyStopping
 
 SHORT = FAST + ["Trainer.train_steps=100", "Trainer.checkpoint_every=50", "Trainer.eval_every=50"]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trainer import schedules
+from trainer.loop import schedules
 
 
 def test_warmup_cosine_matches_closed_form():

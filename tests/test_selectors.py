@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from trainer import selectors
+from trainer.regularization import selectors
 
 layers = tf.keras.layers
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import sharpness
+from trainer.metrics import sharpness
 
 SHAPES = [(4, 6), (6,), (6, 3), (3,)]
 BATCH = 32

@@ -14,9 +14,14 @@ import tensorflow as tf
 import models  # noqa: F401  (registers MLP for gin)
 from tests.conftest import mirrored
 from tests.helpers import FAST, QUICKSTART, train_in_process
-from trainer import compat, config, registry, regularizers, schedules, tfa_support  # noqa: F401
+from trainer.runtime import compat  # noqa: F401
+from trainer.config import parsing as config
+from trainer.config import registry
+from trainer.regularization import terms as regularizers
+from trainer.loop import schedules
+from trainer.regularization import tfa_optimizers as tfa_support
 from trainer.data import digits
-from trainer.trainer import Trainer
+from trainer.loop.trainer import Trainer
 
 requires_tfa = pytest.mark.skipif(
     not tfa_support.available(),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import weight_stats
+from trainer.metrics import weight_stats
 
 MODES = ["eager", "tf_function"]
 SHAPES = [(7, 5), (5,), (3, 3, 2, 4), (1,)]

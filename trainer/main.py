@@ -55,11 +55,17 @@ def run(argv) -> int:
   del argv
   # Imported here so that `--help` and flag errors do not pay for TensorFlow.
   import tensorflow as tf
-  from trainer import checkpointing, config, config_guard, controller, preemption
-  from trainer import strategy as strategy_lib
-  from trainer import trainer as trainer_lib  # noqa: F401  (registers gin configurables)
+  from trainer.runtime import checkpointing
+  from trainer.config import parsing as config
+  from trainer.config import guard as config_guard
+  from trainer.loop import controller
+  from trainer.runtime import preemption
+  from trainer.runtime import strategy as strategy_lib
+  from trainer.loop import trainer as trainer_lib  # noqa: F401  (registers gin configurables)
   import models  # noqa: F401
-  from trainer import data, registry, regularizers  # noqa: F401
+  from trainer import data  # noqa: F401
+  from trainer.config import registry
+  from trainer.regularization import terms as regularizers
 
   try:
     if FLAGS.deterministic:

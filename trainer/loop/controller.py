@@ -16,10 +16,11 @@ from typing import Sequence
 import tensorflow as tf
 from absl import logging
 
-from trainer import config, input_pipeline
-from trainer import regularizers as regularizers_lib
-from trainer.export import export_saved_model
-from trainer.preemption import Preempted, PreemptionWatcher
+from trainer.config import parsing as config
+from trainer.data import pipeline as input_pipeline
+from trainer.regularization import terms as regularizers_lib
+from trainer.runtime.export import export_saved_model
+from trainer.runtime.preemption import Preempted, PreemptionWatcher
 
 EXIT_NONFINITE = 3
 ON_NONFINITE = ("stop", "restore")

@@ -15,7 +15,7 @@ from typing import Sequence
 import gin
 
 import gin_configs
-from trainer import tfa_support
+from trainer.regularization import tfa_optimizers as tfa_support
 
 
 

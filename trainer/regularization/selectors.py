@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import gin
 import numpy as np
 
-from trainer import compat
+from trainer.runtime import compat
 
 
 @dataclasses.dataclass(frozen=True)

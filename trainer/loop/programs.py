@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from trainer import compat
-from trainer import losses as losses_lib
-from trainer.accumulators import MetricSet
+from trainer.runtime import compat
+from trainer.loop import losses as losses_lib
+from trainer.loop.accumulators import MetricSet
 
 
 class TrainProgram:

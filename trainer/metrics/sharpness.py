@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from trainer import compat
+from trainer.runtime import compat
 
 LossFn = Callable[[], tf.Tensor]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from trainer import compat
+from trainer.runtime import compat
 
 # (current value as float32, *args) -> new value as float32.
 Rule = Callable[..., tf.Tensor]

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 import gin
 import tensorflow as tf
 
-from trainer import distributed_update
-from trainer import selectors
+from trainer.regularization import distributed_update
+from trainer.regularization import selectors
 
 # Decoupled weight decay conventions (see REFERENCE.md):
 #   lr_coupled: w -= lr_t * rate * w. Keras 3 and tf_keras optimizers' `weight_decay`, PyTorch

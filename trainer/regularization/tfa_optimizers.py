@@ -39,7 +39,8 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from trainer import compat, selectors
+from trainer.runtime import compat
+from trainer.regularization import selectors
 
 INSTALL_HINT = (
     "tensorflow-addons 0.23.0 imports only with TensorFlow 2.13-2.15 (Keras 2) and Python <= 3.11. "

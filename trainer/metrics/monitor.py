@@ -23,12 +23,14 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from trainer import compat
-from trainer import hparams as hparams_lib
-from trainer import losses as losses_lib
-from trainer import selectors, sharpness, weight_stats
+from trainer.runtime import compat
+from trainer.metrics import hparams as hparams_lib
+from trainer.loop import losses as losses_lib
+from trainer.regularization import selectors
+from trainer.metrics import sharpness
+from trainer.metrics import weight_stats
 from trainer.data import ArrayData
-from trainer.summaries import SummaryWriters
+from trainer.metrics.summaries import SummaryWriters
 
 
 @gin.configurable

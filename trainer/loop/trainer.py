@@ -13,16 +13,18 @@ from typing import Callable, Sequence
 import gin
 import tensorflow as tf
 
-from trainer import compat, input_pipeline
-from trainer import losses as losses_lib
-from trainer import regularizers as regularizers_lib
-from trainer import schedules, tfa_support
-from trainer.checkpointing import Checkpointer
-from trainer.controller import ON_NONFINITE, Controller
-from trainer.early_stopping import EarlyStopping
-from trainer.metrics import Monitor
-from trainer.programs import EvalProgram, TrainProgram
-from trainer.summaries import SummaryWriters
+from trainer.runtime import compat
+from trainer.data import pipeline as input_pipeline
+from trainer.loop import losses as losses_lib
+from trainer.regularization import terms as regularizers_lib
+from trainer.loop import schedules
+from trainer.regularization import tfa_optimizers as tfa_support
+from trainer.runtime.checkpointing import Checkpointer
+from trainer.loop.controller import ON_NONFINITE, Controller
+from trainer.loop.early_stopping import EarlyStopping
+from trainer.metrics.monitor import Monitor
+from trainer.loop.programs import EvalProgram, TrainProgram
+from trainer.metrics.summaries import SummaryWriters
 
 
 def _require_factory(name: str, value) -> Callable:

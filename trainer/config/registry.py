@@ -11,7 +11,7 @@ from __future__ import annotations
 import gin
 import tensorflow as tf
 
-from trainer import tfa_support
+from trainer.regularization import tfa_optimizers as tfa_support
 
 _OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")
 

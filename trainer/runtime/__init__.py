@@ -1,0 +1,1 @@
+"""Where a run executes: strategies, Keras 2/3 compatibility, checkpoints, preemption, export, atomic files."""
