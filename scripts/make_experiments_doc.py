@@ -4,7 +4,7 @@ r"""Runs the experiment sweeps of docs/EXPERIMENTS.md and regenerates the doc fr
 
 With `--run` each claim's sweeps are run (resumably: finished points are skipped) with exactly the
 commands printed in the doc; without it the doc is rebuilt from sweeps already on disk. Tables,
-plots and verdicts are computed from the event files by `scripts/report.py`; nothing in the doc's
+plots and verdicts are computed from the event files by `occam-report`; nothing in the doc's
 results is typed by hand. A claim whose sweep is missing is listed as not measured. Plots are copied
 to `docs/experiments/`, the doc written to `docs/EXPERIMENTS.md`.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import os
 import platform
@@ -24,11 +23,10 @@ import subprocess
 import sys
 from typing import Callable, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import report as report_lib  # noqa: E402  pylint: disable=wrong-import-position
-import sweep as sweep_lib  # noqa: E402  pylint: disable=wrong-import-position
+from trainer.experiments import report as report_lib
+from trainer.experiments import sweep as sweep_lib
 
-REPO = sweep_lib.REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout whose docs are written.
 DOC = os.path.join(REPO, "docs", "EXPERIMENTS.md")
 PLOTS = os.path.join(REPO, "docs", "experiments")
 SEEDS = "Trainer.seed=[0, 1, 2]"
@@ -38,13 +36,13 @@ TABLE = ("eval_acc", "best_eval_acc", "test_acc", "train_acc", "gap_acc", "weigh
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-  """One `scripts/sweep.py` invocation: its directory name under the root, config and grid."""
+  """One `occam-sweep` invocation: its directory name under the root, config and grid."""
   name: str
   gin_file: str
   grid: tuple[str, ...]
 
   def argv(self, root: str, parallel: int) -> list[str]:
-    return (["python", "scripts/sweep.py", f"--gin_file={self.gin_file}"]
+    return (["occam-sweep", f"--gin_file={self.gin_file}"]
             + [arg for entry in self.grid for arg in ("--grid", entry)]
             + [f"--sweep_dir={os.path.join(root, self.name)}", f"--parallel={parallel}"])
 
@@ -225,7 +223,8 @@ CLAIMS = (
 
 
 def run_sweeps(claims: Sequence[Claim], root: str, parallel: int) -> list[str]:
-  """Runs each distinct sweep once, in claim order, from the repo root (as the doc shows).
+  """Runs each distinct sweep once, in claim order, from the repo root (as the doc shows; `occam-sweep`
+  is run as `python -m trainer.experiments.sweep` with this interpreter).
 
   Returns the names of the sweeps that did not finish every point: a table built from them would
   silently average fewer seeds, so the doc is not written until a rerun (which resumes) completes them.
@@ -238,26 +237,26 @@ def run_sweeps(claims: Sequence[Claim], root: str, parallel: int) -> list[str]:
       seen.add(sweep.name)
       argv = sweep.argv(root, parallel)
       print(f"== {claim.key}: {shlex.join(argv)}", file=sys.stderr, flush=True)
-      if subprocess.run([sys.executable] + argv[1:], cwd=REPO, check=False).returncode:
+      command = [sys.executable, "-m", sweep_lib.__name__] + argv[1:]
+      if subprocess.run(command, cwd=REPO, check=False).returncode:
         failed.append(sweep.name)
   return failed
 
 
 def wall_time(sweep_dir: str) -> str:
   """Total wall time over the sweep's invocations, and how many points each ran."""
-  with open(os.path.join(sweep_dir, sweep_lib.SWEEP_FILE)) as file:
-    invocations = json.load(file)["invocations"]
+  invocations = sweep_lib.read_record(sweep_dir)["invocations"]
   seconds = sum(i["wall_seconds"] for i in invocations)
   ran = sum(i["ran"] for i in invocations)
-  return (f"{seconds / 60:.1f} min wall for {ran} point runs (failed attempts included) in {len(invocations)} invocation(s), "
-          f"--parallel={invocations[-1]['parallel']}")
+  return (f"{seconds / 60:.1f} min wall for {ran} point runs (failed attempts included) in "
+          f"{len(invocations)} invocation(s), --parallel={invocations[-1]['parallel']}")
 
 
 def claim_section(claim: Claim, root: str, parallel: int) -> str:
   """The doc section of one claim: commands, wall time, verdict, table and plots."""
   dirs = [os.path.join(root, s.name) for s in claim.sweeps]
   commands = "\n".join(shlex.join(s.argv(root, parallel)) for s in claim.sweeps)
-  report_argv = (["python", "scripts/report.py", *dirs, f"--out_dir={os.path.join(root, claim.key)}",
+  report_argv = (["occam-report", *dirs, f"--out_dir={os.path.join(root, claim.key)}",
                   f"--panels={','.join(claim.panels)}", f"--curves={','.join(claim.curves)}"]
                  + ([f"--x={claim.x_key}"] if claim.x_key else []))
   lines = [f"## {claim.title}", "", "```sh", commands, shlex.join(report_argv), "```", ""]
@@ -300,7 +299,7 @@ HEADER = """# Experiments: regularization claims, measured
 
 Generated by `python scripts/make_experiments_doc.py --root={root} --run --parallel={parallel}` on
 {date}. Do not edit by hand: rerun the script. Every number below is read from the runs' TensorBoard
-event files by `scripts/report.py`; each verdict is computed by a rule stated next to it.
+event files by `occam-report`; each verdict is computed by a rule stated next to it.
 
 Machine: {machine}. The machine was shared with other engineers' test runs while these sweeps ran,
 so the wall times are inflated and only indicative.

@@ -1,78 +1,55 @@
-"""The experiment scripts end to end: a two-point sweep, its resume, its report and its plots.
+"""The experiment commands end to end: a two-point sweep, its resume, its report and its plots.
 
-The sweep runs as real subprocesses (`scripts/sweep.py` launching `python -m trainer.main`); the
-report's numbers are checked against the event files read back independently with
-`tests.helpers.read_scalars`.
+The sweep runs as real subprocesses (`python -m trainer.experiments.sweep`, i.e. `occam-sweep`,
+launching `python -m trainer.main`; see tests/sweep_fixtures.py); the report's numbers are checked
+against the event files read back independently with `tests.helpers.read_scalars`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests.helpers import REPO, read_scalars
+from tests.sweep_fixtures import GRID, POINTS, TINY, run_module
+from trainer.experiments import report, sweep
+from trainer.metrics import tags
 
-SCRIPTS = os.path.join(REPO, "scripts")
-sys.path.insert(0, SCRIPTS)
-import report  # noqa: E402  pylint: disable=wrong-import-position
-import sweep  # noqa: E402  pylint: disable=wrong-import-position
-
-TINY = ["Trainer.train_steps=20", "Trainer.steps_per_loop=10", "Trainer.eval_every=10",
-        "Trainer.checkpoint_every=10", "MLP.hidden_sizes=(16,)"]
-GRID = ["--grid", "L2.scale=[0, 1e-2]"]
-
-
-def run_script(name: str, args: list[str]) -> subprocess.CompletedProcess:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args], cwd=REPO, env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+# The column names docs/EXPERIMENTS.md and scripts/make_experiments_doc.py use.
+DOCUMENTED_COLUMNS = ("eval_acc", "best_eval_acc", "eval_loss", "best_eval_loss", "test_acc", "train_acc",
+                      "train_eval_acc", "gap_acc", "gap_loss", "weights_l2", "sparsity", "near_zero",
+                      "hessian_top", "sam", "sam_magnitude_aware", "model_losses", "penalty")
 
 
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-  """Runs the two-point sweep twice (the second must skip both) and reports on it."""
-  root = tmp_path_factory.mktemp("sweep")
-  sweep_dir, out_dir = str(root / "sweep"), str(root / "report")
-  args = (["--gin_file=gin_configs/quickstart.gin", f"--sweep_dir={sweep_dir}", "--parallel=2"]
-          + [f"--gin_bindings={b}" for b in TINY] + GRID)
-  first = run_script("sweep.py", args)
-  assert first.returncode == 0, first.stdout[-4000:]
-  second = run_script("sweep.py", args)
-  assert second.returncode == 0, second.stdout[-4000:]
-  made = run_script("report.py", [sweep_dir, f"--out_dir={out_dir}"])
-  assert made.returncode == 0, made.stdout[-4000:]
-  return sweep_dir, out_dir, first.stdout, second.stdout
-
-
+@pytest.mark.slow  # the session's `swept` fixture: two sweep invocations and a report, ~40 s
+@pytest.mark.multiprocess
 def test_each_point_trains_in_its_own_named_dir(swept):
-  sweep_dir, _, first, _ = swept
-  for name in ("L2.scale=0", "L2.scale=1e-2"):
-    point_dir = os.path.join(sweep_dir, name)
-    assert os.path.exists(os.path.join(point_dir, sweep.DONE_FILE)), first[-3000:]
+  for name in POINTS:
+    point_dir = os.path.join(swept.sweep_dir, name)
+    assert os.path.exists(os.path.join(point_dir, sweep.DONE_FILE)), swept.first[-3000:]
     steps = [step for step, _ in read_scalars(os.path.join(point_dir, "eval"))["eval/accuracy"]]
     assert steps == [10, 20]
-  assert "2/2 ok" in first
+  assert "2/2 ok" in swept.first
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_rerun_skips_finished_points(swept):
-  sweep_dir, _, _, second = swept
-  assert "2 finished (skipped), 0 to run" in second
-  with open(os.path.join(sweep_dir, sweep.SWEEP_FILE)) as file:
-    invocations = json.load(file)["invocations"]
+  assert "2 finished (skipped), 0 to run" in swept.second
+  invocations = sweep.read_record(swept.sweep_dir)["invocations"]
   assert [(i["ran"], i["skipped"]) for i in invocations] == [(2, 0), (0, 2)]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_report_values_equal_the_event_files(swept):
-  sweep_dir, out_dir, _, _ = swept
+  sweep_dir, out_dir = swept.sweep_dir, swept.out_dir
   with open(os.path.join(out_dir, "runs.csv")) as file:
     rows = {row["run"]: row for row in csv.DictReader(file)}
-  assert set(rows) == {"L2.scale=0", "L2.scale=1e-2"}
+  assert set(rows) == set(POINTS)
   for name, row in rows.items():
     evaluation = read_scalars(os.path.join(sweep_dir, name, "eval"))
     train = read_scalars(os.path.join(sweep_dir, name, "train"))
@@ -84,15 +61,17 @@ def test_report_values_equal_the_event_files(swept):
   assert float(rows["L2.scale=0"]["penalty"]) == 0.0 < float(rows["L2.scale=1e-2"]["penalty"])
   with open(os.path.join(out_dir, "summary.md")) as file:
     table = file.read()
-  assert "| series | L2.scale | n | eval_acc |" in table
+  header = table.splitlines()[0].strip("| ").split(" | ")
+  assert header[:3] == ["series", "L2.scale", "n"] and "eval_acc" in header
   assert f"{float(rows['L2.scale=1e-2']['eval_acc']):.4g} ± 0" in table
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_plots_decode_to_images_of_the_expected_size(swept):
   image = pytest.importorskip("matplotlib.image")
-  _, out_dir, _, _ = swept
   for name, panels in (("vs_strength.png", 3), ("curves.png", 2)):
-    pixels = image.imread(os.path.join(out_dir, name))
+    pixels = image.imread(os.path.join(swept.out_dir, name))
     height, width = pixels.shape[:2]
     assert (width, height) == (report.PANEL_INCHES[0] * report.DPI * panels,
                                report.PANEL_INCHES[1] * report.DPI), name
@@ -107,9 +86,27 @@ def test_missing_tags_are_missing_columns(tmp_path):
                                  "L2.scale") == ["eval_acc"]
 
 
+def test_columns_derive_from_the_tag_registry():
+  registry = {"acc": tags.Tag("eval/accuracy", tags.EVAL, "", higher_is_better=True, evaluated=True),
+              "loss": tags.Tag("eval/loss", tags.EVAL, "", higher_is_better=False, evaluated=True),
+              "norm": tags.Tag("norms/weights_l2", tags.TRAIN, "", evaluated=True),
+              "test_acc": tags.Tag("test/accuracy", tags.EVAL, "", higher_is_better=True)}
+  assert [(c.name, c.event_dir, c.tag, c.reduce) for c in report.derive_columns(registry)] == [
+      ("acc", "eval", "eval/accuracy", report.final),
+      ("best_acc", "eval", "eval/accuracy", report.best_max),
+      ("loss", "eval", "eval/loss", report.final),
+      ("best_loss", "eval", "eval/loss", report.best_min),
+      ("norm", "train", "norms/weights_l2", report.final),
+      ("test_acc", "eval", "test/accuracy", report.final)]
+  assert set(DOCUMENTED_COLUMNS) <= set(report.COLUMN_BY_NAME)
+  assert report.COLUMN_BY_NAME["best_eval_acc"].reduce is report.best_max
+  assert report.COLUMN_BY_NAME["best_eval_loss"].reduce is report.best_min
+
+
+@pytest.mark.multiprocess
 def test_unknown_grid_key_fails_before_anything_runs(tmp_path):
-  result = run_script("sweep.py", ["--gin_file=gin_configs/quickstart.gin", f"--sweep_dir={tmp_path / 's'}",
-                                   "--grid", "L2.scal=[0, 1e-3]"])
+  result = run_module("sweep", ["--gin_file=gin_configs/quickstart.gin", f"--sweep_dir={tmp_path / 's'}",
+                                "--grid", "L2.scal=[0, 1e-3]"])
   assert result.returncode == sweep.EXIT_BAD_INPUT
   assert "--grid L2.scal" in result.stdout and "doesn't have a parameter named 'scal'" in result.stdout
   assert not os.path.exists(tmp_path / "s")
@@ -133,8 +130,10 @@ def test_grid_values_keep_gin_structure_and_names_are_stable():
   assert points[0].gin_bindings() == ["Trainer.regularizers=[@L1()]", "MLP.hidden_sizes=(64, 64)"]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_changing_the_fixed_bindings_of_an_existing_sweep_is_refused(swept, capsys):
-  sweep_dir = swept[0]
+  sweep_dir = swept.sweep_dir
   changed = TINY[:-1] + ["MLP.hidden_sizes=(32,)"]
   args = ([f"--gin_file={os.path.join(REPO, 'gin_configs', 'quickstart.gin')}", f"--sweep_dir={sweep_dir}"]
           + [f"--gin_bindings={b}" for b in changed] + GRID)

@@ -1,6 +1,6 @@
-r"""Tables and plots of one or more sweeps (`scripts/sweep.py`), read from their event files.
+r"""Tables and plots of one or more sweeps (`occam-sweep`), read from their event files.
 
-    python scripts/report.py /tmp/sweeps/l2 [/tmp/sweeps/adamw ...] --out_dir=/tmp/sweeps/report
+    occam-report /tmp/sweeps/l2 [/tmp/sweeps/adamw ...] --out_dir=/tmp/sweeps/report
 
 Writes to `--out_dir`:
   runs.csv            one row per run: its bindings and every column below (full float precision)
@@ -8,6 +8,11 @@ Writes to `--out_dir`:
   summary.md          the same as a Markdown table, `mean ± std` (sample std over seeds)
   vs_strength.png     each `--panels` column against the strength (log x axis; 0 drawn at the left)
   curves.png          training curves (`--curves` tags against step), one line per run
+
+The columns derive from the tag registry (`trainer.metrics.tags`): each tag with a column name gives
+that column (its value at the run's last step) and, if every evaluation writes it and it has a better
+direction, `best_<column>` (its best value over the evaluations). Plotting needs matplotlib (the
+`experiments` extra); loading and the tables do not.
 
 The strength is `--x` (default, per sweep: its first varying numeric grid key other than the seed).
 Other varying keys, and each sweep directory when several are given, make separate series. A tag
@@ -26,19 +31,13 @@ import statistics
 import sys
 from typing import Callable, Sequence
 
-# Scripts run from a checkout too, where Occam is not installed.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import matplotlib
+from trainer.experiments import sweep
+from trainer.metrics import tags
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-position
-import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sweep as sweep_lib  # noqa: E402  pylint: disable=wrong-import-position
-
-Scalars = dict[str, list[tuple[int, float]]]  # "dir/tag" -> [(step, value), ...]
+Scalars = dict[str, list[tuple[int, float]]]  # "dir/tag" -> [(step, value), ...], in the order written
+EVENT_DIRS = (tags.TRAIN, tags.EVAL)  # The event directories below a run's model_dir that hold scalars.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,25 +63,22 @@ def best_min(series: list[tuple[int, float]]) -> float:
   return min(value for _, value in series)
 
 
-COLUMNS = (
-    Column("eval_acc", "eval", "eval/accuracy", final),
-    Column("best_eval_acc", "eval", "eval/accuracy", best_max),
-    Column("eval_loss", "eval", "eval/loss", final),
-    Column("best_eval_loss", "eval", "eval/loss", best_min),
-    Column("test_acc", "eval", "test/accuracy", final),
-    Column("train_acc", "train", "train/accuracy", final),
-    Column("train_eval_acc", "eval", "train_eval/accuracy", final),
-    Column("gap_acc", "eval", "gap/accuracy", final),
-    Column("gap_loss", "eval", "gap/loss", final),
-    Column("weights_l2", "train", "norms/weights_l2", final),
-    Column("sparsity", "train", "sparsity/zero_fraction", final),
-    Column("near_zero", "train", "sparsity/near_zero_fraction", final),
-    Column("hessian_top", "train", "sharpness/hessian_top_eigenvalue", final),
-    Column("sam", "train", "sharpness/sam", final),
-    Column("sam_magnitude_aware", "train", "sharpness/sam_magnitude_aware", final),
-    Column("model_losses", "train", "penalty/model_losses", final),
-    Column("penalty", "train", "penalty/total", final),
-)
+def derive_columns(registry: dict[str, tags.Tag]) -> tuple[Column, ...]:
+  """The table columns of `registry` ({column name: Tag}, see `tags.columns()`), in its order.
+
+  Each tag gives its final value under its column name and, when every evaluation writes it and it
+  has a better direction, its best value over the run as `best_<name>` (right after it).
+  """
+  columns = []
+  for name, tag in registry.items():
+    columns.append(Column(name, tag.directory, tag.pattern, final))
+    if tag.evaluated and tag.higher_is_better is not None:
+      columns.append(Column(f"best_{name}", tag.directory, tag.pattern,
+                            best_max if tag.higher_is_better else best_min))
+  return tuple(columns)
+
+
+COLUMNS = derive_columns(tags.columns())
 COLUMN_BY_NAME = {column.name: column for column in COLUMNS}
 DEFAULT_PANELS = ("eval_acc", "train_acc", "gap_acc")
 DEFAULT_CURVES = ("train/train/data_loss", "eval/eval/accuracy")
@@ -110,11 +106,16 @@ class Group:
   std: dict[str, float]
 
 
-def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """{tag: [(step, value)]} of the float scalar summaries in `event_dir` (see `trainer.events`)."""
+def read_run(model_dir: str) -> Scalars:
+  """Every float scalar of the run in `model_dir` as {'dir/tag': [(step, value), ...]}, in the order written.
+
+  The one reader of a run's scalars, for the report and for `trainer.experiments.results`. A resumed
+  run may hold a step twice; the later value is the one that counts.
+  """
   # Imported here: TensorBoard's reader pulls in TensorFlow, which only loading needs.
   from trainer.metrics import events  # pylint: disable=import-outside-toplevel
-  return events.read_scalars(event_dir)
+  return {f"{directory}/{tag}": series for directory in EVENT_DIRS
+          for tag, series in events.read_scalars(os.path.join(model_dir, directory)).items()}
 
 
 def load_sweep(sweep_dir: str) -> list[Run]:
@@ -122,12 +123,11 @@ def load_sweep(sweep_dir: str) -> list[Run]:
   runs = []
   for name in sorted(os.listdir(sweep_dir)):
     point_dir = os.path.join(sweep_dir, name)
-    if not sweep_lib.is_done(point_dir):
+    if not sweep.is_done(point_dir):
       continue
-    with open(os.path.join(point_dir, sweep_lib.POINT_FILE)) as file:
+    with open(os.path.join(point_dir, sweep.POINT_FILE)) as file:
       bindings = json.load(file)["bindings"]
-    scalars = {f"{event_dir}/{tag}": series for event_dir in ("train", "eval")
-               for tag, series in read_scalars(os.path.join(point_dir, event_dir)).items()}
+    scalars = read_run(point_dir)
     values = {c.name: c.reduce(scalars[f"{c.event_dir}/{c.tag}"]) for c in COLUMNS
               if scalars.get(f"{c.event_dir}/{c.tag}")}
     runs.append(Run(os.path.basename(os.path.normpath(sweep_dir)), name, bindings, scalars, values))
@@ -189,6 +189,7 @@ def _group(series: str, x: float, runs: list[Run], seed_key: str) -> Group:
 
 
 def present_columns(runs: Sequence[Run]) -> list[str]:
+  """The names of the columns that at least one of `runs` has a value for, in `COLUMNS` order."""
   return [c.name for c in COLUMNS if any(c.name in run.values for run in runs)]
 
 
@@ -257,15 +258,16 @@ def plot_vs_strength(path: str, groups: Sequence[Group], panels: Sequence[str], 
   return panels
 
 
-def plot_curves(path: str, runs: Sequence[Run], tags: Sequence[str], groups: Sequence[Group],
+def plot_curves(path: str, runs: Sequence[Run], curves: Sequence[str], groups: Sequence[Group],
                 title: str = "") -> list[str]:
   """One panel per present `dir/tag`, one line per run; a group's runs share a colour."""
-  tags = [t for t in tags if any(t in run.scalars for run in runs)]
-  if not tags:
+  curves = [t for t in curves if any(t in run.scalars for run in runs)]
+  if not curves:
     return []
-  colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(groups), 1)))
-  figure, axes = _figure(len(tags))
-  for axis, tag in zip(axes[0], tags):
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(groups), 1)))
+  figure, axes = _figure(len(curves))
+  for axis, tag in zip(axes[0], curves):
     for colour, group in zip(colours, groups):
       for index, run in enumerate(group.runs):
         steps, values = zip(*sorted(run.scalars.get(tag, [(0, math.nan)])))
@@ -276,13 +278,18 @@ def plot_curves(path: str, runs: Sequence[Run], tags: Sequence[str], groups: Seq
     axis.grid(alpha=0.3)
   axes[0][0].legend(fontsize=5)
   _save(figure, path, title)
-  return tags
+  return curves
 
 
 def _figure(num_panels: int):
-  """A row of `num_panels` panels of PANEL_INCHES each: (figure, axes of shape [1, num_panels])."""
-  return plt.subplots(1, num_panels, figsize=(PANEL_INCHES[0] * num_panels, PANEL_INCHES[1]),
-                      squeeze=False)
+  """A row of `num_panels` panels of PANEL_INCHES each: (figure, axes of shape [1, num_panels]).
+
+  A bare `Figure`, not pyplot: importing the report (as `results` does in a notebook) neither needs
+  matplotlib nor changes the caller's backend.
+  """
+  from matplotlib import figure as mpl_figure  # pylint: disable=import-outside-toplevel
+  fig = mpl_figure.Figure(figsize=(PANEL_INCHES[0] * num_panels, PANEL_INCHES[1]))
+  return fig, fig.subplots(1, num_panels, squeeze=False)
 
 
 def _save(figure, path: str, title: str) -> None:
@@ -291,7 +298,6 @@ def _save(figure, path: str, title: str) -> None:
     figure.suptitle(title, fontsize=9)
   figure.tight_layout()
   figure.savefig(path, dpi=DPI)
-  plt.close(figure)
 
 
 @dataclasses.dataclass
@@ -331,9 +337,10 @@ def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+  """The command line of `occam-report`, with `--panels` checked against the known columns."""
+  parser = argparse.ArgumentParser(prog="occam-report", description=__doc__.split("\n\n")[0].strip(),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("sweep_dirs", nargs="+", help="sweep directories written by scripts/sweep.py")
+  parser.add_argument("sweep_dirs", nargs="+", help="sweep directories written by occam-sweep")
   parser.add_argument("--out_dir", required=True, help="where the tables and plots are written")
   parser.add_argument("--x", default=None, help="the strength key (default: detected)")
   parser.add_argument("--seed_key", default="Trainer.seed", help="averaged over (mean ± std)")
@@ -352,13 +359,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Entry point of `occam-report`: reports on the sweeps in `argv` (default: sys.argv[1:]); exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
     report = build(args.sweep_dirs, args.out_dir, x_key=args.x, seed_key=args.seed_key,
                    panels=args.panels, curves=args.curves, title=args.title)
   except (ValueError, OSError) as error:
     print(f"report: error: {error}", file=sys.stderr)
-    return sweep_lib.EXIT_BAD_INPUT
+    return sweep.EXIT_BAD_INPUT
   print(report.markdown)
   for path in report.files.values():
     print(f"wrote {path}", file=sys.stderr)

@@ -1,6 +1,6 @@
 r"""Runs a grid of gin bindings, one `python -m trainer.main` process per point, resumably.
 
-    python scripts/sweep.py --gin_file=gin_configs/experiments/claim1_l2_u_curve.gin \
+    occam-sweep --gin_file=gin_configs/experiments/claim1_l2_u_curve.gin \
         --grid 'L2.scale=[0, 1e-4, 1e-3, 1e-2, 3e-2]' --grid 'Trainer.seed=[0, 1, 2]' \
         --sweep_dir=/tmp/sweeps/l2 --parallel=2
 
@@ -11,6 +11,7 @@ and, after the trainer exits 0, `done.json`. Rerunning the same command skips fi
 reruns the others, which resume from their own checkpoints. The whole grid is checked by gin before
 anything is launched, so a misspelled key fails in a second, not after the first point trains.
 `SWEEP_DIR/sweep.json` records the spec and the wall time of every invocation (for the reports).
+`python -m trainer.experiments.sweep` is the same command.
 
 Exit codes: 0 all points finished, 1 some point failed (its log path is printed), 2 bad input.
 """
@@ -26,13 +27,15 @@ import itertools
 import json
 import os
 import re
+import site
 import subprocess
 import sys
 import threading
 import time
 from typing import Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory holding the `trainer` package: the repo root in a checkout, site-packages when installed.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 POINT_FILE, DONE_FILE, LOG_FILE, SWEEP_FILE = "point.json", "done.json", "log.txt", "sweep.json"
 _MAX_NAME = 200  # Leaves room under the usual 255-byte file-name limit.
@@ -123,35 +126,42 @@ def point_name(bindings: Sequence[tuple[str, str]]) -> str:
   return name
 
 
-def validate(gin_files: Sequence[str], bindings: Sequence[str], grid, points: Sequence[Point]) -> None:
+def validate(gin_files: Sequence[str], bindings: Sequence[str], grid: Sequence[tuple[str, Sequence[str]]],
+             points: Sequence[Point]) -> None:
   """Parses the gin files with the first point, then with every grid value once, in this process.
 
   Raises `GridError` naming the grid key whose value gin rejects (unknown configurable or
   parameter, malformed value), before any point is launched.
   """
-  sys.path.insert(0, REPO)
-  import models  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  from trainer.config import parsing as config  # noqa: F401  pylint: disable=import-outside-toplevel
-  from trainer import data
-  from trainer.config import registry
-  from trainer.regularization import terms as regularizers
-  from trainer.loop import trainer as trainer_lib  # noqa: F401  pylint: disable=import-outside-toplevel
+  # Imported here: registering the configurables pulls in TensorFlow, which only validation needs.
+  from trainer.config import parsing, registry  # pylint: disable=import-outside-toplevel
+  registry.register_all()
   first = dict(points[0].bindings)
   try:
-    config.parse(gin_files, list(bindings))
-  except config.ConfigError as error:
+    parsing.parse(gin_files, list(bindings))
+  except parsing.ConfigError as error:
     raise GridError(str(error)) from error
   for key, values in grid:
     for value in values:
       candidate = Point(tuple((k, value if k == key else v) for k, v in first.items()))
       try:
-        config.parse(gin_files, list(bindings) + candidate.gin_bindings())
-      except config.ConfigError as error:
+        parsing.parse(gin_files, list(bindings) + candidate.gin_bindings())
+      except parsing.ConfigError as error:
         raise GridError(f"--grid {key}: gin does not accept {key}={value}: {error}") from error
 
 
 def is_done(point_dir: str) -> bool:
+  """Whether the point in `point_dir` finished: its trainer exited 0 (`done.json` exists)."""
   return os.path.exists(os.path.join(point_dir, DONE_FILE))
+
+
+def read_record(sweep_dir: str) -> dict:
+  """`sweep.json` of `sweep_dir`: gin files, fixed bindings, grid and invocations ({} before any run)."""
+  path = os.path.join(sweep_dir, SWEEP_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as file:
+    return json.load(file)
 
 
 def _write_json(path: str, content) -> None:
@@ -169,18 +179,31 @@ def command(python: str, gin_files: Sequence[str], bindings: Sequence[str], poin
           + [f"--gin_bindings={b}" for b in list(bindings) + point.gin_bindings()])
 
 
+def _trainer_env() -> dict[str, str]:
+  """The environment of a point's trainer, which must import the same `trainer` package as this process.
+
+  From a checkout, its root goes first on PYTHONPATH. An installed package needs nothing: the
+  interpreter finds it, and its site directory on PYTHONPATH would come before the standard library.
+  """
+  env = dict(os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  site_dirs = {os.path.realpath(path) for path in [*site.getsitepackages(), site.getusersitepackages()]}
+  if os.path.realpath(PACKAGE_ROOT) not in site_dirs:
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
+  return env
+
+
 def run_point(argv: list[str], point: Point, point_dir: str) -> tuple[int, float]:
   """Runs one point to completion; writes `done.json` on exit 0. Returns (exit code, seconds)."""
   os.makedirs(point_dir, exist_ok=True)
   _write_json(os.path.join(point_dir, POINT_FILE),
               {"bindings": dict(point.bindings), "command": argv})
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   started = time.perf_counter()
   with open(os.path.join(point_dir, LOG_FILE), "a") as log:
     log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(argv)}\n")
     log.flush()
-    code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=_trainer_env(),
+                          check=False).returncode
   seconds = time.perf_counter() - started
   if code == 0:
     _write_json(os.path.join(point_dir, DONE_FILE), {"seconds": seconds,
@@ -239,34 +262,27 @@ def check_same_experiment(args: argparse.Namespace) -> None:
   Finished points are skipped on a rerun, so a changed spec would silently mix two experiments in
   one report. Adding grid values is fine: new points are new runs.
   """
-  path = os.path.join(args.sweep_dir, SWEEP_FILE)
-  if not os.path.exists(path):
-    return
-  with open(path) as file:
-    stored = json.load(file)
+  stored = read_record(args.sweep_dir)
   for key, now in (("gin_files", args.gin_file), ("gin_bindings", args.gin_bindings)):
     if stored.get(key, now) != now:
-      raise GridError(f"--sweep_dir={args.sweep_dir} was started with {key} {stored[key]}, not {now}: "
-                      "its finished points would be mixed with a different experiment. Use a new --sweep_dir.")
+      raise GridError(f"--sweep_dir={args.sweep_dir} was started with {key} {stored[key]}, not {now}: its "
+                      "finished points would be mixed with a different experiment. Use a new --sweep_dir.")
 
 
 def _record_invocation(args: argparse.Namespace, ran: int, skipped: int, failed: list[str],
                        seconds: float) -> None:
   """Appends this invocation's wall time to `sweep.json` (a resumed sweep has several)."""
-  path = os.path.join(args.sweep_dir, SWEEP_FILE)
   record = {"gin_files": args.gin_file, "gin_bindings": args.gin_bindings, "grid": args.grid,
-            "invocations": []}
-  if os.path.exists(path):
-    with open(path) as file:
-      record["invocations"] = json.load(file).get("invocations", [])
+            "invocations": read_record(args.sweep_dir).get("invocations", [])}
   record["invocations"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
                                 "wall_seconds": round(seconds, 1), "parallel": args.parallel,
                                 "ran": ran, "skipped": skipped, "failed": failed})
-  _write_json(path, record)
+  _write_json(os.path.join(args.sweep_dir, SWEEP_FILE), record)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
+  """The command line of `occam-sweep`; gin file paths that exist and `--sweep_dir` made absolute."""
+  parser = argparse.ArgumentParser(prog="occam-sweep", description=__doc__.split("\n\n")[0].strip(),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", action="append", required=True,
                       help="gin file(s), parsed in order for every point (as trainer.main's --gin_file)")
@@ -286,6 +302,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Entry point of `occam-sweep`: runs the sweep `argv` describes (default: sys.argv[1:]); exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
     grid = parse_grid(args.grid)

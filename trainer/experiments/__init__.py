@@ -1,0 +1,1 @@
+"""Experiments over many runs: grid sweeps, their reports, and pandas loaders of their scalars."""
