@@ -6,7 +6,6 @@ gin's job. Every input is checked before anything is written to `--model_dir`.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import app, flags, logging
@@ -36,62 +35,32 @@ flags.mark_flag_as_required("model_dir")
 EXIT_BAD_INPUT = 2
 
 
-def _prepare_model_dir(path: str) -> str:
-  """Creates `path` if needed and proves it is writable, without touching anything already in it."""
-  path = os.path.abspath(os.path.expanduser(path))
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_probe_{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as error:
-    raise ValueError(f"--model_dir={path} is not a writable directory: {error.strerror or error}") from error
-  return path
-
-
 def run(argv) -> int:
-  """Parses config, builds the strategy and the Trainer, and trains. Returns the process exit code."""
+  """Applies the process-wide flags, trains through `trainer.api.train`, and maps errors to exit codes."""
   del argv
   # Imported here so that `--help` and flag errors do not pay for TensorFlow.
   import tensorflow as tf
-  from trainer.runtime import checkpointing
-  from trainer.config import parsing as config
-  from trainer.config import guard as config_guard
-  from trainer.loop import controller
+
+  from trainer import api
+  from trainer.loop import recovery
   from trainer.runtime import preemption
   from trainer.runtime import strategy as strategy_lib
-  from trainer.loop import trainer as trainer_lib  # noqa: F401  (registers gin configurables)
-  import models  # noqa: F401
-  from trainer import data  # noqa: F401
-  from trainer.config import registry
-  from trainer.regularization import terms as regularizers
 
   try:
     if FLAGS.deterministic:
       tf.config.experimental.enable_op_determinism()
     if FLAGS.virtual_devices:
       strategy_lib.split_cpu(FLAGS.virtual_devices)
-    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-    model_dir = _prepare_model_dir(FLAGS.model_dir)
-    config_guard.check(model_dir, allow_change=FLAGS.allow_config_change)
-    strategy = strategy_lib.create(FLAGS.strategy, tpu=FLAGS.tpu)
-    is_chief = strategy_lib.worker_role(strategy).is_chief
-    with strategy.scope():
-      trainer = trainer_lib.Trainer(strategy=strategy, model_dir=model_dir, is_chief=is_chief)
-    trainer.restore()
-    if is_chief:
-      config_guard.record(model_dir)
-  except (config.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
+    results = api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir, strategy=FLAGS.strategy,
+                        tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change)
+  except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
-  try:
-    results = trainer.run()
   except preemption.Preempted as stop:
     logging.warning("%s", stop)
     return preemption.EXIT_PREEMPTED
-  except controller.NonFiniteError as error:
-    return _fail(error, controller.EXIT_NONFINITE)
-  logging.info("final | %s", " | ".join(f"{k}: {v:.4g}" for k, v in sorted(results.items())
+  except recovery.NonFiniteError as error:
+    return _fail(error, recovery.EXIT_NONFINITE)
+  logging.info("final | %s", " | ".join(f"{k}: {v:.4g}" for k, v in sorted(results.metrics.items())
                                          if k.split("/")[0] in ("eval", "test", "train")))
   return 0
 

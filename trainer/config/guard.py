@@ -5,22 +5,37 @@ the new config with it binding by binding (parsed by gin itself, so formatting d
 Changing how long or how often (train steps, evaluation/checkpoint intervals, loop length, metric
 settings, early-stopping patience) is safe; anything else (the model, the data, a regularization
 strength, the optimizer) is refused with a diff, unless the user opts in with --allow_config_change.
+Which parameters are safe is declared next to them, in each configurable's `RESUME_SAFE` tuple. A
+binding that states a parameter's default value is not a change (shipped configs may stop repeating
+defaults without refusing the runs they started).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import glob
+import importlib
+import inspect
 import os
 
 import gin
+import tensorflow as tf
 from absl import logging
 
+from trainer.common import files
+from trainer.config import registry
+
 CONFIG_FILE = "config.gin"
-SAFE_TO_CHANGE = ("Trainer.train_steps", "Trainer.eval_every", "Trainer.checkpoint_every",
-                  "Trainer.steps_per_loop", "Trainer.keep_checkpoints", "Trainer.eval_batch_size",
-                  "Monitor.*", "EarlyStopping.patience", "EarlyStopping.min_delta", "Trainer.on_nonfinite",
-                  "Trainer.restore_lr_factor", "Trainer.max_restores")
+
+
+def safe_to_change() -> tuple[str, ...]:
+  """`Configurable.parameter` patterns a resume may change: every configurable's `RESUME_SAFE`."""
+  registry.register_all()
+  patterns = []
+  for module in map(importlib.import_module, registry.CONFIGURABLE_MODULES):
+    for value in vars(module).values():
+      if isinstance(value, type):
+        patterns += [f"{value.__name__}.{parameter}" for parameter in getattr(value, "RESUME_SAFE", ())]
+  return tuple(dict.fromkeys(patterns))
 
 
 class ConfigChangedError(ValueError):
@@ -29,6 +44,7 @@ class ConfigChangedError(ValueError):
 
 def bindings(text: str) -> dict[str, str]:
   """`{'scope/Configurable.parameter': 'value'}` for every binding in a gin config text."""
+  registry.register_all()  # so that references parse to their names (`@MLP`), not unknown objects
   parser = gin.config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True))
   result = {}
   for statement in parser:
@@ -38,16 +54,31 @@ def bindings(text: str) -> dict[str, str]:
   return result
 
 
-def _is_safe(key: str) -> bool:
-  return any(fnmatch.fnmatchcase(key.split("/")[-1], pattern) for pattern in SAFE_TO_CHANGE)
+def _is_safe(key: str, safe: tuple[str, ...]) -> bool:
+  return any(fnmatch.fnmatchcase(key.split("/")[-1], pattern) for pattern in safe)
+
+
+def _default(key: str) -> str | None:
+  """repr of the default of `key`'s parameter (`Configurable.parameter`), or None if it has none."""
+  selector, _, parameter = key.split("/")[-1].rpartition(".")
+  try:
+    signature = inspect.signature(gin.get_configurable(selector))
+  except (ValueError, TypeError):
+    return None
+  default = signature.parameters.get(parameter, inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)).default
+  if default is inspect.Parameter.empty or default is gin.REQUIRED:
+    return None
+  return f"@{default.__name__}" if callable(default) and hasattr(default, "__name__") else repr(default)
 
 
 def unsafe_changes(old_text: str, new_text: str) -> list[str]:
   """Diff lines (`- key = old`, `+ key = new`) for the bindings that changed and are not safe to change."""
   old, new = bindings(old_text), bindings(new_text)
+  safe = safe_to_change()
   lines = []
   for key in sorted(set(old) | set(new)):
-    if old.get(key) != new.get(key) and not _is_safe(key):
+    old_value, new_value = old.get(key, _default(key)), new.get(key, _default(key))
+    if old_value != new_value and not _is_safe(key, safe):
       if key in old:
         lines.append(f"- {key} = {old[key]}")
       if key in new:
@@ -61,9 +92,9 @@ def check(model_dir: str, *, allow_change: bool) -> None:
   Only a run that has a checkpoint can be changed by a new config; before that there is nothing to keep.
   """
   path = os.path.join(model_dir, CONFIG_FILE)
-  if not os.path.exists(path) or not glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index")):
+  if not tf.io.gfile.exists(path) or not tf.io.gfile.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index")):
     return
-  with open(path) as f:
+  with tf.io.gfile.GFile(path) as f:
     changes = unsafe_changes(f.read(), gin.config_str())
   if not changes:
     return
@@ -72,15 +103,11 @@ def check(model_dir: str, *, allow_change: bool) -> None:
     raise ConfigChangedError(
         f"--model_dir={model_dir} was started with a different configuration ({path}); resuming would "
         f"silently train a different experiment. Changed bindings:\n{diff}\n"
-        f"Safe to change: {', '.join(SAFE_TO_CHANGE)}. Use a fresh --model_dir, or pass "
+        f"Safe to change: {', '.join(safe_to_change())}. Use a fresh --model_dir, or pass "
         "--allow_config_change to continue anyway.")
   logging.warning("continuing %s with a changed configuration (--allow_config_change):\n%s", model_dir, diff)
 
 
 def record(model_dir: str) -> None:
   """Stores the parsed gin config as the run's reference (atomically), once the run has started."""
-  path = os.path.join(model_dir, CONFIG_FILE)
-  temporary = path + ".tmp"
-  with open(temporary, "w") as f:
-    f.write(gin.config_str())
-  os.replace(temporary, path)
+  files.write_text(os.path.join(model_dir, CONFIG_FILE), gin.config_str())

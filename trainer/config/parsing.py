@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import importlib.util  # noqa: F401  (gin's file loader uses importlib.util without importing it)
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import gin
 
 import gin_configs
-from trainer.regularization import tfa_optimizers as tfa_support
-
+from trainer.common import files
+from trainer.config import registry
+from trainer.metrics import tags
+from trainer.metrics.summaries import SummaryWriters
+from trainer.regularization import tfa_optimizers
 
 
 class ConfigError(ValueError):
@@ -33,6 +36,7 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
 
   Starts from an empty config: one call defines one run, also when several run in one process.
   """
+  registry.register_all()
   gin.clear_config()
   search_path = package_search_path()
   if search_path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
@@ -50,7 +54,7 @@ def _parse_one(culprit: str, parse_fn) -> None:
   try:
     parse_fn()
   except (ValueError, SyntaxError, TypeError, OSError, ImportError) as error:
-    raise ConfigError(f"{culprit}: {error}{tfa_support.explain_config_error(str(error))}") from error
+    raise ConfigError(f"{culprit}: {error}{tfa_optimizers.explain_config_error(str(error))}") from error
   except Exception as error:  # tokenize.TokenError and friends: the text is not gin at all.
     raise ConfigError(f"{culprit}: malformed gin ({type(error).__name__}: {error})") from error
 
@@ -58,9 +62,20 @@ def _parse_one(culprit: str, parse_fn) -> None:
 def write_operative_config(model_dir: str) -> str:
   """Writes `model_dir/operative_config.gin` atomically and returns its text."""
   text = gin.operative_config_str()
-  path = os.path.join(model_dir, "operative_config.gin")
-  temporary = path + ".tmp"
-  with open(temporary, "w") as f:
-    f.write(text)
-  os.replace(temporary, path)
+  files.write_text(os.path.join(model_dir, "operative_config.gin"), text)
   return text
+
+
+class RecordOperativeConfig:
+  """Train action: after the first host loop (when every configurable has been called), writes the
+  operative config to `model_dir/operative_config.gin` and to TensorBoard (`config/operative_gin`)."""
+
+  def __init__(self, model_dir: str, writers: SummaryWriters):
+    self._model_dir, self._writers = model_dir, writers
+    self._written = False
+
+  def __call__(self, step: int, scalars: Mapping[str, float]) -> None:
+    del scalars
+    if not self._written:
+      self._writers.write_text(tags.TRAIN, step, "config/operative_gin", write_operative_config(self._model_dir))
+      self._written = True

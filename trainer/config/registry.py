@@ -1,23 +1,48 @@
-"""The TensorFlow/Keras objects Occam exposes to gin, under short names.
+"""The one place that makes every configurable known to gin: `register_all()`.
 
-`gin.tf` cannot be imported on TF >= 2.16 (it needs `tf.estimator`), so the configurables a user
-needs are registered here explicitly, once. Optimizers are referenced *without* parentheses
-(`Trainer.optimizer = @Adam`): the Trainer constructs them with its own learning-rate schedule, so
-the schedule that the decoupled-decay terms read is the one the optimizer uses.
+Occam's own configurables declare themselves with `@gin.configurable` where they are defined; gin
+learns of them when their module is imported. `register_all()` imports each of those modules and
+registers the TensorFlow/Keras objects a config may name, under short names, so that no caller
+needs side-effect imports. `gin.tf` cannot be imported on TF >= 2.16 (it needs `tf.estimator`), so
+the Keras objects are registered here explicitly.
+
+Optimizers are referenced *without* parentheses (`Trainer.optimizer = @Adam`): the run builder
+constructs them with its own learning-rate schedule, so the schedule that the decoupled-decay terms
+read is the one the optimizer uses.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+
 import gin
-import tensorflow as tf
 
-from trainer.regularization import tfa_optimizers as tfa_support
+# Every module that defines Occam configurables.
+CONFIGURABLE_MODULES = (
+    "models",
+    "trainer.data",
+    "trainer.loop.early_stopping",
+    "trainer.loop.losses",
+    "trainer.loop.schedules",
+    "trainer.loop.trainer",
+    "trainer.metrics.monitor",
+    "trainer.regularization.selectors",
+    "trainer.regularization.terms",
+)
+KERAS_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")
 
-_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")
 
+@functools.lru_cache(maxsize=None)
+def register_all() -> None:
+  """Registers every configurable a gin file can name (idempotent: the work happens once per process)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-def _register() -> None:
-  for name in _OPTIMIZERS:
+  from trainer.regularization import tfa_optimizers  # pylint: disable=import-outside-toplevel
+
+  for module in CONFIGURABLE_MODULES:
+    importlib.import_module(module)
+  for name in KERAS_OPTIMIZERS:
     optimizer = getattr(tf.keras.optimizers, name, None)
     if optimizer is not None:  # Lion is Keras 3 only.
       gin.external_configurable(optimizer, name)
@@ -25,7 +50,4 @@ def _register() -> None:
   # `L2`/`L1` terms, which are a different mechanism (see README, "Regularization").
   gin.external_configurable(tf.keras.regularizers.L2, "KerasL2")
   gin.external_configurable(tf.keras.regularizers.L1, "KerasL1")
-  tfa_support.register()  # tfa.optimizers.AdamW/SGDW/... where tensorflow-addons runs (TF <= 2.15)
-
-
-_register()
+  tfa_optimizers.register()  # tfa.optimizers.AdamW/SGDW/... where tensorflow-addons runs (TF <= 2.15)

@@ -8,7 +8,7 @@ Every loader is gin-configurable and returns the same `Splits`.
 from trainer.data.arrays import ArrayData, Splits, corrupt_labels
 from trainer.data.digits import digits
 from trainer.data.records import tfds, tfrecord, write_tfrecord
-from trainer.data.synthetic import teacher_student, teacher_network
+from trainer.data.synthetic import teacher_network, teacher_student
 
 __all__ = [
     "ArrayData",

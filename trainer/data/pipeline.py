@@ -20,8 +20,9 @@ _FOREVER = 2**62
 def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
   """The batch each replica sees; the global batch must split evenly."""
   if global_batch_size <= 0 or global_batch_size % num_replicas:
-    raise ValueError(f"Trainer.batch_size={global_batch_size} must be a positive multiple of the number of "
-                     f"replicas ({num_replicas}); e.g. use {max(1, global_batch_size // num_replicas) * num_replicas}")
+    raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the number of "
+                     f"replicas ({num_replicas}); e.g. use "
+                     f"{max(1, global_batch_size // num_replicas) * num_replicas}")
   return global_batch_size // num_replicas
 
 
@@ -44,7 +45,7 @@ def train_dataset(data: ArrayData, *, global_batch_size: int, seed: int, start_s
   """Infinite stream of per-replica (features, labels) batches, starting at global step `start_step`."""
   num_examples = data.num_examples
   if global_batch_size > num_examples:
-    raise ValueError(f"Trainer.batch_size={global_batch_size} exceeds the {num_examples} training examples")
+    raise ValueError(f"global batch size {global_batch_size} exceeds the {num_examples} training examples")
   replicas = input_context.num_replicas_in_sync if input_context else 1
   batch = per_replica_batch_size(global_batch_size, replicas)
   offset = start_step * global_batch_size

@@ -169,7 +169,7 @@ def tfrecord(*, train_files: str | Sequence[str], validation_files: str | Sequen
 def _import_tfds():
   """`tensorflow_datasets`, imported on first use because it is an optional dependency."""
   try:
-    import tensorflow_datasets  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets
   except ImportError as error:
     raise ImportError("the tfds loader needs TensorFlow Datasets: `pip install "
                       "tensorflow-datasets` (or install this package with the `test` extra)"

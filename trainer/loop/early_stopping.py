@@ -1,18 +1,27 @@
-"""Early stopping on an evaluation metric, with the best model kept and exported.
+"""Early stopping on an evaluation metric, and the eval action that keeps the best model.
 
 `EarlyStopping` decides; its state (best value, best step, evaluations without improvement) lives in
 variables that are checkpointed with the run, so a resumed run stops exactly where an uninterrupted
-one would. The Trainer keeps the best weights in `model_dir/best/` (a checkpoint, a SavedModel for
-inference, and `best.json` with the step and the metric).
+one would. `KeepBest` is the eval action that feeds it every evaluation and keeps the best weights
+in `model_dir/best/` (a checkpoint, a SavedModel for inference, and `best.json` with the step and
+the metric).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from typing import Mapping, Sequence
 
 import gin
 import tensorflow as tf
+from absl import logging
+
+from trainer.common import checks, files
+from trainer.metrics import tags
+from trainer.runtime.checkpointing import Checkpointer
+from trainer.runtime.export import export_saved_model
 
 MODES = ("auto", "max", "min")
 
@@ -29,30 +38,30 @@ class EarlyStopping(tf.Module):
 
   Args:
     metric: an evaluated scalar, e.g. 'eval/accuracy' or 'eval/loss'.
-    mode: 'max', 'min', or 'auto' (max for `eval/accuracy` and `train_eval/accuracy`, min otherwise).
+    mode: 'max', 'min', or 'auto' (the direction the tag registry gives the metric: max for
+      accuracies, min for losses and gaps).
     patience: evaluations without improvement before stopping (>= 1).
     min_delta: how much better than the best a value must be to count as an improvement (>= 0).
   """
+
+  # How patient, not what is watched: a resumed run may change these (see trainer/config/guard.py).
+  RESUME_SAFE = ("patience", "min_delta")
 
   def __init__(self, *, metric: str = "eval/accuracy", mode: str = "auto", patience: int = 5,
                min_delta: float = 0.0):
     super().__init__(name="early_stopping")
     if mode not in MODES:
       raise ValueError(f"EarlyStopping.mode={mode!r} is not one of {MODES}")
-    if int(patience) < 1:
-      raise ValueError(f"EarlyStopping.patience must be >= 1, got {patience}")
-    if not math.isfinite(min_delta) or min_delta < 0:
-      raise ValueError(f"EarlyStopping.min_delta must be finite and >= 0, got {min_delta}")
     self.metric = metric
-    # 'auto' maximizes accuracies; a gap (`gap/accuracy` = train - eval) is minimized like a loss.
-    self.maximize = metric.endswith("accuracy") and not metric.startswith("gap/") if mode == "auto" else mode == "max"
-    self.patience, self.min_delta = int(patience), float(min_delta)
+    self.maximize = _maximize(metric) if mode == "auto" else mode == "max"
+    self.patience = checks.integer("EarlyStopping", "patience", patience, minimum=1)
+    self.min_delta = checks.nonnegative("EarlyStopping", "min_delta", min_delta)
     # The best value is stored as a score to maximize: the metric, or minus the metric.
     self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
     self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
     self.waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_without_improvement")
 
-  def check_metric(self, available) -> None:
+  def check_metric(self, available: Sequence[str]) -> None:
     """Raises before training when `metric` is not one of the `available` evaluated metrics."""
     if self.metric not in available:
       raise ValueError(f"EarlyStopping.metric={self.metric!r} is not an evaluated metric; available: "
@@ -63,7 +72,12 @@ class EarlyStopping(tf.Module):
     score = float(self.best_score.numpy())
     return score if self.maximize else -score
 
-  def update(self, step: int, scalars: dict[str, float]) -> Decision:
+  @property
+  def stopped(self) -> bool:
+    """Whether the run has already waited `patience` evaluations (also after a resume)."""
+    return int(self.waited.numpy()) >= self.patience
+
+  def update(self, step: int, scalars: Mapping[str, float]) -> Decision:
     """Takes one evaluation's metrics; says whether it is the new best and whether to stop."""
     if self.metric not in scalars:
       raise ValueError(f"EarlyStopping.metric={self.metric!r} is not an evaluated metric; "
@@ -75,4 +89,44 @@ class EarlyStopping(tf.Module):
       self.waited.assign(0)
       return Decision(improved=True, stop=False)
     self.waited.assign_add(1)
-    return Decision(improved=False, stop=int(self.waited.numpy()) >= self.patience)
+    return Decision(improved=False, stop=self.stopped)
+
+
+def _maximize(metric: str) -> bool:
+  """The registry's direction for `metric` (minimize what is not registered as higher-is-better)."""
+  try:
+    return bool(tags.find(metric).higher_is_better)
+  except tags.UnknownTagError:
+    return False
+
+
+class KeepBest:
+  """Eval action: feeds `EarlyStopping` and keeps the best weights (checkpoint, SavedModel, best.json).
+
+  Every worker takes part in the best checkpoint (a collective under multi-worker); only the chief
+  exports the SavedModel and writes best.json.
+  """
+
+  def __init__(self, stopper: EarlyStopping, *, checkpointer: Checkpointer, model: tf.keras.Model,
+               feature_shape: Sequence[int], is_chief: bool):
+    self._stopper, self._checkpointer, self._model = stopper, checkpointer, model
+    self._feature_shape, self._is_chief = tuple(feature_shape), is_chief
+
+  def __call__(self, step: int, scalars: Mapping[str, float]) -> None:
+    stopper = self._stopper
+    decision = stopper.update(step, scalars)
+    if decision.improved:
+      self._save(step, scalars[stopper.metric])
+    if decision.stop:
+      logging.info("early stopping at step %d: %s did not improve by more than %g in %d evaluations "
+                   "(best %.4g at step %d)", step, stopper.metric, stopper.min_delta, stopper.patience,
+                   stopper.best_value, int(stopper.best_step.numpy()))
+
+  def _save(self, step: int, value: float) -> None:
+    self._checkpointer.save(step)
+    if not self._is_chief:
+      return
+    best_dir = self._checkpointer.directory
+    export_saved_model(self._model, os.path.join(best_dir, "saved_model"), self._feature_shape)
+    files.write_json(os.path.join(best_dir, "best.json"),
+                     {"step": step, "metric": self._stopper.metric, "value": value})

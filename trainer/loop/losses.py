@@ -22,9 +22,3 @@ def mean_squared_error(labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
   """Squared error averaged over the output dimensions, per example (float32)."""
   error = tf.cast(outputs, tf.float32) - tf.cast(labels, tf.float32)
   return tf.reduce_mean(tf.reshape(tf.square(error), [tf.shape(error)[0], -1]), axis=1)
-
-
-def correct_predictions(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """1.0 where argmax(logits) equals the integer label, else 0.0, per example."""
-  predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-  return tf.cast(tf.equal(predictions, tf.cast(labels, tf.int32)), tf.float32)

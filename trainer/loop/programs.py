@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import tensorflow as tf
 
 from trainer.runtime import compat
-from trainer.loop import losses as losses_lib
+from trainer.metrics import classification
 from trainer.loop.accumulators import MetricSet
 
 
@@ -115,7 +115,7 @@ class TrainProgram:
       self.metrics[f"penalty/{name}"].update(value * count, count)
     if self.classification:
       self.metrics["train/accuracy"].update(
-          tf.reduce_sum(losses_lib.correct_predictions(labels, outputs)), count)
+          tf.reduce_sum(classification.correct_predictions(labels, outputs)), count)
 
   def _loop(self, iterator, num_steps: tf.Tensor) -> tf.Tensor:
     """Runs `num_steps` steps; returns the index of the first non-finite step in this loop, or -1.
@@ -158,7 +158,7 @@ class EvalProgram:
     total_weight = tf.reduce_sum(weights)
     self.metrics["loss"].update(tf.reduce_sum(self.loss_fn(labels, outputs) * weights), total_weight)
     if self.classification:
-      correct = losses_lib.correct_predictions(labels, outputs)
+      correct = classification.correct_predictions(labels, outputs)
       self.metrics["accuracy"].update(tf.reduce_sum(correct * weights), total_weight)
 
   def _loop_fn(self, dataset) -> None:

@@ -13,11 +13,7 @@ from typing import Sequence
 import gin
 import tensorflow as tf
 
-
-def _check_rate(owner: str, value: float) -> float:
-  if not math.isfinite(value) or value < 0:
-    raise ValueError(f"{owner}: learning rate must be finite and >= 0, got {value}")
-  return float(value)
+from trainer.common import checks
 
 
 @gin.configurable
@@ -26,7 +22,7 @@ class Constant(tf.keras.optimizers.schedules.LearningRateSchedule):
 
   def __init__(self, base_learning_rate: float = 1e-3):
     super().__init__()
-    self.base_learning_rate = _check_rate("Constant.base_learning_rate", base_learning_rate)
+    self.base_learning_rate = checks.nonnegative("Constant", "base_learning_rate", base_learning_rate)
 
   def __call__(self, step):
     del step  # constant
@@ -47,7 +43,7 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
   def __init__(self, base_learning_rate: float = 1e-3, warmup_steps: int = 0, decay_steps: int = gin.REQUIRED,
                final_fraction: float = 0.0):
     super().__init__()
-    self.base_learning_rate = _check_rate("WarmupCosine.base_learning_rate", base_learning_rate)
+    self.base_learning_rate = checks.nonnegative("WarmupCosine", "base_learning_rate", base_learning_rate)
     if warmup_steps < 0 or decay_steps <= warmup_steps:
       raise ValueError(f"WarmupCosine: need 0 <= warmup_steps < decay_steps, got {warmup_steps}, {decay_steps}")
     if not 0.0 <= final_fraction <= 1.0:
@@ -80,7 +76,7 @@ class Piecewise(tf.keras.optimizers.schedules.LearningRateSchedule):
   def __init__(self, base_learning_rate: float = 1e-3, boundaries: Sequence[int] = gin.REQUIRED,
                multipliers: Sequence[float] = gin.REQUIRED):
     super().__init__()
-    self.base_learning_rate = _check_rate("Piecewise.base_learning_rate", base_learning_rate)
+    self.base_learning_rate = checks.nonnegative("Piecewise", "base_learning_rate", base_learning_rate)
     if len(boundaries) != len(multipliers) or list(boundaries) != sorted(boundaries):
       raise ValueError("Piecewise: boundaries must be increasing and as many as multipliers, "
                        f"got boundaries={list(boundaries)}, multipliers={list(multipliers)}")

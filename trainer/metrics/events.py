@@ -1,6 +1,6 @@
 """Reading a run's TensorBoard event files back, with TensorBoard's own reader.
 
-For scripts and notebooks that analyse runs (`scripts/report.py`) and for the tests. Occam writes
+For scripts and notebooks that analyse runs (`occam-report` (`trainer/experiments/report.py`)) and for the tests. Occam writes
 scalars as TF2 tensor summaries, so they are read from the accumulator's tensors, not its legacy
 `scalars`.
 """
@@ -18,6 +18,13 @@ def _accumulator(event_dir: str) -> event_accumulator.EventAccumulator:
   accumulator = event_accumulator.EventAccumulator(event_dir, size_guidance={event_accumulator.TENSORS: 0})
   accumulator.Reload()
   return accumulator
+
+
+def read_tags(event_dir: str) -> set[str]:
+  """Every tag written to `event_dir`'s event files (scalars, texts, histograms, HParams); empty if none."""
+  if not tf.io.gfile.isdir(event_dir):
+    return set()
+  return set(_accumulator(event_dir).Tags()["tensors"])
 
 
 def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:

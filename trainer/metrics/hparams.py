@@ -17,42 +17,39 @@ from __future__ import annotations
 
 import gin
 
+from trainer.runtime import compat
+
 # Term attributes that are hyperparameters, reported as `reg/<term>/<attribute>` when present.
 _TERM_SETTINGS = ("scale", "rate", "convention")
 
 HParamValue = bool | int | float | str
 
 
-def collect(trainer) -> dict[str, HParamValue]:
-  """The hyperparameters of a built `Trainer` (its model, optimizer, schedule, data and terms)."""
+def collect(*, model, optimizer, schedule, settings, data_name: str, terms) -> dict[str, HParamValue]:
+  """The hyperparameters of a built run: its model, optimizer, schedule, data, terms and settings.
+
+  `settings` is the run's `Trainer` (batch size, train steps, seed); `schedule` the optimizer's
+  schedule (possibly wrapped by `schedules.Scaled`, whose `schedule` is reported).
+  """
   hparams: dict[str, HParamValue] = {
-      "model": trainer.model.name,
-      "optimizer": type(_unwrapped(trainer.optimizer, "inner_optimizer")).__name__,
-      "lr_schedule": type(_unwrapped(trainer.schedule, "schedule")).__name__,
-      "learning_rate": float(trainer.schedule.base_learning_rate),
-      "batch_size": trainer.batch_size,
-      "train_steps": trainer.train_steps,
-      "seed": trainer.seed,
-      "data": trainer.splits.name,
-      "label_noise": label_noise(trainer.splits.name),
-      "regularizers": ",".join(term.name for term in trainer.terms) or "none",
+      "model": model.name,
+      "optimizer": type(compat.inner_optimizer(optimizer)).__name__,
+      "lr_schedule": type(getattr(schedule, "schedule", schedule)).__name__,
+      "learning_rate": float(schedule.base_learning_rate),
+      "batch_size": settings.batch_size,
+      "train_steps": settings.train_steps,
+      "seed": settings.seed,
+      "data": data_name,
+      "label_noise": label_noise(data_name),
+      "regularizers": ",".join(term.name for term in terms) or "none",
   }
-  for term in trainer.terms:
+  for term in terms:
     hparams[f"reg/{term.name}/type"] = type(term).__name__
     for setting in _TERM_SETTINGS:
       value = getattr(term, setting, None)
       if value is not None:
         hparams[f"reg/{term.name}/{setting}"] = value
   return hparams
-
-
-def _unwrapped(obj, attribute: str):
-  """`obj.<attribute>` if `obj` is a wrapper, else `obj`.
-
-  The Trainer wraps what a sweep compares: the optimizer in a loss-scale optimizer under
-  mixed_float16 (`inner_optimizer`), the schedule in `schedules.Scaled` (`schedule`).
-  """
-  return getattr(obj, attribute, obj)
 
 
 def label_noise(loader: str) -> float:

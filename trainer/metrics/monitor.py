@@ -16,21 +16,16 @@ The tags and their formulas are documented in docs/METRICS.md.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Mapping
 
 import gin
-import numpy as np
 import tensorflow as tf
 
-from trainer.runtime import compat
-from trainer.metrics import hparams as hparams_lib
-from trainer.loop import losses as losses_lib
-from trainer.regularization import selectors
-from trainer.metrics import sharpness
-from trainer.metrics import weight_stats
+from trainer.common import checks
 from trainer.data import ArrayData
-from trainer.metrics.summaries import SummaryWriters
+from trainer.metrics import classification, sharpness, weight_stats
+from trainer.regularization import selectors
+from trainer.runtime import compat
 
 
 @gin.configurable
@@ -55,66 +50,61 @@ class Monitor:
     histogram_every: steps between histograms of the regularized weights (default 0 = off).
   """
 
+  # Metrics only observe the run: a resumed run may change any of them (see trainer/config/guard.py).
+  RESUME_SAFE = ("*",)
+
   def __init__(self, *, near_zero_threshold: float = 1e-3, train_eval_examples: int = 512,
                sharpness_examples: int = 256, sharpness_every: int = 0,
                hessian_iterations: int = 20, hessian_tolerance: float = 1e-3,
                sam_rho: float = 0.05, histogram_every: int = 0):
-    for name, value, low in (("train_eval_examples", train_eval_examples, 0),
-                             ("sharpness_examples", sharpness_examples, 1),
-                             ("sharpness_every", sharpness_every, 0),
-                             ("hessian_iterations", hessian_iterations, 1),
-                             ("histogram_every", histogram_every, 0)):
-      if int(value) != value or value < low:
-        raise ValueError(f"Monitor.{name} must be an integer >= {low}, got {value!r}")
-    for name, value in (("near_zero_threshold", near_zero_threshold),
-                        ("hessian_tolerance", hessian_tolerance), ("sam_rho", sam_rho)):
-      if not np.isfinite(value) or value < 0:
-        raise ValueError(f"Monitor.{name} must be a finite number >= 0, got {value!r}")
-    self.near_zero_threshold = float(near_zero_threshold)
-    self.train_eval_examples, self.sharpness_examples = int(train_eval_examples), int(sharpness_examples)
-    self.sharpness_every, self.histogram_every = int(sharpness_every), int(histogram_every)
-    self.hessian_iterations, self.hessian_tolerance = int(hessian_iterations), float(hessian_tolerance)
-    self.sam_rho = float(sam_rho)
-    self._trainer = None
+    owner = "Monitor"
+    self.near_zero_threshold = checks.nonnegative(owner, "near_zero_threshold", near_zero_threshold)
+    self.train_eval_examples = checks.integer(owner, "train_eval_examples", train_eval_examples, minimum=0)
+    self.sharpness_examples = checks.integer(owner, "sharpness_examples", sharpness_examples, minimum=1)
+    self.sharpness_every = checks.integer(owner, "sharpness_every", sharpness_every, minimum=0)
+    self.histogram_every = checks.integer(owner, "histogram_every", histogram_every, minimum=0)
+    self.hessian_iterations = checks.integer(owner, "hessian_iterations", hessian_iterations, minimum=1)
+    self.hessian_tolerance = checks.nonnegative(owner, "hessian_tolerance", hessian_tolerance)
+    self.sam_rho = checks.nonnegative(owner, "sam_rho", sam_rho)
 
-  def bind(self, trainer) -> None:
-    """Attaches to a built `Trainer` (model, terms, programs, splits) under its strategy's scope.
+  def bind(self, *, strategy: tf.distribute.Strategy, model, terms, train_split: ArrayData, loss_fn: Callable,
+           penalties: Callable[[], dict[str, tf.Tensor]], classification: bool, seed: int) -> None:
+    """Attaches to a built run's parts: its model, terms, train split, loss and penalties.
 
     Copies the initial weights into non-trainable variables (checkpointed, see
-    `checkpoint_trackables`), fixes the probe batch and the train subset, and compiles the probes.
+    `checkpoint_trackables`) under `strategy`'s scope, fixes the probe batch and the train subset,
+    and compiles the probes. `penalties()` returns the unscaled penalties of the objective;
+    `seed` fixes the power iteration's start vector.
     """
-    self._trainer = trainer
-    model, train = trainer.model, trainer.splits.train
+    self._model, self._loss_fn, self._penalties = model, loss_fn, penalties
+    self._classification, self._seed = classification, seed
     self._trainable = list(model.trainable_variables)
-    self._regularized = regularized_variables(trainer.terms, model)
+    self._regularized = regularized_variables(terms, model)
     self._excluded = selectors.excluded_variables(model)
-    with trainer.strategy.scope():
+    with strategy.scope():
       self._initial = _InitialWeights(self._trainable)
-    self._probe = _first(train, self.sharpness_examples)
-    self._train_subset = _first(train, self.train_eval_examples)
+    self._probe = _first(train_split, self.sharpness_examples)
+    self._train_subset = _first(train_split, self.train_eval_examples)
     self._statistics = _HostVector(self._named_statistics)
     self._sharpness = _HostVector(self._named_sharpness)
     self._train_eval = _HostVector(self._named_train_eval)
-    self.hparams = hparams_lib.collect(trainer)
 
   def checkpoint_trackables(self) -> dict[str, tf.Module]:
     """What the checkpoint must hold for the metrics to continue across a resume."""
     return {"initial_weights": self._initial}
 
-  def on_start(self, writers: SummaryWriters) -> None:
-    """Writes the run's hyperparameters (HParams dashboard; trial id = the model_dir's name)."""
-    trial_id = os.path.basename(os.path.normpath(self._trainer.model_dir))
-    writers.write_hparams(self.hparams, trial_id=trial_id)
-
-  def after_loop(self, previous_step: int, step: int, writers: SummaryWriters) -> dict[str, float]:
-    """The per-loop statistics, plus sharpness and histograms when their interval was crossed."""
+  def after_loop(self, previous_step: int, step: int) -> dict[str, float]:
+    """The per-loop statistics, plus sharpness when its interval was crossed in (previous_step, step]."""
     scalars = self._statistics()
     if _crossed(previous_step, step, self.sharpness_every):
       scalars.update(self._sharpness())
-    if _crossed(previous_step, step, self.histogram_every):
-      writers.write_histograms("train", step, {
-          f"weights/{compat.variable_path(v)}": v for v in self._regularized})
     return scalars
+
+  def histograms(self, previous_step: int, step: int) -> dict[str, tf.Variable]:
+    """{`weights/<path>`: variable} of the regularized weights when due in (previous_step, step], else {}."""
+    if not _crossed(previous_step, step, self.histogram_every):
+      return {}
+    return {f"weights/{compat.variable_path(v)}": v for v in self._regularized}
 
   def after_eval(self, eval_scalars: Mapping[str, float]) -> dict[str, float]:
     """`train_eval/*` on the fixed train subset and `gap/*` against the validation results."""
@@ -129,8 +119,8 @@ class Monitor:
   def _inference(self, batch: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
     """(per-example loss, outputs) on `batch` in inference mode (no dropout, BN moving statistics)."""
     features, labels = batch
-    outputs = self._trainer.model(features, training=False)
-    return self._trainer.train_program.loss_fn(labels, outputs), outputs
+    outputs = self._model(features, training=False)
+    return self._loss_fn(labels, outputs), outputs
 
   def _probe_data_loss(self) -> tf.Tensor:
     """Mean data loss on the probe batch."""
@@ -139,14 +129,14 @@ class Monitor:
   def _named_train_eval(self) -> dict[str, tf.Tensor]:
     per_example, outputs = self._inference(self._train_subset)
     scalars = {"train_eval/loss": tf.reduce_mean(per_example)}
-    if self._trainer.train_program.classification:
-      correct = losses_lib.correct_predictions(self._train_subset[1], outputs)
+    if self._classification:
+      correct = classification.correct_predictions(self._train_subset[1], outputs)
       scalars["train_eval/accuracy"] = tf.reduce_mean(correct)
     return scalars
 
   def _probe_objective(self) -> tf.Tensor:
     """The training objective on the probe batch: data loss + the unscaled penalties."""
-    penalties = list(self._trainer.train_program.penalties().values())
+    penalties = list(self._penalties().values())
     return self._probe_data_loss() + (tf.add_n(penalties) if penalties else 0.0)
 
   def _named_statistics(self) -> dict[str, tf.Tensor]:
@@ -164,7 +154,7 @@ class Monitor:
         "sparsity/zero_fraction": weight_stats.zero_fraction(weights),
         "sparsity/near_zero_fraction": weight_stats.near_zero_fraction(weights, self.near_zero_threshold),
     }
-    for layer, norm in weight_stats.per_layer_kernel_l2(self._trainer.model).items():
+    for layer, norm in weight_stats.per_layer_kernel_l2(self._model).items():
       scalars[f"norms/{layer}/kernel_l2"] = norm
     return scalars
 
@@ -172,7 +162,7 @@ class Monitor:
     variables, loss = self._trainable, self._probe_data_loss
     eigenvalue, iterations = sharpness.hessian_top_eigenvalue(
         loss, variables, max_iterations=self.hessian_iterations, tolerance=self.hessian_tolerance,
-        seed=self._trainer.seed)
+        seed=self._seed)
     return {
         "sharpness/hessian_top_eigenvalue": eigenvalue,
         "sharpness/hessian_iterations": iterations,

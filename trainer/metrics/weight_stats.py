@@ -13,6 +13,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from trainer.runtime import compat
+
 Tensors = Sequence  # of tf.Tensor, tf.Variable or keras.Variable
 
 
@@ -85,13 +87,13 @@ def _summary_safe(name: str) -> str:
 def per_layer_kernel_l2(model) -> dict[str, tf.Tensor]:
   """{layer name: ||kernel||_2} for every layer below `model` that has a `kernel`.
 
-  Walks all nested layers (`model._flatten_layers`, depth first, each layer once), skipping the
+  Walks all nested layers (`compat.flatten_layers`, depth first, each layer once), skipping the
   model itself and layers without a built `kernel` (e.g. biases-only or normalization layers). Keys
   are layer names made summary-safe; a name seen twice (same-named layers in different sub-models)
   gets `_1`, `_2`, ... in walk order, so keys are unique and stable for a given model.
   """
   norms: dict[str, tf.Tensor] = {}
-  layers = model._flatten_layers(include_self=False, recursive=True)  # pylint: disable=protected-access
+  layers = compat.flatten_layers(model, include_self=False)
   for layer in layers:
     kernel = getattr(layer, "kernel", None)
     if kernel is None:

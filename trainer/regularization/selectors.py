@@ -17,14 +17,13 @@ variables on top of that rule, and `layer_scales` multiplies the strength per la
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import re
 from collections.abc import Mapping, Sequence
 
 import gin
 import numpy as np
 
+from trainer.common import checks
 from trainer.runtime import compat
 
 
@@ -58,7 +57,8 @@ class VariableSelector:
                exclude_biases_and_norms: bool = True):
     self._include = _compile_all(include, "include")
     self._exclude = _compile_all(exclude, "exclude")
-    self._layer_scales = _check_scales(dict(layer_scales or {}))
+    self._layer_scales = {name: checks.nonnegative("VariableSelector", f"layer_scales[{name!r}]", scale)
+                         for name, scale in dict(layer_scales or {}).items()}
     self._exclude_biases_and_norms = exclude_biases_and_norms
 
   def select(self, model) -> list[SelectedVariable]:
@@ -83,7 +83,7 @@ class VariableSelector:
 
   def _multipliers(self, model) -> dict[int, float]:
     """id(variable) -> product of the `layer_scales` of every named layer that holds it."""
-    layers = {layer.name: layer for layer in flatten_layers(model)}
+    layers = {layer.name: layer for layer in compat.flatten_layers(model)}
     unknown = sorted(set(self._layer_scales) - set(layers))
     if unknown:
       raise ValueError(f"layer_scales names layers not in the model: {unknown}; the model's layers "
@@ -104,7 +104,7 @@ def excluded_variables(model) -> list:
   """Trainable variables the default rule excludes: normalization params, biases, rank <= 1."""
   norm_types = compat.normalization_layer_types()
   excluded = set()
-  for layer in flatten_layers(model):
+  for layer in compat.flatten_layers(model):
     if isinstance(layer, norm_types):
       excluded |= _ids(layer.trainable_weights)
     bias = getattr(layer, "bias", None)
@@ -120,13 +120,6 @@ def describe(selected: Sequence[SelectedVariable]) -> str:
   lines = [f"{len(selected)} variables, {num_params:,} parameters:"]
   lines += [f"  {s.path} {tuple(s.variable.shape)} x{s.multiplier:g}" for s in selected]
   return "\n".join(lines)
-
-
-def flatten_layers(model) -> list:
-  """The model and all its sublayers, recursively, each once (parents before children)."""
-  # `_flatten_layers` exists (with these keywords) on Keras 2 and Keras 3 layers and models.
-  # pylint: disable-next=protected-access
-  return list(model._flatten_layers(include_self=True, recursive=True))
 
 
 def _unique(variables) -> list:
@@ -155,12 +148,3 @@ def _compile_all(patterns: Sequence[str], argument: str) -> list[re.Pattern]:
       raise ValueError(f"VariableSelector {argument} regex {pattern!r} does not compile: "
                        f"{error}") from error
   return compiled
-
-
-def _check_scales(scales: dict[str, float]) -> dict[str, float]:
-  for name, scale in scales.items():
-    if (isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale)
-        or scale < 0):
-      raise ValueError(f"VariableSelector layer_scales[{name!r}] must be a finite number >= 0, "
-                       f"got {scale!r}")
-  return {name: float(scale) for name, scale in scales.items()}

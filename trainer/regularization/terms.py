@@ -20,16 +20,17 @@ from __future__ import annotations
 import collections
 import functools
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import gin
 import tensorflow as tf
 
+from trainer.common import checks
 from trainer.regularization import distributed_update
 from trainer.regularization import selectors
+from trainer.runtime import compat
 
-# Decoupled weight decay conventions (see REFERENCE.md):
+# Decoupled weight decay conventions (see docs/REGULARIZATION.md, "Decoupled weight decay"):
 #   lr_coupled: w -= lr_t * rate * w. Keras 3 and tf_keras optimizers' `weight_decay`, PyTorch
 #     AdamW, optax adamw.
 #   schedule_multiplier: w -= (lr_t / lr_0) * rate * w. Loshchilov & Hutter (ICLR 2019), Alg. 2,
@@ -114,7 +115,7 @@ class L2(LossTerm):
   def __init__(self, scale: float, *, selector: selectors.VariableSelector | None = None,
                name: str = "l2"):
     super().__init__(name=name, selector=selector)
-    self.scale = _check_strength(name, "scale", scale)
+    self.scale = checks.nonnegative(name, "scale", scale)
 
   def penalty(self) -> tf.Tensor:
     # 2 * tf.nn.l2_loss(w) == sum(w**2), as one fused op whose gradient is a single multiply:
@@ -136,7 +137,7 @@ class L1(LossTerm):
   def __init__(self, scale: float, *, selector: selectors.VariableSelector | None = None,
                name: str = "l1"):
     super().__init__(name=name, selector=selector)
-    self.scale = _check_strength(name, "scale", scale)
+    self.scale = checks.nonnegative(name, "scale", scale)
 
   def penalty(self) -> tf.Tensor:
     return self.scale * _weighted_sum(self._bound(), lambda w: tf.reduce_sum(tf.abs(w)))
@@ -159,7 +160,7 @@ class DecoupledWeightDecay(UpdateTerm):
   def __init__(self, rate: float, *, convention: str = "lr_coupled",
                selector: selectors.VariableSelector | None = None, name: str = "weight_decay"):
     super().__init__(name=name, selector=selector)
-    self.rate = _check_strength(name, "rate", rate)
+    self.rate = checks.nonnegative(name, "rate", rate)
     if convention not in CONVENTIONS:
       raise ValueError(f"{name}: unknown convention {convention!r}; valid conventions are "
                        f"{list(CONVENTIONS)}")
@@ -169,7 +170,7 @@ class DecoupledWeightDecay(UpdateTerm):
     learning_rate = tf.cast(learning_rate, tf.float32)
     if self.convention == "lr_coupled":
       return learning_rate * self.rate
-    base = _check_positive(self.name, "base_learning_rate", base_learning_rate)
+    base = checks.positive(self.name, "base_learning_rate", base_learning_rate)
     return learning_rate / base * self.rate
 
   def before_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
@@ -193,7 +194,7 @@ class ProximalL1(UpdateTerm):
   def __init__(self, scale: float, *, selector: selectors.VariableSelector | None = None,
                name: str = "proximal_l1"):
     super().__init__(name=name, selector=selector)
-    self.scale = _check_strength(name, "scale", scale)
+    self.scale = checks.nonnegative(name, "scale", scale)
 
   def after_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
     threshold = tf.cast(learning_rate, tf.float32) * self.scale
@@ -214,10 +215,10 @@ def normalized_decay_rate(rate_norm: float, batch_size: int, num_examples: int,
   Makes one decay setting transfer across batch sizes and training lengths. Bind it in gin as
   `DecoupledWeightDecay.rate = @normalized_decay_rate()`.
   """
-  rate_norm = _check_strength("normalized_decay_rate", "rate_norm", rate_norm)
-  batch_size = _check_positive("normalized_decay_rate", "batch_size", batch_size)
-  num_examples = _check_positive("normalized_decay_rate", "num_examples", num_examples)
-  epochs = _check_positive("normalized_decay_rate", "epochs", epochs)
+  rate_norm = checks.nonnegative("normalized_decay_rate", "rate_norm", rate_norm)
+  batch_size = checks.positive("normalized_decay_rate", "batch_size", batch_size)
+  num_examples = checks.positive("normalized_decay_rate", "num_examples", num_examples)
+  epochs = checks.positive("normalized_decay_rate", "epochs", epochs)
   return rate_norm * math.sqrt(batch_size / (num_examples * epochs))
 
 
@@ -227,7 +228,7 @@ def layer_regularized_variables(model) -> list:
   Found by the layer's `*_regularizer` attributes and, on Keras 3, the variable's `regularizer`.
   """
   found: dict[int, object] = {}
-  for layer in selectors.flatten_layers(model):
+  for layer in compat.flatten_layers(model):
     for regularizer_attribute, variable_attribute in _REGULARIZED_ATTRIBUTES.items():
       variable = getattr(layer, variable_attribute, None)
       if getattr(layer, regularizer_attribute, None) is not None and variable is not None:
@@ -270,17 +271,3 @@ def _decayed(w: tf.Tensor, decay: tf.Tensor, *, multiplier: float) -> tf.Tensor:
 
 def _soft_threshold(w: tf.Tensor, threshold: tf.Tensor, *, multiplier: float) -> tf.Tensor:
   return tf.sign(w) * tf.maximum(tf.abs(w) - threshold * multiplier, 0.0)
-
-
-def _check_strength(term: str, argument: str, value) -> float:
-  """A finite number >= 0, else ValueError naming the term, the argument and the value."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-      or value < 0:
-    raise ValueError(f"{term}: {argument} must be a finite number >= 0, got {value!r}")
-  return float(value)
-
-
-def _check_positive(term: str, argument: str, value) -> float:
-  if _check_strength(term, argument, value) == 0:
-    raise ValueError(f"{term}: {argument} must be > 0, got {value!r}")
-  return float(value)

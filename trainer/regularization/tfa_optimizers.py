@@ -14,10 +14,11 @@ learning-rate schedule):
   tfa.optimizers.extend_with_decoupled_weight_decay.base_optimizer = 'Nadam'   # or @Nadam
   tfa.optimizers.extend_with_decoupled_weight_decay.weight_decay = 1e-4
 
-tfa's convention is `w -= weight_decay * w` per step, with no learning-rate factor (REFERENCE.md);
-with a schedule it does not follow the learning rate (tfa asks you to schedule `weight_decay` by
-hand). Occam's `DecoupledWeightDecay(convention='schedule_multiplier')` is the same update, follows
-the schedule, and works with any optimizer.
+tfa's convention is `w -= weight_decay * w` per step, with no learning-rate factor
+(docs/REGULARIZATION.md, "Decoupled weight decay"); with a schedule it does not follow the learning
+rate (tfa asks you to schedule `weight_decay` by hand). Occam's
+`DecoupledWeightDecay(convention='schedule_multiplier')` is the same update, follows the schedule,
+and works with any optimizer.
 
 Which variables are decayed is decided by a `VariableSelector` (default: no biases, no
 normalization parameters), passed to tfa as `decay_var_list` on every `apply_gradients`. tfa's own
@@ -210,7 +211,7 @@ def bind(optimizer, model, strategy: tf.distribute.Strategy) -> None:
   factory) with `exclude_from_weight_decay` on distributed variables would silently decay nothing:
   that is a `ValueError` naming the variables, the strategy and the replacements.
   """
-  inner = getattr(optimizer, "inner_optimizer", optimizer)  # under mixed_float16 loss scaling
+  inner = compat.inner_optimizer(optimizer)
   if isinstance(inner, _SelectedDecay):
     inner.bind_selection(model, strategy)
     return

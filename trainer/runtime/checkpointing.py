@@ -35,7 +35,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, step: tf.Variable, keep: int, is_chief: bool = True, **trackables):
     if keep < 1:
-      raise ValueError(f"Trainer.keep_checkpoints must be >= 1, got {keep}")
+      raise ValueError(f"Checkpointer: keep must be >= 1, got {keep}")
     self.directory = directory
     self._is_chief, self._keep, self._step = is_chief, keep, step
     self._checkpoint = tf.train.Checkpoint(step=step, **trackables)
@@ -82,8 +82,8 @@ class Checkpointer:
     except (ValueError, AssertionError) as error:
       raise ResumeError(
           f"checkpoint {path} does not fit this run's model/optimizer ({_first_line(error)}). "
-          f"It was written by a different configuration: use a fresh --model_dir, or the gin config "
-          f"that wrote it ({os.path.join(os.path.dirname(self.directory), 'operative_config.gin')}).") from error
+          f"It was written by a different configuration: use a fresh --model_dir, or the gin config that "
+          f"wrote it ({os.path.join(os.path.dirname(self.directory), 'operative_config.gin')}).") from error
 
   def save(self, step: int) -> str:
     if self._manager is None:

@@ -14,7 +14,7 @@ def _keras_version() -> str:
   """The version of `tf.keras`: Keras 3 has `tf.keras.__version__`; Keras 2 (TF 2.15) only `keras`'s."""
   if hasattr(tf.keras, "__version__"):
     return tf.keras.__version__
-  import keras  # pylint: disable=import-outside-toplevel
+  import keras
   return keras.__version__
 
 
@@ -57,7 +57,16 @@ def build_optimizer(optimizer, variables) -> None:
   if hasattr(optimizer, "build"):
     optimizer.build(list(variables))
   elif hasattr(optimizer, "_create_all_weights"):
-    optimizer._create_all_weights(list(variables))  # pylint: disable=protected-access
+    optimizer._create_all_weights(list(variables))
+
+
+def flatten_layers(model, *, include_self: bool = True) -> list:
+  """The model and all its sublayers, recursively, each once (parents before children).
+
+  Keras has no public walk over nested layers; `_flatten_layers` exists with these keywords on Keras 2
+  and Keras 3 layers and models alike, so this is the one place that calls it.
+  """
+  return list(model._flatten_layers(include_self=include_self, recursive=True))
 
 
 def normalization_layer_types() -> tuple[type, ...]:
@@ -81,6 +90,11 @@ def loss_scale_optimizer(optimizer):
   if IS_KERAS_3:
     return tf.keras.optimizers.LossScaleOptimizer(optimizer)
   return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+
+
+def inner_optimizer(optimizer):
+  """The optimizer a loss-scale wrapper (mixed_float16) wraps; any other optimizer itself."""
+  return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def is_loss_scale_optimizer(optimizer) -> bool:

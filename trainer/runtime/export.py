@@ -19,8 +19,8 @@ class _Serving(tf.Module):
   def __init__(self, model: tf.keras.Model, feature_shape: Sequence[int]):
     super().__init__()
     self.model = model
-    self.serve = tf.function(self._serve,
-                             input_signature=[tf.TensorSpec([None, *feature_shape], tf.float32, name="features")])
+    self.serve = tf.function(
+        self._serve, input_signature=[tf.TensorSpec([None, *feature_shape], tf.float32, name="features")])
 
   def _serve(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
     return {"outputs": tf.cast(self.model(features, training=False), tf.float32)}

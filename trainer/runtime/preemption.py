@@ -36,7 +36,7 @@ class PreemptionWatcher:
     self._previous: dict[int, object] = {}
     self._agree = tf.function(self._agree_fn) if _multi_worker(strategy) else None
 
-  def __enter__(self) -> "PreemptionWatcher":
+  def __enter__(self) -> PreemptionWatcher:
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
       for sig in _SIGNALS:
         self._previous[sig] = signal.signal(sig, self._handle)

@@ -40,7 +40,8 @@ def split_cpu(num_devices: int) -> None:
   try:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
   except RuntimeError as error:
-    raise StrategyError("--virtual_devices must be applied before TensorFlow initializes its devices") from error
+    raise StrategyError(
+        "--virtual_devices must be applied before TensorFlow initializes its devices") from error
 
 
 def create(name: str, *, tpu: str | None = None) -> tf.distribute.Strategy:
@@ -94,7 +95,8 @@ def _check_tf_config() -> None:
   raw = os.environ.get("TF_CONFIG")
   if not raw:
     raise StrategyError("--strategy=multi_worker_mirrored needs TF_CONFIG, e.g. TF_CONFIG='{\"cluster\": "
-                        "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'")
+                        "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, "
+                        "\"task\": {\"type\": \"worker\", \"index\": 0}}'")
   try:
     config = json.loads(raw)
   except json.JSONDecodeError as error:
@@ -119,15 +121,17 @@ def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
   except (ValueError, tf.errors.OpError) as error:
-    raise StrategyError(f"--strategy=tpu --tpu={tpu}: no usable TPU ({str(error).splitlines()[0]}). On a "
-                        "Cloud TPU VM use --tpu=local; for a TPU node give its name or grpc://ADDRESS:8470.") from error
+    message = (f"--strategy=tpu --tpu={tpu}: no usable TPU ({str(error).splitlines()[0]}). On a Cloud TPU VM "
+               "use --tpu=local; for a TPU node give its name or grpc://ADDRESS:8470.")
+    raise StrategyError(message) from error
   return tf.distribute.TPUStrategy(resolver)
 
 
 def _require_reachable(address: str) -> None:
   parsed = urllib.parse.urlparse(address)
   try:
-    with socket.create_connection((parsed.hostname, parsed.port or 8470), timeout=_TPU_CONNECT_TIMEOUT_SECONDS):
+    host_port = (parsed.hostname, parsed.port or 8470)
+    with socket.create_connection(host_port, timeout=_TPU_CONNECT_TIMEOUT_SECONDS):
       pass
   except OSError as error:
     raise StrategyError(f"--tpu={address}: cannot reach the TPU worker ({error}); check the address and "

@@ -1,0 +1,148 @@
+"""From validated settings (`Trainer`) to a built `Run`: data, model, optimizer, programs, checkpoints.
+
+`build` is the one place where an experiment's parts are created, in an order that matters: the
+precision policy and the seed first, then the data (its factory may touch global random state, so
+the weights are seeded again right before the model is built), then model and optimizer under the
+strategy's scope, then the compiled programs and what saves and reports them. Every inconsistency
+between the parts (a batch larger than the data, a model with too few outputs, an early-stopping
+metric no evaluation writes) is an error here, before anything is written.
+
+The `Run` it returns is a frozen description: the parts and nothing else. The driver
+(`trainer.loop.driver`) decides what happens to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from trainer.data import Splits
+from trainer.data import pipeline
+from trainer.loop import schedules
+from trainer.loop.early_stopping import EarlyStopping
+from trainer.loop.programs import EvalProgram, TrainProgram
+from trainer.loop.trainer import Trainer
+from trainer.metrics import hparams as hparams_lib
+from trainer.metrics import tags
+from trainer.metrics.monitor import Monitor
+from trainer.metrics.summaries import SummaryWriters
+from trainer.regularization import terms as terms_lib
+from trainer.regularization import tfa_optimizers
+from trainer.runtime import compat
+from trainer.runtime.checkpointing import Checkpointer
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """The built parts of one training run (see `build`)."""
+
+  settings: Trainer
+  strategy: tf.distribute.Strategy
+  model_dir: str
+  is_chief: bool
+  splits: Splits
+  model: tf.keras.Model
+  schedule: schedules.Scaled
+  optimizer: object
+  step: tf.Variable
+  terms: tuple
+  train_program: TrainProgram
+  eval_program: EvalProgram
+  monitor: Monitor
+  early_stopping: EarlyStopping | None
+  checkpointer: Checkpointer
+  best_checkpointer: Checkpointer
+  writers: SummaryWriters
+  hparams: dict
+
+  @property
+  def update_terms(self) -> tuple:
+    return tuple(t for t in self.terms if isinstance(t, terms_lib.UpdateTerm))
+
+
+def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str, is_chief: bool = True) -> Run:
+  """Builds every part of a run of `settings` under `strategy`; raises ValueError/TypeError on inconsistency."""
+  replicas = strategy.num_replicas_in_sync
+  for name in ("batch_size", "eval_batch_size"):
+    try:
+      pipeline.per_replica_batch_size(getattr(settings, name), replicas)
+    except ValueError as error:
+      raise ValueError(f"Trainer.{name}: {error}") from error
+  tf.keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")  # never leak a policy
+  early_stopping = settings.early_stopping
+  tf.keras.utils.set_random_seed(settings.seed)
+  splits = settings.data()
+  classification = splits.num_classes is not None
+  if early_stopping is not None:
+    early_stopping.check_metric(tags.evaluated(classification=classification))
+  if settings.batch_size > splits.train.num_examples:
+    raise ValueError(f"Trainer.batch_size={settings.batch_size} exceeds the {splits.train.num_examples} "
+                     f"training examples of {splits.name}")
+  tf.keras.utils.set_random_seed(settings.seed)  # whatever the data factory did to global random state
+  with strategy.scope():
+    model = settings.model()
+    outputs = model(tf.zeros((1,) + splits.train.features.shape[1:], tf.float32), training=False)
+    if classification and outputs.shape[-1] < splits.num_classes:
+      raise ValueError(f"Trainer.model {model.name} has {outputs.shape[-1]} outputs but {splits.name} "
+                       f"has {splits.num_classes} classes (e.g. MLP.num_outputs = {splits.num_classes})")
+    schedule = schedules.Scaled(schedules.as_schedule(settings.learning_rate))
+    optimizer = settings.optimizer(learning_rate=schedule)
+    if settings.mixed_precision == "mixed_float16":
+      optimizer = compat.loss_scale_optimizer(optimizer)
+    _refuse_builtin_weight_decay(optimizer)
+    compat.build_optimizer(optimizer, model.trainable_variables)
+    tfa_optimizers.bind(optimizer, model, strategy)  # tfa: the selector feeds decay_var_list
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  terms = settings.regularizers
+  for term in terms:
+    term.bind(model)
+  train_program = TrainProgram(
+      strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
+      global_batch_size=settings.batch_size,
+      loss_terms=[t for t in terms if isinstance(t, terms_lib.LossTerm)],
+      update_terms=[t for t in terms if isinstance(t, terms_lib.UpdateTerm)],
+      include_model_losses=bool(model.losses), classification=classification, step=step,
+      jit_compile=settings.jit_compile)
+  eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss, classification=classification)
+  monitor = settings.monitor if settings.monitor is not None else Monitor()
+  monitor.bind(strategy=strategy, model=model, terms=terms, train_split=splits.train, loss_fn=settings.loss,
+               penalties=train_program.penalties, classification=classification, seed=settings.seed)
+  early_stopping_state = {"early_stopping": early_stopping} if early_stopping is not None else {}
+  checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), step=step, keep=settings.keep_checkpoints,
+                              is_chief=is_chief, model=model,
+                              # Every model variable by position: Keras 3 does not reach the dropout
+                              # RNG state (SeedGenerator) through the model itself.
+                              model_variables=[compat.tf_variable(v) for v in model.variables],
+                              optimizer=optimizer, learning_rate_scale=schedule.scale,
+                              **monitor.checkpoint_trackables(), **early_stopping_state)
+  best_checkpointer = Checkpointer(os.path.join(model_dir, "best"), step=step, keep=1, is_chief=is_chief,
+                                   model=model)
+  hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule, settings=settings,
+                                data_name=splits.name, terms=terms)
+  return Run(settings=settings, strategy=strategy, model_dir=model_dir, is_chief=is_chief, splits=splits,
+             model=model, schedule=schedule, optimizer=optimizer, step=step, terms=terms,
+             train_program=train_program, eval_program=eval_program, monitor=monitor,
+             early_stopping=early_stopping, checkpointer=checkpointer, best_checkpointer=best_checkpointer,
+             writers=SummaryWriters(model_dir, enabled=is_chief), hparams=hparams)
+
+
+def _refuse_builtin_weight_decay(optimizer) -> None:
+  """Refuses a Keras optimizer's own `weight_decay`: it would bypass the selector, unlogged.
+
+  Keras applies it to every variable, biases and normalization parameters included, and no
+  `optimizer/weight_decay` or HParams entry would show it. tfa's decoupled optimizers are exempt:
+  Occam feeds their decay from the selector (trainer/regularization/tfa_optimizers.py).
+  """
+  inner = compat.inner_optimizer(optimizer)
+  decay = getattr(inner, "weight_decay", None)
+  if tfa_optimizers.is_decoupled(inner) or decay is None or (isinstance(decay, (int, float)) and decay == 0):
+    return
+  name = type(inner).__name__
+  raise ValueError(
+      f"Trainer.optimizer {name} has its own weight_decay={decay}, which Keras applies to every variable "
+      f"(biases and normalization parameters too), outside Occam's variable selector and unlogged. Use "
+      f"`Trainer.regularizers = [@DecoupledWeightDecay()]` with `DecoupledWeightDecay.rate = {decay}` (its "
+      f"default convention 'lr_coupled' is Keras' update), or bind `{name}.weight_decay = 0`.")

@@ -1,0 +1,155 @@
+"""The one registry of TensorBoard tags: what each tag means, where it is written, which way is better.
+
+Tags are public interface: dashboards, sweeps and papers depend on their names. Everything that needs
+to know about a tag derives it from `TAGS` instead of keeping its own list: early stopping's 'auto'
+direction and the metrics it may watch, the per-loop console line, `occam-report`'s table columns,
+and the README/METRICS tables (a test checks that every registered tag is documented there, and that
+every tag a real run writes is registered).
+
+A pattern may hold one placeholder in angle brackets: `penalty/<term>` matches `penalty/l2`;
+`<term>` and `<layer>` stand for one path component, `<path>` for any number of them.
+
+>>> find("eval/accuracy").higher_is_better
+True
+>>> find("penalty/l2").pattern
+'penalty/<term>'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+
+TRAIN, EVAL, SESSION = "train", "eval", ""  # event directories below model_dir
+
+SCALAR, TEXT, HISTOGRAM, HPARAMS = "scalar", "text", "histogram", "hparams"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tag:
+  """One tag (or family of tags) a run writes.
+
+  Attributes:
+    pattern: the tag, or a pattern with one `<placeholder>` (see the module docstring).
+    directory: the event directory below model_dir: 'train', 'eval', or '' (the HParams session).
+    doc: one line saying what the value is, for the README and TensorBoard.
+    kind: 'scalar', 'text', 'histogram' or 'hparams'.
+    higher_is_better: True (accuracies), False (losses, gaps, sharpness), None (neither: norms, rates).
+    evaluated: written by every validation evaluation, so early stopping may watch it.
+    console: shown on the one log line per host loop.
+    column: its column name in `occam-report` tables (the value at the run's last step).
+  """
+
+  pattern: str
+  directory: str
+  doc: str
+  kind: str = SCALAR
+  higher_is_better: bool | None = None
+  evaluated: bool = False
+  console: bool = False
+  column: str | None = None
+
+  @functools.cached_property
+  def _regex(self) -> re.Pattern:
+    parts = re.split(r"(<[a-z_]+>)", self.pattern)
+    regex = "".join(("(.+)" if part == "<path>" else "([^/]+)") if part.startswith("<") else re.escape(part)
+                    for part in parts)
+    return re.compile(regex)
+
+  def matches(self, tag: str) -> bool:
+    return bool(self._regex.fullmatch(tag))
+
+
+_LOSS, _ACCURACY = False, True
+
+TAGS: tuple[Tag, ...] = (
+    # Per host loop, from the training steps (training mode: dropout on, batch statistics).
+    Tag("train/loss", TRAIN, "mean over the loop's steps of data_loss + penalty/total (the objective)",
+        higher_is_better=_LOSS, console=True),
+    Tag("train/data_loss", TRAIN, "mean per-example loss on the training batches (training mode)",
+        higher_is_better=_LOSS, console=True),
+    Tag("train/accuracy", TRAIN, "mean accuracy on the training batches (training mode)",
+        higher_is_better=_ACCURACY, console=True, column="train_acc"),
+    Tag("penalty/total", TRAIN, "the sum of the unscaled penalties of the loss terms and model_losses",
+        higher_is_better=_LOSS, column="penalty"),
+    Tag("penalty/model_losses", TRAIN, "the sum of the layers' own regularizer penalties (model.losses)",
+        higher_is_better=_LOSS, column="model_losses"),
+    Tag("penalty/<term>", TRAIN, "each loss term's unscaled penalty, e.g. penalty/l2 = scale * sum(w^2)",
+        higher_is_better=_LOSS),
+    Tag("optimizer/learning_rate", TRAIN, "the learning rate lr_t at the loop's last step"),
+    Tag("optimizer/weight_decay", TRAIN, "the effective per-step decay factor d_t of the decoupled terms"),
+    Tag("perf/steps_per_sec", TRAIN, "training steps per second in the loop (the first loop includes tracing)"),
+    Tag("perf/examples_per_sec", TRAIN, "training examples per second in the loop"),
+    # Loop-boundary statistics (Monitor), formulas in docs/METRICS.md.
+    Tag("norms/weights_l2", TRAIN, "global L2 norm of the regularized weights", column="weights_l2"),
+    Tag("norms/weights_l1", TRAIN, "global L1 norm of the regularized weights"),
+    Tag("norms/excluded_l2", TRAIN, "global L2 norm of the variables the default selector excludes"),
+    Tag("norms/grad_l2", TRAIN, "L2 norm of the objective's gradient on the fixed probe batch"),
+    Tag("norms/distance_from_init", TRAIN, "L2 distance of the trainable weights from their initial values"),
+    Tag("norms/<layer>/kernel_l2", TRAIN, "L2 norm of one layer's kernel"),
+    Tag("sparsity/zero_fraction", TRAIN, "fraction of regularized weights exactly 0", column="sparsity"),
+    Tag("sparsity/near_zero_fraction", TRAIN, "fraction of regularized weights with |w| below the threshold",
+        column="near_zero"),
+    Tag("sharpness/hessian_top_eigenvalue", TRAIN, "top Hessian eigenvalue of the probe-batch loss",
+        higher_is_better=_LOSS, column="hessian_top"),
+    Tag("sharpness/hessian_iterations", TRAIN, "power iterations (HVPs) the eigenvalue estimate used"),
+    Tag("sharpness/sam", TRAIN, "SAM sharpness L(w + rho g/|g|) - L(w) on the probe batch",
+        higher_is_better=_LOSS, column="sam"),
+    Tag("sharpness/sam_magnitude_aware", TRAIN, "magnitude-aware (ASAM) sharpness on the probe batch",
+        higher_is_better=_LOSS, column="sam_magnitude_aware"),
+    Tag("weights/<path>", TRAIN, "histogram of one regularized variable", kind=HISTOGRAM),
+    Tag("config/operative_gin", TRAIN, "the resolved gin config of the run", kind=TEXT),
+    Tag("regularizers/<term>", TRAIN, "the variables a term covers, with multipliers", kind=TEXT),
+    # Every validation evaluation (inference mode).
+    Tag("eval/loss", EVAL, "mean loss on the validation split", higher_is_better=_LOSS, evaluated=True,
+        console=True, column="eval_loss"),
+    Tag("eval/accuracy", EVAL, "accuracy on the validation split", higher_is_better=_ACCURACY, evaluated=True,
+        console=True, column="eval_acc"),
+    Tag("train_eval/loss", EVAL, "mean loss on a fixed training subset, inference mode", higher_is_better=_LOSS,
+        evaluated=True),
+    Tag("train_eval/accuracy", EVAL, "accuracy on a fixed training subset, inference mode",
+        higher_is_better=_ACCURACY, evaluated=True, column="train_eval_acc"),
+    Tag("gap/loss", EVAL, "generalization gap eval/loss - train_eval/loss", higher_is_better=_LOSS,
+        evaluated=True, column="gap_loss"),
+    Tag("gap/accuracy", EVAL, "generalization gap train_eval/accuracy - eval/accuracy", higher_is_better=_LOSS,
+        evaluated=True, column="gap_acc"),
+    # Once, at the end.
+    Tag("test/loss", EVAL, "mean loss on the test split, at the end", higher_is_better=_LOSS),
+    Tag("test/accuracy", EVAL, "accuracy on the test split, at the end", higher_is_better=_ACCURACY,
+        column="test_acc"),
+    # The HParams session (TensorBoard's own tag in model_dir's event file).
+    Tag("_hparams_/session_start_info", SESSION, "the run's hyperparameters for the HParams dashboard",
+        kind=HPARAMS),
+)
+
+
+class UnknownTagError(KeyError):
+  """A tag no entry of `TAGS` matches."""
+
+
+def find(tag: str) -> Tag:
+  """The registry entry of `tag` (exact names win over patterns); `UnknownTagError` if none."""
+  for entry in TAGS:
+    if entry.pattern == tag:
+      return entry
+  for entry in TAGS:
+    if entry.matches(tag):
+      return entry
+  raise UnknownTagError(f"{tag!r} is not a registered tag (trainer/metrics/tags.py)")
+
+
+def evaluated(*, classification: bool = True) -> tuple[str, ...]:
+  """The scalars every validation evaluation writes (what early stopping can watch)."""
+  return tuple(entry.pattern for entry in TAGS
+               if entry.evaluated and (classification or not entry.pattern.endswith("accuracy")))
+
+
+def console() -> tuple[str, ...]:
+  """The scalars of the per-loop console line, in order."""
+  return tuple(entry.pattern for entry in TAGS if entry.console)
+
+
+def columns() -> dict[str, Tag]:
+  """`occam-report`'s table columns: {column name: tag}, in registry order."""
+  return {entry.column: entry for entry in TAGS if entry.column}
