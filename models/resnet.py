@@ -14,7 +14,8 @@ from trainer.runtime import compat
 
 def _conv_bn(filters: int, name: str, synchronized: bool, strides: int = 1) -> list[tf.keras.layers.Layer]:
   return [
-      tf.keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"),
+      tf.keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                             name=f"{name}_conv"),
       compat.batch_normalization(synchronized=synchronized, name=f"{name}_bn"),
   ]
 

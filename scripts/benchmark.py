@@ -2,20 +2,32 @@ r"""Occam's performance benchmark: throughput against a bare loop and Keras `fit
 
     python scripts/benchmark.py            # the full run (a few minutes on 2 cores)
     python scripts/benchmark.py --quick    # tiny models, one repeat: a smoke run, numbers meaningless
+    python scripts/benchmark.py --sections=frameworks,costs   # only some sections
 
-Everything runs in one process. Variants that are compared with each other are built together and
-then timed interleaved (A B C A B C ...) and repeated; each figure is the median over repeats, so
-load that comes and goes on a shared machine hits every variant alike and the *ratios* are what to
-read. Absolute steps/sec are printed for the record.
+Everything runs in one process (the startup section times one child process). Variants that are
+compared with each other are built together and then timed interleaved (A B C A B C ...) and
+repeated; each figure is the median over repeats, so load that comes and goes on a shared machine
+hits every variant alike and the *ratios* are what to read. Absolute steps/sec are printed for the
+record.
 
-Occam is measured through its real machinery: a gin-configured `trainer.trainer.Trainer`, timed on
-the host loop as `Trainer.run` drives it (reset the metric accumulators, one `train_program.loop`
-call of `steps_per_loop` steps, read the metrics and the step, the `Monitor`'s per-loop statistics;
-not timed: evaluation, checkpoints and summary writing, which happen at their own intervals). The bare loop and Keras
-`fit` use the same model factory (`models.MLP`), the same tf.data pipeline
-(`trainer.input_pipeline.train_dataset`), Adam at a constant 1e-3 and L2 1e-4 on the kernels
-(biases excluded in all three: Occam's default selector, `kernel_regularizer` in Keras, the
-kernels only in the bare loop). All three track loss and accuracy, as a real training loop must.
+Occam is measured through its public seams, as `trainer.train` runs: `register_all()`, gin bindings
+parsed by `trainer.config.parsing.parse`, `Trainer()` under the strategy's scope, `builder.build`,
+and per host loop `runners.TrainRunner(run).train(steps_per_loop)`, exactly what the Controller
+calls (reset the metric accumulators, one compiled `train_program.loop` call, read the metrics, the
+learning rate and the `Monitor`'s per-loop statistics). Not timed: evaluation, checkpoints and
+summary writing, which happen at their own intervals. The bare loop and Keras `fit` use the same
+model factory (`models.MLP`), the same tf.data pipeline (`trainer.data.pipeline.train_dataset`),
+Adam at a constant 1e-3 and L2 1e-4 on the kernels (biases excluded in all three: Occam's default
+selector, `kernel_regularizer` in Keras, the kernels only in the bare loop). All three track loss and
+accuracy, as a real training loop must.
+
+The Monitor's cost is the default run against one bound with `Trainer.monitor = @MonitorOff()`, a
+`Monitor` whose `after_loop` computes nothing: the same baseline as before the restructuring (the
+host loop without the Monitor's call), reached through the config. No `Monitor` setting turns the
+per-loop statistics off (the probe batch has at least one example), so "the cheapest Monitor" by gin
+settings would still run a forward and backward pass per loop and understate the cost. The cost of
+the built-in metric accumulators is not measured: no public setting builds a `TrainProgram` without
+them, and the benchmark does not patch Occam's internals.
 
 The CPU is split into 2 logical devices before TensorFlow starts, for the replica-scaling section;
 everything else runs on the default strategy (device 0; the thread pools are shared, so the split
@@ -26,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import math
 import os
 import platform
@@ -39,19 +50,35 @@ import time
 from typing import Callable, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from trainer.config import parsing, registry  # noqa: E402
+from trainer.loop import builder, runners  # noqa: E402
+from trainer.loop.trainer import Trainer  # noqa: E402
+from trainer.metrics.monitor import Monitor  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_LOGICAL_CPUS = 2
 L2_SCALE = 1e-4
 DECAY_RATE = 1e-4
 PROXIMAL_SCALE = 1e-6
 LEARNING_RATE = 1e-3
 NUM_CLASSES = 10
+# In print order. `--quick` leaves out startup: a second process importing TensorFlow would be most
+# of the smoke run's time.
+SECTIONS = ("startup", "frameworks", "flops", "costs", "scaling", "replicas")
+QUICK_SECTIONS = SECTIONS[1:]
+# The costs section's terms, each against no regularizer (the L2 row is the default `occam` run).
+REGULARIZER_SETS = {
+    "L1": "@L1()",
+    "DecoupledWeightDecay": "@DecoupledWeightDecay()",
+    "ProximalL1": "@ProximalL1()",
+    "L2 + DecoupledWeightDecay + ProximalL1": "@L2(), @DecoupledWeightDecay(), @ProximalL1()",
+}
+ALL_TERMS = "L2 + DecoupledWeightDecay + ProximalL1"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,15 +129,34 @@ class ModelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """What to run: the full benchmark or the `--quick` smoke run (same rows, tiny sizes)."""
+  """What to run: the full benchmark or the `--quick` smoke run.
+
+  Attributes:
+    compute: the compute-bound model; it alone also has the flops and scaling sections.
+    dispatch: the dispatch-bound model, or None to leave it out.
+    jit: which of Occam's and the other loops' XLA settings to time (False, True or both).
+    term_sets: the keys of `REGULARIZER_SETS` the costs section times; ALL_TERMS among them (the
+      targets and the scaling section read it).
+    widths: hidden widths of the scaling section, besides the compute-bound model's own.
+    repeats: timed rounds after the warm-up.
+    num_examples: synthetic training examples.
+    matmul_size: side of the square matmuls that measure the FLOP/s peak.
+    quick: the smoke run (its numbers are meaningless).
+  """
 
   compute: ModelSpec
-  dispatch: ModelSpec
+  dispatch: ModelSpec | None
+  jit: tuple[bool, ...]
+  term_sets: tuple[str, ...]
   widths: tuple[int, ...]
   repeats: int
   num_examples: int
   matmul_size: int
   quick: bool
+
+  @property
+  def models(self) -> tuple[ModelSpec, ...]:
+    return (self.compute,) if self.dispatch is None else (self.compute, self.dispatch)
 
 
 FULL = Settings(
@@ -118,11 +164,14 @@ FULL = Settings(
     # dispatch-bound model uses 100, the number the targets were stated for.
     compute=ModelSpec("compute", 784, (1024, 1024), 256, steps_per_loop=20, loops_per_measurement=1),
     dispatch=ModelSpec("dispatch", 64, (128,), 32, steps_per_loop=100, loops_per_measurement=3),
-    widths=(128, 512, 2048), repeats=3, num_examples=4096, matmul_size=2048, quick=False)
+    jit=(False, True), term_sets=tuple(REGULARIZER_SETS), widths=(128, 512, 2048), repeats=3,
+    num_examples=4096, matmul_size=2048, quick=False)
+# Every timed variant costs about a second of tracing (XLA: two or three more) however small the
+# model, so the smoke run builds each code path once: one model, no XLA, one term set, one extra width.
 QUICK = Settings(
-    compute=ModelSpec("compute", 784, (64, 64), 32, steps_per_loop=4, loops_per_measurement=1),
-    dispatch=ModelSpec("dispatch", 64, (16,), 16, steps_per_loop=4, loops_per_measurement=1),
-    widths=(32,), repeats=1, num_examples=256, matmul_size=256, quick=True)
+    compute=ModelSpec("compute", 784, (64, 64), 32, steps_per_loop=2, loops_per_measurement=1),
+    dispatch=None, jit=(False,), term_sets=(ALL_TERMS,), widths=(32,), repeats=1, num_examples=256,
+    matmul_size=256, quick=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,25 +240,29 @@ def synthetic_splits(input_dim: int, num_examples: int):
 
 @gin.configurable
 def benchmark_data(input_dim: int = gin.REQUIRED, num_examples: int = gin.REQUIRED):
-  """Gin factory for `Trainer.data`: `synthetic_splits` (Trainer calls it after seeding)."""
+  """Gin factory for `Trainer.data`: `synthetic_splits` (the builder calls it after seeding)."""
   return synthetic_splits(input_dim, num_examples)
+
+
+@gin.configurable
+class MonitorOff(Monitor):
+  """A `Monitor` that computes no per-loop statistics: the baseline of the Monitor's cost row."""
+
+  def after_loop(self, previous_step: int, step: int) -> dict[str, float]:
+    del previous_step, step
+    return {}
 
 
 def train_dataset(spec: ModelSpec, settings: Settings) -> tf.data.Dataset:
   """Occam's own training pipeline over the benchmark data, for the bare loop and `fit`."""
-  from trainer.data import pipeline as input_pipeline
-  return input_pipeline.train_dataset(synthetic_splits(spec.input_dim, settings.num_examples).train,
-                                      global_batch_size=spec.batch_size, seed=0, start_step=0)
-
-
-def trainer_parameters() -> set[str]:
-  """The arguments of this checkout's `Trainer`: decides which optional rows can be measured."""
-  from trainer.loop.trainer import Trainer
-  return set(inspect.signature(Trainer).parameters)
+  from trainer.data import pipeline
+  return pipeline.train_dataset(synthetic_splits(spec.input_dim, settings.num_examples).train,
+                                global_batch_size=spec.batch_size, seed=0, start_step=0)
 
 
 def occam_bindings(spec: ModelSpec, settings: Settings, *, regularizers: str = "@L2()",
-                   jit_compile: bool = False) -> list[str]:
+                   jit_compile: bool = False, monitor: bool = True) -> list[str]:
+  """The gin bindings of one Occam variant (`monitor=False` binds `MonitorOff`)."""
   bindings = [
       "Trainer.data = @benchmark_data",
       f"benchmark_data.input_dim = {spec.input_dim}",
@@ -227,60 +280,32 @@ def occam_bindings(spec: ModelSpec, settings: Settings, *, regularizers: str = "
       f"DecoupledWeightDecay.rate = {DECAY_RATE}",
       f"ProximalL1.scale = {PROXIMAL_SCALE}",
   ]
-  return bindings + (["Trainer.jit_compile = True"] if jit_compile else [])
+  return (bindings + (["Trainer.jit_compile = True"] if jit_compile else [])
+          + ([] if monitor else ["Trainer.monitor = @MonitorOff()"]))
 
 
-def build_trainer(bindings: Sequence[str], strategy: tf.distribute.Strategy, model_dir: str):
-  """A `Trainer` configured by `bindings` alone, built under `strategy` as `trainer.main` does."""
-  import models  # noqa: F401  (registers MLP)
-  from trainer.config import parsing as config  # noqa: F401  (register Adam, L2, ...)
-  from trainer.config import registry
-  from trainer.regularization import terms as regularizers
-  from trainer.loop.trainer import Trainer
-  config.parse([], list(bindings))
+def build_run(bindings: Sequence[str], strategy: tf.distribute.Strategy, model_dir: str) -> builder.Run:
+  """The `Run` that `bindings` alone describe, built under `strategy` as `trainer.train` builds it."""
+  registry.register_all()
+  parsing.parse([], bindings)
   with strategy.scope():
-    return Trainer(strategy=strategy, model_dir=model_dir)
-
-
-class OccamRun:
-  """A built `Trainer` and its training iterator, driven one host loop at a time as `Trainer.run` does.
-
-  `without_accumulators` replaces the program's per-step metric accumulation by nothing, before the
-  loop is first traced: the cost of the built-in metric set, measured by removing it.
-  """
-
-  def __init__(self, spec: ModelSpec, bindings: Sequence[str], *, model_dir: str,
-               strategy: tf.distribute.Strategy | None = None, without_accumulators: bool = False):
-    self.spec = spec
-    self.trainer = build_trainer(bindings, strategy or tf.distribute.get_strategy(),
-                                 tempfile.mkdtemp(dir=model_dir))
-    if without_accumulators:
-      self.trainer.train_program._accumulate = lambda *args: None  # pylint: disable=protected-access
-    from trainer.loop.controller import Controller  # pylint: disable=import-outside-toplevel
-    self.iterator = Controller(self.trainer).train_iterator(0)
-    self.num_steps = tf.constant(spec.steps_per_loop, tf.int32)
-
-  def variant(self, label: str, *, monitor: bool = True) -> Variant:
-    """Per loop: reset the accumulators, run the loop, read them, then (if `monitor`) the Monitor."""
-    trainer, program = self.trainer, self.trainer.train_program
-    monitor_after_loop = getattr(getattr(trainer, "monitor", None), "after_loop", None) if monitor else None
-
-    def run_loop() -> None:
-      program.metrics.reset()
-      program.loop(self.iterator, self.num_steps)
-      program.metrics.results()
-      step = int(trainer.step.numpy())
-      if monitor_after_loop:
-        monitor_after_loop(step - self.spec.steps_per_loop, step, trainer.writers)
-
-    return Variant(label, _timed_loops(run_loop, self.spec.loops_per_measurement),
-                   self.spec.steps_per_measurement)
+    settings = Trainer()
+  return builder.build(settings, strategy=strategy, model_dir=model_dir, is_chief=True)
 
 
 def occam_variant(label: str, spec: ModelSpec, bindings: Sequence[str], *, model_dir: str,
-                  **kwargs) -> Variant:
-  """A fresh `OccamRun`'s default variant (Monitor included, as in `Trainer.run`)."""
-  return OccamRun(spec, bindings, model_dir=model_dir, **kwargs).variant(label)
+                  strategy: tf.distribute.Strategy | None = None) -> Variant:
+  """A freshly built run, timed per host loop through `TrainRunner.train` (what the Controller calls)."""
+  runner = runners.TrainRunner(build_run(bindings, strategy or tf.distribute.get_strategy(),
+                                         tempfile.mkdtemp(dir=model_dir)))
+
+  def run_loop() -> None:
+    output = runner.train(spec.steps_per_loop)
+    if output.nonfinite:  # A non-finite loop returns before the Monitor: not what training times.
+      raise FloatingPointError(f"{label}: non-finite {', '.join(output.nonfinite)} at step "
+                               f"{output.first_bad_step}")
+
+  return Variant(label, _timed_loops(run_loop, spec.loops_per_measurement), spec.steps_per_measurement)
 
 
 def _dense_kernels(model: tf.keras.Model) -> list:
@@ -409,33 +434,25 @@ def show_percent(value: float) -> str:
 class Report:
   """Rows of the table (`section | what | wall | cpu | detail`) and the target verdicts.
 
-  A figure is a [wall, cpu] pair (`Variant.rate` ratios), None ("n/a": the checkout lacks the
-  feature) or a single string (startup and memory, which only have a wall-clock figure).
+  A figure is a [wall, cpu] pair (`Variant.rate` ratios) or a single string (startup and memory,
+  which only have a wall-clock figure).
   """
 
   rows: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
   targets: list[str] = dataclasses.field(default_factory=list)
 
-  def add(self, section: str, what: str, value: np.ndarray | str | None, detail: str = "", *,
+  def add(self, section: str, what: str, value: np.ndarray | str, detail: str = "", *,
           show: Callable[[float], str] = show_ratio) -> None:
-    if isinstance(value, str):
-      cells = (value, "")
-    elif value is None:
-      cells = ("n/a", "n/a")
-    else:
-      cells = (show(value[0]), show(value[1]))
+    cells = (value, "") if isinstance(value, str) else (show(value[0]), show(value[1]))
     self.rows.append((section, what, *cells, detail))
     print(f"  [{section}] {what}: wall {cells[0]}, cpu {cells[1]} {detail}", flush=True)
 
-  def target(self, name: str, value: np.ndarray | None, threshold: float, *, at_most: bool = False,
+  def target(self, name: str, value: np.ndarray, threshold: float, *, at_most: bool = False,
              show: Callable[[float], str] = show_ratio) -> None:
     """`PASS`/`FAIL` by wall time (what the target is about), with the CPU-time verdict beside it."""
-    if value is None:
-      self.targets.append(f"n/a              {name}")
-      return
     verdicts = ["PASS" if (v <= threshold if at_most else v >= threshold) else "FAIL" for v in value]
-    self.targets.append(f"{verdicts[0]} (cpu: {verdicts[1]}) {name}: wall {show(value[0])}, cpu {show(value[1])} "
-                        f"(target {'<=' if at_most else '>='} {show(threshold)})")
+    self.targets.append(f"{verdicts[0]} (cpu: {verdicts[1]}) {name}: wall {show(value[0])}, "
+                        f"cpu {show(value[1])} (target {'<=' if at_most else '>='} {show(threshold)})")
 
   def print(self, header: Sequence[str]) -> None:
     columns = ("section", "what", "wall", "cpu")
@@ -469,73 +486,74 @@ def rates(*variants: Variant) -> str:
 # ----------------------------------------------------------------------------------------------
 # Sections
 
-REGULARIZER_SETS = {
-    "L1": "@L1()",
-    "DecoupledWeightDecay": "@DecoupledWeightDecay()",
-    "ProximalL1": "@ProximalL1()",
-    "L2 + DecoupledWeightDecay + ProximalL1": "@L2(), @DecoupledWeightDecay(), @ProximalL1()",
-}
-ALL_TERMS = "L2 + DecoupledWeightDecay + ProximalL1"
+def with_jit(name: str, jit: bool) -> str:
+  """The key of a variant's XLA-compiled twin: 'bare' -> 'bare jit'."""
+  return f"{name} jit" if jit else name
+
+
+def variants_needed(spec: ModelSpec, settings: Settings, sections: Sequence[str]) -> list[str]:
+  """The keys of the variants of `spec` that `sections` read, each once, in build order.
+
+  `occam` (with L2, as the other loops have) doubles as the "L2" term and the 1-replica baseline.
+  The compute-bound model alone has the flops and scaling sections.
+  """
+  compute, jits = spec is settings.compute, settings.jit
+  loops = [with_jit(loop, jit) for jit in jits for loop in ("occam", "bare", "fit loop", "fit step")]
+  needed = {
+      "frameworks": loops,
+      "flops": [key for key in loops if not key.startswith("fit")] + ["peak"] if compute else [],
+      "costs": ["occam", "no regularizer", *settings.term_sets, "monitor off",
+                *(["no regularizer jit", "all terms jit"] if True in jits else [])],
+      "scaling": ["no regularizer", ALL_TERMS] if compute else [],
+      "replicas": ["occam", "2 replicas"],
+  }
+  return list(dict.fromkeys(key for section in sections for key in needed.get(section, [])))
 
 
 @dataclasses.dataclass
 class ModelGroup:
-  """Every variant of one model, timed together so that all its ratios share the same noise.
+  """The variants of one model that the chosen sections read (keys: `variants_needed`).
 
-  `occam` (with L2, as the other loops have) doubles as the "L2" term and the 1-replica baseline.
+  They are timed together, so that all the model's ratios share the same noise.
   """
 
   spec: ModelSpec
-  occam: Variant
-  occam_jit: Variant | None
-  bare: dict[bool, Variant]
-  fit_loop: dict[bool, Variant]
-  fit_step: dict[bool, Variant]
-  plain: Variant
-  terms: dict[str, Variant]
-  plain_jit: Variant | None
-  all_terms_jit: Variant | None
-  no_accumulators: Variant
-  monitor_off: Variant | None
-  two_replicas: Variant
-  peak: Variant | None
+  variants: dict[str, Variant]
 
-  def variants(self) -> list[Variant]:
-    optional = [self.occam_jit, self.plain_jit, self.all_terms_jit, self.monitor_off, self.peak]
-    return [self.occam, *self.bare.values(), *self.fit_loop.values(), *self.fit_step.values(),
-            self.plain, *self.terms.values(), self.no_accumulators, self.two_replicas,
-            *[v for v in optional if v is not None]]
+  def __getitem__(self, key: str) -> Variant:
+    return self.variants[key]
 
 
-def build_group(spec: ModelSpec, settings: Settings, parameters: set[str],
-                mirrored: tf.distribute.Strategy, model_dir: str) -> ModelGroup:
-  """Builds (but does not time) every variant of `spec`; optional Occam features only if present."""
-  k, jit = spec.steps_per_loop, "jit_compile" in parameters
+def build_group(spec: ModelSpec, settings: Settings, sections: Sequence[str],
+                mirrored: tf.distribute.Strategy | None, model_dir: str) -> ModelGroup:
+  """Builds (but does not time) the variants of `spec` that `sections` need."""
+  k = spec.steps_per_loop
 
-  def occam(label: str, regularizers: str = "@L2()", jit_compile: bool = False, **kwargs) -> Variant:
-    bindings = occam_bindings(spec, settings, regularizers=regularizers, jit_compile=jit_compile)
-    return occam_variant(label, spec, bindings, model_dir=model_dir, **kwargs)
+  def occam(label: str, regularizers: str = "@L2()", jit_compile: bool = False, monitor: bool = True,
+            **kwargs) -> Callable[[], Variant]:
+    bindings = occam_bindings(spec, settings, regularizers=regularizers, jit_compile=jit_compile,
+                              monitor=monitor)
+    return lambda: occam_variant(label, spec, bindings, model_dir=model_dir, **kwargs)
 
-  plain = OccamRun(spec, occam_bindings(spec, settings, regularizers=""), model_dir=model_dir)
-
-  return ModelGroup(
-      spec=spec,
-      occam=occam("occam"),
-      occam_jit=occam("occam jit", jit_compile=True) if jit else None,
-      bare={jit: bare_variant(f"bare jit={jit}", spec, settings, jit_compile=jit) for jit in (False, True)},
-      fit_loop={jit: fit_variant(f"fit spe={k} jit={jit}", spec, settings, steps_per_execution=k,
-                                 jit_compile=jit) for jit in (False, True)},
-      fit_step={jit: fit_variant(f"fit spe=1 jit={jit}", spec, settings, steps_per_execution=1,
-                                 jit_compile=jit) for jit in (False, True)},
-      plain=plain.variant("no regularizer"),
-      terms={name: occam(name, regularizers=value) for name, value in REGULARIZER_SETS.items()},
-      plain_jit=occam("no regularizer jit", regularizers="", jit_compile=True) if jit else None,
-      all_terms_jit=(occam("all terms jit", regularizers=REGULARIZER_SETS[ALL_TERMS], jit_compile=True)
-                     if jit else None),
-      no_accumulators=occam("no accumulators", regularizers="", without_accumulators=True),
-      monitor_off=plain.variant("monitor off", monitor=False) if "monitor" in parameters else None,
-      two_replicas=occam("2 replicas", strategy=mirrored),
-      peak=matmul_variant(settings.matmul_size) if spec is settings.compute else None)
+  factories = {
+      "occam": occam("occam"),
+      "occam jit": occam("occam jit", jit_compile=True),
+      "no regularizer": occam("no regularizer", regularizers=""),
+      "no regularizer jit": occam("no regularizer jit", regularizers="", jit_compile=True),
+      **{name: occam(name, regularizers=value) for name, value in REGULARIZER_SETS.items()},
+      "all terms jit": occam("all terms jit", regularizers=REGULARIZER_SETS[ALL_TERMS], jit_compile=True),
+      "monitor off": occam("monitor off", regularizers="", monitor=False),
+      "2 replicas": occam("2 replicas", strategy=mirrored),
+      "peak": lambda: matmul_variant(settings.matmul_size),
+  }
+  for jit in (False, True):
+    factories[with_jit("bare", jit)] = lambda jit=jit: bare_variant(f"bare jit={jit}", spec, settings,
+                                                                    jit_compile=jit)
+    factories[with_jit("fit loop", jit)] = lambda jit=jit: fit_variant(
+        f"fit spe={k} jit={jit}", spec, settings, steps_per_execution=k, jit_compile=jit)
+    factories[with_jit("fit step", jit)] = lambda jit=jit: fit_variant(
+        f"fit spe=1 jit={jit}", spec, settings, steps_per_execution=1, jit_compile=jit)
+  return ModelGroup(spec, {key: factories[key]() for key in variants_needed(spec, settings, sections)})
 
 
 def fit_auto_jit(spec: ModelSpec) -> bool:
@@ -546,41 +564,39 @@ def fit_auto_jit(spec: ModelSpec) -> bool:
   return bool(model.jit_compile)
 
 
-def report_frameworks(group: ModelGroup, report: Report) -> None:
+def report_frameworks(group: ModelGroup, settings: Settings, report: Report) -> None:
   """Occam vs the bare loop and vs `fit` at steps_per_execution = steps_per_loop and at 1, jit off/on."""
   name, k = group.spec.name, group.spec.steps_per_loop
   default_jit = fit_auto_jit(group.spec)
-  for jit in (False, True):
+  for jit in settings.jit:
     tag = "jit" if jit else "no jit"
-    mine = group.occam_jit if jit else group.occam
-    for what, other in ((f"bare loop ({tag})", group.bare[jit]),
-                        (f"fit spe={k} ({tag})", group.fit_loop[jit]),
-                        (f"fit spe=1 ({tag}){' = fit default' if jit == default_jit else ''}",
-                         group.fit_step[jit])):
-      report.add(name, f"occam / {what}", mine and ratio(mine, other),
-                 rates(*[v for v in (mine, other) if v is not None]))
-    report.target(f"{name}: occam >= 0.9x bare loop ({tag})", mine and ratio(mine, group.bare[jit]), 0.9)
-    report.target(f"{name}: occam >= 1.2x fit spe={k} ({tag})", mine and ratio(mine, group.fit_loop[jit]),
-                  1.2)
-  for jit in (False, True):
+    mine, bare = group[with_jit("occam", jit)], group[with_jit("bare", jit)]
+    fit_loop, fit_step = group[with_jit("fit loop", jit)], group[with_jit("fit step", jit)]
+    for what, other in ((f"bare loop ({tag})", bare), (f"fit spe={k} ({tag})", fit_loop),
+                        (f"fit spe=1 ({tag}){' = fit default' if jit == default_jit else ''}", fit_step)):
+      report.add(name, f"occam / {what}", ratio(mine, other), rates(mine, other))
+    report.target(f"{name}: occam >= 0.9x bare loop ({tag})", ratio(mine, bare), 0.9)
+    report.target(f"{name}: occam >= 1.2x fit spe={k} ({tag})", ratio(mine, fit_loop), 1.2)
+  for jit in settings.jit:
     tag = "jit" if jit else "no jit"
-    report.add(name, f"bare loop / fit spe={k} ({tag})", ratio(group.bare[jit], group.fit_loop[jit]))
-    report.add(name, f"bare loop / fit spe=1 ({tag})", ratio(group.bare[jit], group.fit_step[jit]))
-  report.add(name, "bare loop: jit / no jit", ratio(group.bare[True], group.bare[False]))
-  if group.occam_jit:
-    report.add(name, "occam: jit / no jit", ratio(group.occam_jit, group.occam))
+    bare = group[with_jit("bare", jit)]
+    report.add(name, f"bare loop / fit spe={k} ({tag})", ratio(bare, group[with_jit("fit loop", jit)]))
+    report.add(name, f"bare loop / fit spe=1 ({tag})", ratio(bare, group[with_jit("fit step", jit)]))
+  if len(settings.jit) == 2:
+    report.add(name, "bare loop: jit / no jit", ratio(group["bare jit"], group["bare"]))
+    report.add(name, "occam: jit / no jit", ratio(group["occam jit"], group["occam"]))
 
 
-def report_flops(group: ModelGroup, report: Report) -> None:
+def report_flops(group: ModelGroup, settings: Settings, report: Report) -> None:
   """Achieved FLOP/s of the compute-bound step against the matmul peak timed alongside it.
 
   The cpu column is FLOPs per CPU-second (both threads): efficiency with other load factored out.
   """
-  flops, peak = group.spec.training_flops(), group.peak.rate
+  flops, peak = group.spec.training_flops(), group["peak"].rate
   gflops = lambda v: f"{v / 1e9:.1f} GFLOP/s"  # noqa: E731
-  best_occam = max((v for v in (group.occam, group.occam_jit) if v), key=lambda v: v.rate[0])
-  best_bare = max(group.bare.values(), key=lambda v: v.rate[0])
-  report.add("flops", "tf.matmul peak (float32)", peak, f"{group.peak.label} in one tf.function",
+  best_occam = max((group[with_jit("occam", jit)] for jit in settings.jit), key=lambda v: v.rate[0])
+  best_bare = max((group[with_jit("bare", jit)] for jit in settings.jit), key=lambda v: v.rate[0])
+  report.add("flops", "tf.matmul peak (float32)", peak, f"{group['peak'].label} in one tf.function",
              show=gflops)
   for variant in (best_occam, best_bare):
     report.add("flops", f"{variant.label} step", variant.rate * flops,
@@ -591,29 +607,23 @@ def report_flops(group: ModelGroup, report: Report) -> None:
 
 
 def report_costs(group: ModelGroup, settings: Settings, report: Report) -> None:
-  """Each regularization term and the metric sets: cost = time with / time without - 1."""
-  section, plain = f"{group.spec.name} costs", group.plain
-  for term, variant in [("L2", group.occam), *group.terms.items()]:
+  """Each regularization term and the Monitor's metric set: cost = time with / time without - 1."""
+  section, plain = f"{group.spec.name} costs", group["no regularizer"]
+  for term, variant in [("L2", group["occam"]), *[(name, group[name]) for name in settings.term_sets]]:
     report.add(section, f"regularizer {term}", cost(variant, plain), rates(variant, plain), show=show_cost)
-  all_jit = group.all_terms_jit and cost(group.all_terms_jit, group.plain_jit)
-  report.add(section, f"regularizer {ALL_TERMS} (jit)", all_jit,
-             rates(group.all_terms_jit, group.plain_jit) if all_jit is not None else "", show=show_cost)
-  accumulators = cost(plain, group.no_accumulators)
-  report.add(section, "built-in metric accumulators (loss, penalties, accuracy)", accumulators,
-             rates(plain, group.no_accumulators), show=show_cost)
-  monitor = group.monitor_off and cost(plain, group.monitor_off)
-  report.add(section, "default Monitor metric set (per-loop statistics)", monitor,
-             rates(plain, group.monitor_off) if group.monitor_off else "(no Trainer.monitor in this checkout)",
-             show=show_cost)
+  targets = {"compute: all regularization terms cost <= 5%": cost(group[ALL_TERMS], plain)}
+  if True in settings.jit:
+    all_jit, plain_jit = group["all terms jit"], group["no regularizer jit"]
+    targets["compute: all regularization terms cost <= 5% (jit)"] = cost(all_jit, plain_jit)
+    report.add(section, f"regularizer {ALL_TERMS} (jit)", cost(all_jit, plain_jit), rates(all_jit, plain_jit),
+               show=show_cost)
+  monitor_off = group["monitor off"]
+  targets["compute: default metric set (Monitor) costs <= 5%"] = cost(plain, monitor_off)
+  report.add(section, "default Monitor metric set (per-loop statistics)", cost(plain, monitor_off),
+             rates(plain, monitor_off), show=show_cost)
   if group.spec is settings.compute:
-    report.target("compute: all regularization terms cost <= 5%", cost(group.terms[ALL_TERMS], plain), 0.05,
-                  at_most=True, show=show_cost)
-    report.target("compute: all regularization terms cost <= 5% (jit)", all_jit, 0.05, at_most=True,
-                  show=show_cost)
-    report.target("compute: default metric set (Monitor) costs <= 5%", monitor, 0.05, at_most=True,
-                  show=show_cost)
-    report.target("compute: built-in accumulators cost <= 5%", accumulators, 0.05, at_most=True,
-                  show=show_cost)
+    for name, value in targets.items():
+      report.target(name, value, 0.05, at_most=True, show=show_cost)
 
 
 def report_replicas(group: ModelGroup, report: Report) -> None:
@@ -622,18 +632,19 @@ def report_replicas(group: ModelGroup, report: Report) -> None:
   Both use the same 2 physical cores, so the ideal ratio is about 1: what is lost is the strategy
   machinery (per-replica dispatch, all-reduce, distributed iterator).
   """
-  report.add("replicas", f"{group.spec.name}: 2 replicas (Mirrored) / 1 replica (default)",
-             ratio(group.two_replicas, group.occam), rates(group.two_replicas, group.occam))
+  two, one = group["2 replicas"], group["occam"]
+  report.add("replicas", f"{group.spec.name}: 2 replicas (Mirrored) / 1 replica (default)", ratio(two, one),
+             rates(two, one))
 
 
 def section_scaling(compute: ModelGroup, settings: Settings, report: Report, model_dir: str) -> None:
   """How the cost of all terms together grows with parameter count, at the compute-bound shape."""
-  pairs = {settings.compute.hidden[0]: (compute.plain, compute.terms[ALL_TERMS], settings.compute)}
+  pairs = {settings.compute.hidden[0]: (compute["no regularizer"], compute[ALL_TERMS], settings.compute)}
   for width in settings.widths:
     spec = settings.compute.with_width(width)
     plain = occam_variant("none", spec, occam_bindings(spec, settings, regularizers=""), model_dir=model_dir)
-    terms = occam_variant("all", spec, occam_bindings(spec, settings, regularizers=REGULARIZER_SETS[ALL_TERMS]),
-                          model_dir=model_dir)
+    all_terms = occam_bindings(spec, settings, regularizers=REGULARIZER_SETS[ALL_TERMS])
+    terms = occam_variant("all", spec, all_terms, model_dir=model_dir)
     time_interleaved([plain, terms], settings.repeats)
     pairs[width] = (plain, terms, spec)
   for width in sorted(pairs):
@@ -644,7 +655,7 @@ def section_scaling(compute: ModelGroup, settings: Settings, report: Report, mod
 
 def section_startup(report: Report, model_dir: str) -> None:
   """`python -m trainer.main` on the quickstart: wall time to the first `train | step:` line, peak RSS."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   command = [sys.executable, "-m", "trainer.main", "--gin_file=gin_configs/quickstart.gin",
              f"--model_dir={tempfile.mkdtemp(dir=model_dir)}", "--gin_bindings=Trainer.train_steps=2",
              "--gin_bindings=Trainer.steps_per_loop=1"]
@@ -676,23 +687,25 @@ def split_cpu() -> None:
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
 
 
-def header(settings: Settings, parameters: set[str], load_before: tuple[float, ...], seconds: float) -> list[str]:
-  from trainer.runtime import compat  # pylint: disable=import-outside-toplevel
+def header(settings: Settings, sections: Sequence[str], load_before: tuple[float, ...],
+           seconds: float) -> list[str]:
+  from trainer.runtime import compat
   load_after = os.getloadavg()
   load = lambda values: " ".join(f"{v:.2f}" for v in values)  # noqa: E731
   return [
       f"Occam benchmark{' (--quick: smoke run, numbers meaningless)' if settings.quick else ''}",
       f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; "
       f"load average (1/5/15 min) {load(load_before)} at start, {load(load_after)} at end",
-      f"software: TensorFlow {tf.__version__}, Keras {compat.KERAS_VERSION}, Python {platform.python_version()}",
+      f"software: TensorFlow {tf.__version__}, Keras {compat.KERAS_VERSION}, "
+      f"Python {platform.python_version()}",
       f"compute-bound: {settings.compute.describe()}",
-      f"dispatch-bound: {settings.dispatch.describe()}",
+      *([f"dispatch-bound: {settings.dispatch.describe()}"] if settings.dispatch else []),
       f"all loops: Adam({LEARNING_RATE}), L2 {L2_SCALE} on kernels, loss + accuracy tracked; "
-      f"medians of {settings.repeats} interleaved repeats after 1 warm-up; ratio > 1 means the first is faster; "
-      "cost = time per step with / without - 1",
+      f"medians of {settings.repeats} interleaved repeats after 1 warm-up; "
+      "ratio > 1 means the first is faster; cost = time per step with / without - 1",
       "columns: wall = wall-clock time; cpu = this process's CPU time (all threads), immune to other load",
-      f"Trainer.jit_compile: {'yes' if 'jit_compile' in parameters else 'not in this checkout (n/a)'}; "
-      f"Trainer.monitor: {'yes' if 'monitor' in parameters else 'not in this checkout (n/a)'}",
+      *([f"sections: {', '.join(sections)} (of {', '.join(SECTIONS)})"]
+        if tuple(sections) != SECTIONS else []),
       f"benchmark wall time: {seconds:.0f} s",
       *([f"NOTE: the load average exceeded the {os.cpu_count()} CPUs: other processes held the cores, "
          "so wall-time ratios carry their noise; the cpu column (this process's CPU seconds) does not"]
@@ -700,34 +713,54 @@ def header(settings: Settings, parameters: set[str], load_before: tuple[float, .
   ]
 
 
+def parse_sections(text: str) -> tuple[str, ...]:
+  """`--sections=costs,frameworks` -> the named sections in print order; an unknown name is an error."""
+  names = {name.strip() for name in text.split(",") if name.strip()}
+  unknown = names - set(SECTIONS)
+  if unknown or not names:
+    raise argparse.ArgumentTypeError(f"unknown or no section in {text!r}; choose from {', '.join(SECTIONS)}")
+  return tuple(section for section in SECTIONS if section in names)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="tiny models, one repeat: a smoke run")
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny models, one repeat, no startup section: a smoke run, numbers meaningless")
+  parser.add_argument("--sections", type=parse_sections,
+                      help=f"comma-separated subset of {','.join(SECTIONS)} (default: all; with --quick: "
+                           "all but startup)")
   args = parser.parse_args(argv)
   settings = QUICK if args.quick else FULL
+  sections = args.sections or (QUICK_SECTIONS if args.quick else SECTIONS)
   split_cpu()
   tf.get_logger().setLevel("ERROR")
   started, load_before = time.perf_counter(), os.getloadavg()
-  parameters = trainer_parameters()
   report = Report()
-  mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(NUM_LOGICAL_CPUS)])
+  mirrored = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(NUM_LOGICAL_CPUS)])
+              if "replicas" in sections else None)
   with tempfile.TemporaryDirectory() as model_dir:
-    section_startup(report, model_dir)
+    if "startup" in sections:
+      section_startup(report, model_dir)
     groups = []
-    for spec in (settings.compute, settings.dispatch):
-      group = build_group(spec, settings, parameters, mirrored, model_dir)
-      time_interleaved(group.variants(), settings.repeats)
+    for spec in settings.models:
+      group = build_group(spec, settings, sections, mirrored, model_dir)
+      time_interleaved(list(group.variants.values()), settings.repeats)
       groups.append(group)
     compute = groups[0]
-    for group in groups:
-      report_frameworks(group, report)
-    report_flops(compute, report)
-    for group in groups:
-      report_costs(group, settings, report)
-    section_scaling(compute, settings, report, model_dir)
-    for group in groups:
-      report_replicas(group, report)
-  report.print(header(settings, parameters, load_before, time.perf_counter() - started))
+    if "frameworks" in sections:
+      for group in groups:
+        report_frameworks(group, settings, report)
+    if "flops" in sections:
+      report_flops(compute, settings, report)
+    if "costs" in sections:
+      for group in groups:
+        report_costs(group, settings, report)
+    if "scaling" in sections:
+      section_scaling(compute, settings, report, model_dir)
+    if "replicas" in sections:
+      for group in groups:
+        report_replicas(group, report)
+  report.print(header(settings, sections, load_before, time.perf_counter() - started))
 
 
 if __name__ == "__main__":

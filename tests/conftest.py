@@ -1,4 +1,4 @@
-"""Shared test setup: 4 logical CPU devices for real multi-replica strategies, and gin isolation.
+"""Shared test setup: 4 logical CPU devices for real multi-replica strategies, gin isolation, one sweep.
 
 The CPU is split before any test touches TensorFlow's devices, so every module can build a
 MirroredStrategy over 1, 2 or 4 replicas in the same process.
@@ -15,15 +15,11 @@ import gin  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tests.sweep_fixtures import swept  # noqa: E402,F401  (the session's one tiny real sweep, shared)
+from trainer.runtime import strategy as strategy_lib  # noqa: E402
+
 NUM_LOGICAL_CPUS = 4
-
-
-def _split_cpu() -> None:
-  cpu = tf.config.list_physical_devices("CPU")[0]
-  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
-
-
-_split_cpu()
+strategy_lib.split_cpu(NUM_LOGICAL_CPUS)
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +30,7 @@ def clean_gin():
   gin.clear_config()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mirrored(num_replicas: int = 2) -> tf.distribute.MirroredStrategy:
   """The session's MirroredStrategy over the first `num_replicas` logical CPUs.
 

@@ -9,8 +9,9 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-from trainer.runtime import compat
+
 from trainer.metrics.events import read_scalars, read_texts  # noqa: F401  (re-exported for the tests)
+from trainer.runtime import compat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
@@ -43,19 +44,11 @@ def checkpoint_values(model_dir: str) -> dict[str, np.ndarray]:
 
 def train_in_process(model_dir: str, bindings: Sequence[str] = (), *, strategy=None,
                      gin_files: Sequence[str] = (QUICKSTART,)):
-  """Parses gin like the CLI, builds a Trainer under `strategy` and trains; returns (trainer, final metrics)."""
-  import models  # noqa: F401  (registers the model configurables)
-  from trainer.config import parsing as config  # noqa: F401
-  from trainer import data
-  from trainer.config import registry
-  from trainer.regularization import terms as regularizers
-  from trainer.loop.trainer import Trainer
-  config.parse(list(gin_files), list(bindings))
-  strategy = strategy or tf.distribute.get_strategy()
-  with strategy.scope():
-    trainer = Trainer(strategy=strategy, model_dir=model_dir)
-  trainer.restore()
-  return trainer, trainer.run()
+  """`trainer.train` in this process; returns (the built run, its final metrics)."""
+  import trainer
+  results = trainer.train(list(gin_files), list(bindings), model_dir=model_dir,
+                          strategy=strategy or tf.distribute.get_strategy())
+  return results.run, results.metrics
 
 
 def model_weights(trainer) -> list[tuple[str, np.ndarray]]:
@@ -80,6 +73,7 @@ def assert_same_weights(got, expected, *, atol: float = 0.0) -> None:
 def run_main(args: Sequence[str]) -> int:
   """The CLI's code path (`trainer.main.run`) in this process, with `args` as the command line."""
   from absl import flags
+
   from trainer import main
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["occam", *args])

@@ -28,7 +28,8 @@ def run_main(args, capsys) -> tuple[int, str]:
 ])
 def test_bad_binding_is_named_and_nothing_is_written(tmp_path, capsys, binding, expected):
   model_dir = tmp_path / "run"
-  code, err = run_main([f"--gin_file={QUICKSTART}", f"--gin_bindings={binding}", f"--model_dir={model_dir}"], capsys)
+  code, err = run_main([f"--gin_file={QUICKSTART}", f"--gin_bindings={binding}", f"--model_dir={model_dir}"],
+                       capsys)
   assert code == main.EXIT_BAD_INPUT
   assert f"--gin_bindings={binding!r}" in err and expected in err
   assert not model_dir.exists()
@@ -50,7 +51,8 @@ def test_error_in_a_gin_file_names_file_and_line(tmp_path, capsys):
 def test_model_bound_with_parentheses_is_explained(tmp_path, capsys):
   code, err = run_main([f"--gin_file={QUICKSTART}", "--gin_bindings=Trainer.model = @MLP()",
                         f"--model_dir={tmp_path / 'run'}"], capsys)
-  assert code == main.EXIT_BAD_INPUT and "Trainer.model must be a factory" in err and "without parentheses" in err
+  assert code == main.EXIT_BAD_INPUT
+  assert "Trainer.model must be a factory" in err and "without parentheses" in err
 
 
 def test_an_optimizers_own_weight_decay_is_refused_for_the_selector(tmp_path, capsys):
@@ -83,14 +85,16 @@ def test_unwritable_model_dir(tmp_path, capsys):
 
 
 def test_unknown_strategy_lists_the_valid_ones(tmp_path, capsys):
-  code, err = run_main([f"--gin_file={QUICKSTART}", "--strategy=bogus", f"--model_dir={tmp_path / 'run'}"], capsys)
+  code, err = run_main([f"--gin_file={QUICKSTART}", "--strategy=bogus", f"--model_dir={tmp_path / 'run'}"],
+                       capsys)
   assert code == main.EXIT_BAD_INPUT and "--strategy='bogus'" in err and "mirrored" in err
 
 
 def test_indivisible_batch_is_refused(tmp_path, capsys):
   code, err = run_main([f"--gin_file={QUICKSTART}", "--gin_bindings=Trainer.batch_size=0",
                         f"--model_dir={tmp_path / 'run'}"], capsys)
-  assert code == main.EXIT_BAD_INPUT and "Trainer.batch_size=0 must be a positive multiple" in err
+  assert code == main.EXIT_BAD_INPUT
+  assert "Trainer.batch_size: global batch size 0 must be a positive multiple" in err
 
 
 def test_resuming_with_a_changed_model_is_refused_with_a_config_diff(tmp_path, capsys):

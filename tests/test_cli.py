@@ -12,6 +12,11 @@ import os
 import pytest
 
 from tests.helpers import FAST, read_scalars, read_texts, run_cli
+from trainer.metrics import tags
+from trainer.metrics.events import read_tags
+
+# Every test reads the two CLI subprocess runs of the `runs` fixture (~20 s).
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 TRAIN_TAGS = {"train/loss", "train/data_loss", "train/accuracy", "penalty/total", "penalty/l2",
               "optimizer/learning_rate", "perf/steps_per_sec", "perf/examples_per_sec"}
@@ -25,7 +30,7 @@ def runs(tmp_path_factory):
   common = ["--gin_file=gin_configs/quickstart.gin", f"--model_dir={model_dir}"]
   first = run_cli(common + [f"--gin_bindings={b}" for b in FAST], cwd=str(cwd))
   assert first.returncode == 0, first.stdout[-4000:]
-  second = run_cli(common + [f"--gin_bindings={b}" for b in FAST] + ["--gin_bindings=Trainer.train_steps=300"],
+  second = run_cli(common + [f"--gin_bindings={b}" for b in FAST + ["Trainer.train_steps=300"]],
                    cwd=str(cwd))
   assert second.returncode == 0, second.stdout[-4000:]
   return model_dir, first.stdout, second.stdout
@@ -33,11 +38,21 @@ def runs(tmp_path_factory):
 
 def test_expected_tags_are_written_with_finite_values(runs):
   model_dir, _, _ = runs
-  train, evaluation = read_scalars(os.path.join(model_dir, "train")), read_scalars(os.path.join(model_dir, "eval"))
+  train = read_scalars(os.path.join(model_dir, "train"))
+  evaluation = read_scalars(os.path.join(model_dir, "eval"))
   assert TRAIN_TAGS <= set(train), sorted(train)
   assert EVAL_TAGS <= set(evaluation), sorted(evaluation)
   for series in list(train.values()) + list(evaluation.values()):
     assert all(math.isfinite(value) for _, value in series)
+
+
+def test_every_written_tag_is_registered_and_documented(runs):
+  """The tag registry is complete: each tag of a real run (all kinds, all directories) is in it."""
+  model_dir, _, _ = runs
+  for directory in (tags.TRAIN, tags.EVAL, tags.SESSION):
+    for tag in read_tags(os.path.join(model_dir, directory)):
+      entry = tags.find(tag)  # raises UnknownTagError for an unregistered tag
+      assert entry.directory == directory and entry.doc, tag
 
 
 def test_resume_continues_the_step_counter_without_repeats_or_gaps(runs):
@@ -53,7 +68,8 @@ def test_resume_continues_the_step_counter_without_repeats_or_gaps(runs):
 def test_total_loss_is_data_loss_plus_penalty(runs):
   model_dir, _, _ = runs
   train = read_scalars(os.path.join(model_dir, "train"))
-  for (_, loss), (_, data), (_, penalty) in zip(train["train/loss"], train["train/data_loss"], train["penalty/total"]):
+  columns = zip(train["train/loss"], train["train/data_loss"], train["penalty/total"])
+  for (_, loss), (_, data), (_, penalty) in columns:
     assert penalty > 0
     assert loss == pytest.approx(data + penalty, rel=1e-5)
 

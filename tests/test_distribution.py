@@ -19,7 +19,15 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import mirrored
-from tests.helpers import QUICKSTART, REPO, checkpoint_values, read_scalars, run_cli, run_main, train_in_process
+from tests.helpers import (
+  QUICKSTART,
+  REPO,
+  checkpoint_values,
+  read_scalars,
+  run_cli,
+  run_main,
+  train_in_process,
+)
 from trainer.runtime import compat
 from trainer.runtime import strategy as strategy_lib
 
@@ -30,7 +38,8 @@ EVERY_TERM = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @Pro
 
 
 def _args(model_dir: str, *extra: str) -> list[str]:
-  return [f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}", *extra] + [f"--gin_bindings={b}" for b in EVERY_TERM]
+  return ([f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}", *extra]
+          + [f"--gin_bindings={b}" for b in EVERY_TERM])
 
 
 def _free_port() -> int:
@@ -73,6 +82,8 @@ def runs(tmp_path_factory):
   return {name: str(path) for name, path in dirs.items()}, outcomes, scratch
 
 
+@pytest.mark.slow  # the `runs` fixture: 3 CLI subprocesses and 2 MultiWorkerMirrored workers, ~40 s
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("replicas", ["2", "4", "workers"])
 def test_weights_and_optimizer_state_are_replica_invariant_with_every_term_on(runs, replicas):
   dirs, _, _ = runs
@@ -82,6 +93,8 @@ def test_weights_and_optimizer_state_are_replica_invariant_with_every_term_on(ru
     np.testing.assert_allclose(got[key], expected[key], atol=1e-5, rtol=0, err_msg=key)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("replicas", ["2", "4", "workers"])
 def test_penalties_and_losses_in_tensorboard_are_replica_invariant(runs, replicas):
   dirs, _, _ = runs
@@ -89,9 +102,12 @@ def test_penalties_and_losses_in_tensorboard_are_replica_invariant(runs, replica
   got = read_scalars(os.path.join(dirs[replicas], "train"))
   for tag in ("train/loss", "train/data_loss", "penalty/l2", "penalty/l1", "penalty/total"):
     assert [s for s, _ in got[tag]] == [s for s, _ in expected[tag]], tag
-    np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in expected[tag]], rtol=1e-5, err_msg=tag)
+    np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in expected[tag]], rtol=1e-5,
+                               err_msg=tag)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_only_the_chief_writes_and_the_worker_scratch_is_removed(runs):
   dirs, outcomes, scratch = runs
   assert "worker: worker 0 (chief)" in outcomes["workers"][0].stdout
@@ -102,6 +118,8 @@ def test_only_the_chief_writes_and_the_worker_scratch_is_removed(runs):
   assert os.listdir(scratch) == []
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_strategy_and_replicas_are_logged(runs):
   _, outcomes, _ = runs
   assert "strategy: MirroredStrategy | replicas: 4" in outcomes["4"].stdout
@@ -110,9 +128,11 @@ def test_strategy_and_replicas_are_logged(runs):
 
 def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
   """Checkpoints do not depend on the strategy: what a TPU/GPU job writes, a CPU job can read."""
-  bindings = EVERY_TERM[:5] + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10"]
+  bindings = EVERY_TERM[:5] + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10",
+                               "Trainer.checkpoint_every=10"]
   train_in_process(str(tmp_path), bindings, strategy=mirrored(2))
-  trainer, _ = train_in_process(str(tmp_path), bindings[:-3] + ["Trainer.train_steps=30", "Trainer.steps_per_loop=10"])
+  trainer, _ = train_in_process(str(tmp_path),
+                                bindings[:-3] + ["Trainer.train_steps=30", "Trainer.steps_per_loop=10"])
   assert int(trainer.step.numpy()) == 30
 
 
@@ -121,7 +141,8 @@ def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
 def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, model, precision):
   """TPU proxy: with jit_compile the whole replica step (every term, bfloat16) compiles and trains."""
   bindings = EVERY_TERM[:5] + [f"Trainer.model={model}", f"Trainer.mixed_precision={precision}",
-                               "Trainer.jit_compile=True", "Trainer.train_steps=10", "Trainer.steps_per_loop=10"]
+                               "Trainer.jit_compile=True", "Trainer.train_steps=10",
+                               "Trainer.steps_per_loop=10"]
   trainer, results = train_in_process(str(tmp_path), bindings)
   assert np.isfinite(results["train/loss"]) and results["penalty/l2"] > 0
   if precision != "None":
@@ -137,6 +158,7 @@ def test_mixed_float16_trains_with_loss_scaling(tmp_path):
   assert np.isfinite(results["train/loss"])
 
 
+@pytest.mark.multiprocess
 def test_tpu_strategy_without_a_tpu_fails_fast_with_a_clear_message(tmp_path):
   started = time.monotonic()
   outcome = run_cli([f"--gin_file={QUICKSTART}", f"--model_dir={tmp_path}", "--strategy=tpu"])
@@ -183,11 +205,10 @@ def test_synchronized_batch_norm_makes_the_resnet_replica_invariant(tmp_path):
 def test_a_loss_scale_overflow_is_skipped_by_the_optimizer_and_the_decay_alike():
   """mixed_float16: an overflowing step is the loss scaler's to skip, not the non-finite guard's."""
   from models import MLP
-  from trainer.loop import losses
-  from trainer.regularization import terms as regularizers
-  from trainer.loop import schedules
   from trainer.data import digits
+  from trainer.loop import losses, schedules
   from trainer.loop.programs import TrainProgram
+  from trainer.regularization import terms as regularizers
   tf.keras.mixed_precision.set_global_policy("mixed_float16")
   try:
     model = MLP(hidden_sizes=(8,))
@@ -200,7 +221,8 @@ def test_a_loss_scale_overflow_is_skipped_by_the_optimizer_and_the_decay_alike()
     decay.bind(model)
     program = TrainProgram(strategy=tf.distribute.get_strategy(), model=model, optimizer=optimizer,
                            schedule=schedule, loss_fn=losses.softmax_cross_entropy, global_batch_size=8,
-                           loss_terms=[], update_terms=[decay], include_model_losses=False, classification=True,
+                           loss_terms=[], update_terms=[decay], include_model_losses=False,
+                           classification=True,
                            step=tf.Variable(0, dtype=tf.int64))
     train = digits().train
     batches = iter(tf.data.Dataset.from_tensors((train.features[:8], train.labels[:8])).repeat())

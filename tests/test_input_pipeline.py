@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.data import pipeline as input_pipeline
 from trainer.data import ArrayData
+from trainer.data import pipeline as input_pipeline
 
 N = 37  # deliberately not a multiple of any batch size used here
 
@@ -24,17 +24,20 @@ def _ids(dataset, batches: int) -> list[list[int]]:
 def test_resuming_at_step_k_yields_exactly_batches_k_onwards():
   full = _ids(input_pipeline.train_dataset(_data(), global_batch_size=8, seed=3, start_step=0), 20)
   for start in (1, 4, 5, 13):
-    resumed = _ids(input_pipeline.train_dataset(_data(), global_batch_size=8, seed=3, start_step=start), 20 - start)
+    resumed = _ids(input_pipeline.train_dataset(_data(), global_batch_size=8, seed=3, start_step=start),
+                   20 - start)
     assert resumed == full[start:]
 
 
 def test_stream_is_a_sequence_of_permutations_that_differ_by_epoch_and_seed():
-  stream = np.concatenate(_ids(input_pipeline.train_dataset(_data(), global_batch_size=1, seed=3, start_step=0), 3 * N))
+  stream = np.concatenate(
+      _ids(input_pipeline.train_dataset(_data(), global_batch_size=1, seed=3, start_step=0), 3 * N))
   epochs = stream.reshape(3, N)
   for epoch in epochs:
     assert sorted(epoch) == list(range(N))
   assert not np.array_equal(epochs[0], epochs[1])
-  other_seed = np.concatenate(_ids(input_pipeline.train_dataset(_data(), global_batch_size=1, seed=4, start_step=0), N))
+  other_seed = np.concatenate(
+      _ids(input_pipeline.train_dataset(_data(), global_batch_size=1, seed=4, start_step=0), N))
   assert not np.array_equal(other_seed, epochs[0])
 
 
@@ -43,8 +46,10 @@ def test_replicas_and_workers_split_each_global_batch_exactly():
   single = _ids(input_pipeline.train_dataset(_data(), global_batch_size=8, seed=1, start_step=2), 5)
   per_worker = []
   for worker in range(2):
-    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=4)
-    dataset = input_pipeline.train_dataset(_data(), global_batch_size=8, seed=1, start_step=2, input_context=context)
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
+                                         num_replicas_in_sync=4)
+    dataset = input_pipeline.train_dataset(_data(), global_batch_size=8, seed=1, start_step=2,
+                                           input_context=context)
     per_worker.append(_ids(dataset, 10))  # each worker feeds 2 local replicas per step
   for step in range(5):
     pieces = [per_worker[w][2 * step + r] for w in range(2) for r in range(2)]
@@ -58,14 +63,15 @@ def test_eval_covers_every_example_once_with_static_padded_batches():
   seen, shapes = [], set()
   for _, labels, weights in dataset:
     shapes.add(tuple(labels.shape))
-    seen += [int(l) for l, w in zip(labels.numpy(), weights.numpy()) if w == 1.0]
+    seen += [int(label) for label, w in zip(labels.numpy(), weights.numpy()) if w == 1.0]
     assert set(weights.numpy().tolist()) <= {0.0, 1.0}
   assert shapes == {(5,)}
   assert sorted(seen) == list(range(N))
 
 
 def test_indivisible_global_batch_is_a_clear_error():
-  with pytest.raises(ValueError, match=r"Trainer.batch_size=10 must be a positive multiple of the number of replicas \(4\)"):
+  message = r"global batch size 10 must be a positive multiple of the number of replicas \(4\)"
+  with pytest.raises(ValueError, match=message):
     input_pipeline.per_replica_batch_size(10, 4)
 
 

@@ -117,10 +117,12 @@ def test_grad_norm_is_the_objective_gradient_on_the_probe_batch(run):
 
 def test_distance_from_init_uses_the_seeded_initial_weights(run, tmp_path):
   trainer, model_dir = run
-  from trainer.config import parsing as config
+  from trainer.config import parsing
+  from trainer.loop import builder
   from trainer.loop.trainer import Trainer
-  config.parse([QUICKSTART], BINDINGS)
-  fresh = Trainer(strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path))  # same seed, untrained
+  parsing.parse([QUICKSTART], BINDINGS)
+  fresh = builder.build(Trainer(), strategy=tf.distribute.get_strategy(),
+                        model_dir=str(tmp_path))  # untrained
   distance = _flat_norm([a - b for a, b in zip(_params(trainer), _params(fresh))])
   assert _last(read_scalars(f"{model_dir}/train"), "norms/distance_from_init") == (
       200, pytest.approx(distance, rel=1e-5))

@@ -45,7 +45,8 @@ def test_penalty_values_equal_numpy_on_the_checkpointed_weights(tmp_path):
   for tag, value in expected.items():
     assert results[tag] == pytest.approx(value, rel=1e-5), tag
   assert results["penalty/total"] == pytest.approx(sum(expected.values()), rel=1e-5)
-  assert results["train/loss"] == pytest.approx(results["train/data_loss"] + results["penalty/total"], rel=1e-5)
+  assert results["train/loss"] == pytest.approx(results["train/data_loss"] + results["penalty/total"],
+                                                rel=1e-5)
 
 
 def test_term_and_layer_regularizer_on_the_same_variables_warn(tmp_path, caplog):

@@ -1,8 +1,8 @@
 """Tests for `trainer.regularizers`: penalties, update rules, Keras AdamW parity, distribution.
 
 References are independent: numpy re-implementations of the update rules, the closed forms and
-vectors of /work/shared/REFERENCE.md, and the Keras optimizers' own `weight_decay`. Tolerances are
-absolute unless said otherwise.
+vectors of docs/REGULARIZATION.md ("Test vectors"), and the Keras optimizers' own `weight_decay`.
+Tolerances are absolute unless said otherwise.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-
 from tests.conftest import mirrored
-from trainer.runtime import compat
-from trainer.regularization import terms as regularizers
 from trainer.regularization import selectors
+from trainer.regularization import terms as regularizers
+from trainer.runtime import compat
 
 layers = tf.keras.layers
 
-# REFERENCE.md test vectors.
+# Test vectors of docs/REGULARIZATION.md, "Test vectors".
 W0 = np.array([1.0, -2.0, 0.5])
 G = np.array([0.1, 0.2, -0.3])
 LR = 0.1
@@ -29,7 +28,8 @@ TINY_EPSILON = 1e-12  # eps -> 0: every Adam step is exactly lr * sign(g), so cl
 # Adam betas exact in float32 and in `1 - beta`. Keras computes beta**t from the float32 beta and
 # `1 - beta` in float64: with beta_2 = 0.999 the two disagree by 1.3e-5 relative, which shrinks
 # every Adam step by 6.4e-6 relative (2e-6 absolute after 3 steps here), too much for 1e-6.
-# The closed forms of REFERENCE.md (each step exactly lr * sign(g) as eps -> 0) hold for any betas.
+# The closed forms of docs/REGULARIZATION.md (each step exactly lr * sign(g) as eps -> 0) hold for
+# any betas.
 BETA_1, BETA_2 = 1 - 2.0**-3, 1 - 2.0**-9
 MOMENTUM = 0.9
 
@@ -100,8 +100,10 @@ def _train(model, optimizer, terms, steps: int, learning_rate, loss_fn):
 def _fixed_gradient_loss(g: np.ndarray):
   """A loss whose kernel gradient is exactly `g` and whose bias gradient is 0."""
   g = tf.constant(g.reshape(-1, 1), tf.float32)
-  dense = lambda model: model.layers[0]
-  return lambda model: tf.reduce_sum(dense(model).kernel * g) + 0.0 * dense(model).bias[0]
+  def loss(model):
+    dense = model.layers[0]
+    return tf.reduce_sum(dense.kernel * g) + 0.0 * dense.bias[0]
+  return loss
 
 
 def _lr_at(learning_rate, step: int) -> float:
@@ -237,7 +239,7 @@ def test_mixed_precision_variables_are_penalized_and_decayed():
 
 
 # ---------------------------------------------------------------------------------------------
-# Update rules against numpy, and REFERENCE.md closed forms.
+# Update rules against numpy, and the closed forms of docs/REGULARIZATION.md, "Test vectors".
 
 
 _UPDATE_CASES = {

@@ -21,8 +21,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import DROPOUT, QUICKSTART, REPO, checkpoint_values, read_scalars, run_main, train_in_process
-from trainer.loop import controller
+from tests.helpers import (
+  DROPOUT,
+  QUICKSTART,
+  REPO,
+  checkpoint_values,
+  read_scalars,
+  run_main,
+  train_in_process,
+)
+from trainer.loop import recovery
 from trainer.runtime import preemption
 
 # Dropout makes the RNG state part of what must resume; a checkpoint every loop makes kills land in saves.
@@ -73,6 +81,8 @@ def _assert_bit_identical(model_dir: str, reference: dict) -> None:
     np.testing.assert_array_equal(got[key], reference[key], err_msg=key)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_killed_five_times_at_random_moments_resumes_bit_identical(tmp_path, reference):
   rng = random.Random(1234)
   model_dir = str(tmp_path)
@@ -92,6 +102,8 @@ def test_killed_five_times_at_random_moments_resumes_bit_identical(tmp_path, ref
   _assert_bit_identical(model_dir, reference)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_sigterm_checkpoints_exits_75_and_resumes_without_losing_a_step(tmp_path, reference):
   model_dir = str(tmp_path)
   process = _start(model_dir)
@@ -111,7 +123,8 @@ def test_sigterm_checkpoints_exits_75_and_resumes_without_losing_a_step(tmp_path
   _assert_bit_identical(model_dir, reference)
 
 
-EXPLODING = ["Trainer.optimizer=@SGD", "Trainer.learning_rate=@Piecewise()", "Piecewise.base_learning_rate=0.01",
+EXPLODING = ["Trainer.optimizer=@SGD", "Trainer.learning_rate=@Piecewise()",
+             "Piecewise.base_learning_rate=0.01",
              "Piecewise.boundaries=[25]", "Piecewise.multipliers=[1e12]", "Trainer.train_steps=100",
              "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10", "Trainer.eval_every=100"]
 
@@ -122,9 +135,10 @@ def _latest_step(model_dir: str) -> int:
 
 def test_nonfinite_step_stops_naming_term_and_step_with_the_last_checkpoint_intact(tmp_path, capsys):
   model_dir = str(tmp_path)
-  code = run_main([f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}"] + [f"--gin_bindings={b}" for b in EXPLODING])
+  code = run_main([f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}"]
+                  + [f"--gin_bindings={b}" for b in EXPLODING])
   err = capsys.readouterr().err
-  assert code == controller.EXIT_NONFINITE
+  assert code == recovery.EXIT_NONFINITE
   match = re.search(r"non-finite (.+) at step (\d+) \(Trainer.on_nonfinite='stop'\)", err)
   assert match, err
   terms, step = match.group(1).split(", "), int(match.group(2))
@@ -149,10 +163,11 @@ def test_restore_policy_reloads_the_last_good_checkpoint_at_a_lower_rate(tmp_pat
 def test_early_stopping_stops_at_the_expected_step_and_exports_the_best_model(tmp_path):
   """The learning rate drops to 0 at step 60, so eval/loss stops improving; patience 2 at eval_every 20."""
   model_dir = str(tmp_path)
-  bindings = ["Trainer.learning_rate=@Piecewise()", "Piecewise.base_learning_rate=3e-3", "Piecewise.boundaries=[60]",
-              "Piecewise.multipliers=[0.0]", "Trainer.train_steps=400", "Trainer.steps_per_loop=20",
-              "Trainer.eval_every=20", "Trainer.checkpoint_every=100", "Trainer.early_stopping=@EarlyStopping()",
-              "EarlyStopping.metric='eval/loss'", "EarlyStopping.patience=2"]
+  bindings = ["Trainer.learning_rate=@Piecewise()", "Piecewise.base_learning_rate=3e-3",
+              "Piecewise.boundaries=[60]", "Piecewise.multipliers=[0.0]", "Trainer.train_steps=400",
+              "Trainer.steps_per_loop=20", "Trainer.eval_every=20", "Trainer.checkpoint_every=100",
+              "Trainer.early_stopping=@EarlyStopping()", "EarlyStopping.metric='eval/loss'",
+              "EarlyStopping.patience=2"]
   trainer, _ = train_in_process(model_dir, bindings)
   evals = read_scalars(os.path.join(model_dir, "eval"))["eval/loss"]
   best_step, best = None, np.inf
@@ -169,7 +184,8 @@ def test_early_stopping_stops_at_the_expected_step_and_exports_the_best_model(tm
   served = tf.saved_model.load(os.path.join(model_dir, "best", "saved_model"))
   validation = trainer.splits.validation
   logits = served.serve(tf.constant(validation.features))["outputs"].numpy()
-  loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=validation.labels, logits=logits).numpy().mean()
+  loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=validation.labels,
+                                                        logits=logits).numpy().mean()
   assert loss == pytest.approx(best, rel=1e-5)
   accuracy = float((logits.argmax(axis=1) == validation.labels).mean())
   best_accuracy = dict(read_scalars(os.path.join(model_dir, "eval"))["eval/accuracy"])[best_step]

@@ -35,7 +35,8 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, c
       f.truncate(20)
   caplog.set_level(logging.WARNING)
   trainer, _ = train_in_process(model_dir, SHORT + ["Trainer.train_steps=150"])
-  assert any("ckpt-100 is unreadable" in r.getMessage() and "falling back" in r.getMessage() for r in caplog.records)
+  assert any("ckpt-100 is unreadable" in r.getMessage() and "falling back" in r.getMessage()
+             for r in caplog.records)
   assert int(trainer.step.numpy()) == 150
 
 
@@ -51,11 +52,13 @@ BASE = "Trainer.train_steps = 100\nTrainer.eval_every = 10\nL2.scale = 0.001\nML
 
 
 def test_config_guard_allows_safe_changes_and_refuses_others_with_a_diff():
-  safe = BASE.replace("100", "300").replace("eval_every = 10", "eval_every = 20") + "Monitor.sharpness_every = 5\n"
+  safe = (BASE.replace("100", "300").replace("eval_every = 10", "eval_every = 20")
+          + "Monitor.sharpness_every = 5\n")
   assert config_guard.unsafe_changes(BASE, safe) == []
   changed = BASE.replace("0.001", "0.01").replace("(8, 8)", "(8, 16)")
   assert config_guard.unsafe_changes(BASE, changed) == [
-      "- L2.scale = 0.001", "+ L2.scale = 0.01", "- MLP.hidden_sizes = (8, 8)", "+ MLP.hidden_sizes = (8, 16)"]
+      "- L2.scale = 0.001", "+ L2.scale = 0.01",
+      "- MLP.hidden_sizes = (8, 8)", "+ MLP.hidden_sizes = (8, 16)"]
   assert config_guard.unsafe_changes(BASE, BASE + "L1.scale = 0.1\n") == ["+ L1.scale = 0.1"]
 
 
@@ -75,8 +78,8 @@ def test_early_stopping_counts_evaluations_without_improvement():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode="up"), "EarlyStopping.mode='up'"),
-    (dict(patience=0), "patience must be >= 1"),
-    (dict(min_delta=-1.0), "min_delta must be finite and >= 0"),
+    (dict(patience=0), "EarlyStopping: patience must be an integer >= 1"),
+    (dict(min_delta=-1.0), "EarlyStopping: min_delta must be a finite number >= 0"),
 ])
 def test_early_stopping_arguments_are_checked(kwargs, message):
   with pytest.raises(ValueError, match=message):

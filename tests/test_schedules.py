@@ -11,7 +11,8 @@ from trainer.loop import schedules
 
 
 def test_warmup_cosine_matches_closed_form():
-  schedule = schedules.WarmupCosine(base_learning_rate=0.2, warmup_steps=10, decay_steps=110, final_fraction=0.1)
+  schedule = schedules.WarmupCosine(base_learning_rate=0.2, warmup_steps=10, decay_steps=110,
+                                    final_fraction=0.1)
   for step in [0, 1, 5, 9, 10, 11, 60, 109, 110, 500]:
     if step < 10:
       expected = 0.2 * step / 10
@@ -30,7 +31,7 @@ def test_piecewise_and_constant():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: schedules.Constant(-1.0), "Constant.base_learning_rate"),
+    (lambda: schedules.Constant(-1.0), "Constant: base_learning_rate must be a finite number >= 0"),
     (lambda: schedules.WarmupCosine(1.0, warmup_steps=10, decay_steps=10), "warmup_steps < decay_steps"),
     (lambda: schedules.Piecewise(1.0, boundaries=[5, 2], multipliers=[0.1, 0.1]), "increasing"),
     (lambda: schedules.as_schedule("fast"), "Trainer.learning_rate must be a number"),

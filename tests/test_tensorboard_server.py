@@ -19,6 +19,8 @@ import pytest
 
 from tests.helpers import FAST, REPO, train_in_process
 
+pytestmark = pytest.mark.multiprocess  # a real tensorboard server process
+
 SCALES = {"l2_0": 0.0, "l2_1e-3": 1e-3}
 STARTUP_SECONDS = 60
 SESSION_REQUEST = {"experimentName": "", "startIndex": 0, "sliceSize": 100,

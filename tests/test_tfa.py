@@ -11,21 +11,25 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import models  # noqa: F401  (registers MLP for gin)
+import trainer
 from tests.conftest import mirrored
 from tests.helpers import FAST, QUICKSTART, train_in_process
-from trainer.runtime import compat  # noqa: F401
 from trainer.config import parsing as config
-from trainer.config import registry
-from trainer.regularization import terms as regularizers
-from trainer.loop import schedules
-from trainer.regularization import tfa_optimizers as tfa_support
 from trainer.data import digits
+from trainer.loop import builder, schedules
 from trainer.loop.trainer import Trainer
+from trainer.regularization import terms as regularizers
+from trainer.regularization import tfa_optimizers as tfa_support
+from trainer.runtime import compat
 
-requires_tfa = pytest.mark.skipif(
+_skip_without_tfa = pytest.mark.skipif(
     not tfa_support.available(),
     reason="tensorflow-addons 0.23 imports only with TF <= 2.15; run in the tfa lane (make test-tfa)")
+
+
+def requires_tfa(test):
+  """Marks `test` as a tfa-lane test (`-m tfa`) and skips it where tensorflow-addons does not import."""
+  return pytest.mark.tfa(_skip_without_tfa(test))
 
 WEIGHT_DECAY = 1e-3
 STEPS = 100
@@ -37,7 +41,8 @@ def _batches(num_steps: int, batch_size: int = 64):
   order = np.random.default_rng(0).permutation(len(train.labels))
   for step in range(num_steps):
     rows = order[np.arange(step * batch_size, (step + 1) * batch_size) % len(order)]
-    yield tf.constant(train.features[rows].reshape(batch_size, -1), tf.float32), tf.constant(train.labels[rows])
+    yield (tf.constant(train.features[rows].reshape(batch_size, -1), tf.float32),
+           tf.constant(train.labels[rows]))
 
 
 def _model(weights=None) -> tf.keras.Model:
@@ -109,7 +114,8 @@ def test_schedule_multiplier_decay_equals_tfa_step_for_step(optimizer_name, sche
     occam_optimizer.apply_gradients(zip(gradients, occam_model.trainable_variables))
 
   tfa_class = {"Adam": tfa.optimizers.AdamW, "SGD": tfa.optimizers.SGDW}[optimizer_name]
-  weight_decay = (lambda: WEIGHT_DECAY * schedule(tfa_optimizer.iterations) / base) if scheduled else WEIGHT_DECAY
+  weight_decay = ((lambda: WEIGHT_DECAY * schedule(tfa_optimizer.iterations) / base) if scheduled
+                  else WEIGHT_DECAY)
   tfa_optimizer = tfa_class(weight_decay=weight_decay, learning_rate=schedule, **extra)
   kernels = [v for v in tfa_model.trainable_variables if len(v.shape) == 2]
 
@@ -129,12 +135,14 @@ def test_schedule_multiplier_decay_equals_tfa_step_for_step(optimizer_name, sche
   assert max(np.abs(a - b).max() for a, b in zip(undecayed, reference)) > 1e-4  # the decay matters
   assert max(np.abs(a - b).max() for a, b in zip(occam, reference)) <= tolerance
   for model in (occam_model, tfa_model):  # biases: same as without decay
-    np.testing.assert_allclose(model.layers[0].bias.numpy(), undecayed_model.layers[0].bias.numpy(), atol=1e-6)
+    np.testing.assert_allclose(model.layers[0].bias.numpy(), undecayed_model.layers[0].bias.numpy(),
+                               atol=1e-6)
 
 
 def _tfa_bindings(weight_decay: float, learning_rate: float) -> list[str]:
   return FAST + ["Trainer.regularizers=[]", f"Trainer.learning_rate={learning_rate}",
-                 "Trainer.optimizer=@tfa.optimizers.AdamW", f"tfa.optimizers.AdamW.weight_decay={weight_decay}"]
+                 "Trainer.optimizer=@tfa.optimizers.AdamW",
+                 f"tfa.optimizers.AdamW.weight_decay={weight_decay}"]
 
 
 @requires_tfa
@@ -161,8 +169,9 @@ def test_gin_tfa_adamw_decays_exactly_the_selected_variables(tmp_path, replicas)
 
 @requires_tfa
 def test_plain_tfa_with_an_exclusion_decays_nothing_under_mirrored():
-  """The defect Occam designs around (REFERENCE.md): tfa's decay set holds the mirrored variables,
-  its update sees their per-device components, so with `decay_var_list` nothing is decayed."""
+  """The defect Occam designs around (docs/REGULARIZATION.md, "tensorflow-addons under
+  MirroredStrategy"): tfa's decay set holds the mirrored variables, its update sees their
+  per-device components, so with `decay_var_list` nothing is decayed."""
   tfa = tfa_support.import_tfa()
   strategy = mirrored(2)
   with strategy.scope():
@@ -171,7 +180,8 @@ def test_plain_tfa_with_an_exclusion_decays_nothing_under_mirrored():
 
   @tf.function
   def step():
-    strategy.run(lambda: optimizer.apply_gradients([(tf.zeros_like(kernel), kernel)], decay_var_list=[kernel]))
+    strategy.run(
+        lambda: optimizer.apply_gradients([(tf.zeros_like(kernel), kernel)], decay_var_list=[kernel]))
 
   step()
   assert [c.numpy()[0, 0] for c in strategy.experimental_local_results(kernel)] == [1.0, 1.0]
@@ -188,7 +198,7 @@ def test_own_tfa_factory_with_exclusion_under_mirrored_is_refused(tmp_path):
   config.parse([QUICKSTART], FAST)
   strategy = mirrored(2)
   with pytest.raises(ValueError) as error, strategy.scope():
-    Trainer(strategy=strategy, model_dir=str(tmp_path), optimizer=own_adamw)
+    builder.build(Trainer(optimizer=own_adamw), strategy=strategy, model_dir=str(tmp_path))
   message = str(error.value)
   for expected in ("decays none", "MirroredStrategy (2 replicas)", "dense_0/kernel",
                    "DecoupledWeightDecay", "schedule_multiplier", "@tfa.optimizers.AdamW"):
@@ -216,8 +226,8 @@ def test_gin_tfa_optimizers_train_like_occam_decay_on_two_replicas(tmp_path, tfa
   at lr = 0 above and step for step with shared gradients.)
   """
   common = FAST + ["Trainer.learning_rate=0.01"]
-  tfa_run, tfa_results = train_in_process(str(tmp_path / "tfa"), common + ["Trainer.regularizers=[]"] + tfa_optimizer,
-                                          strategy=mirrored(2))
+  tfa_run, tfa_results = train_in_process(
+      str(tmp_path / "tfa"), common + ["Trainer.regularizers=[]"] + tfa_optimizer, strategy=mirrored(2))
   occam_run, _ = train_in_process(
       str(tmp_path / "occam"), common + occam_optimizer + [
           "Trainer.regularizers=[@DecoupledWeightDecay()]", "DecoupledWeightDecay.rate=0.002",
@@ -229,7 +239,8 @@ def test_gin_tfa_optimizers_train_like_occam_decay_on_two_replicas(tmp_path, tfa
 
 @requires_tfa
 def test_tfa_factory_instance_form_and_tfa_exclusion_list_are_refused(tmp_path):
-  with pytest.raises(TypeError, match=r"bind it without parentheses, `Trainer.optimizer = @tfa.optimizers.AdamW`"):
+  with pytest.raises(trainer.InvalidRunError,
+                     match=r"bind it without parentheses, `Trainer.optimizer = @tfa.optimizers.AdamW`"):
     train_in_process(str(tmp_path), FAST + ["Trainer.optimizer=@tfa.optimizers.AdamW()",
                                             "tfa.optimizers.AdamW.weight_decay=1e-4"])
   with pytest.raises(ValueError, match=r"exclude_from_weight_decay is not supported.*VariableSelector"):

@@ -138,7 +138,8 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
   model_dir, is_chief = run.model_dir, run.is_chief
   watcher = _Callbacks(callbacks)
   metrics = driver.train(run, restored=restored,
-                         train_actions=[parsing.RecordOperativeConfig(model_dir, run.writers)] if is_chief else [],
+                         train_actions=([parsing.RecordOperativeConfig(model_dir, run.writers)]
+                                        if is_chief else []),
                          eval_actions=[watcher], stop_conditions=[lambda: watcher.stop_requested])
   return Results(metrics=metrics, model_dir=model_dir, step=int(run.step.numpy()), restored_from=restored,
                  stopped_by_callback=watcher.stop_requested, run=run)

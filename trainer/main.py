@@ -13,7 +13,8 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), parsed in order. Relative paths also "
                           "resolve against the installed package, e.g. gin_configs/quickstart.gin.")
-flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files, e.g. 'Trainer.train_steps=100'.")
+flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings applied after the files, "
+                          "e.g. 'Trainer.train_steps=100'.")
 flags.DEFINE_string("model_dir", None, "Where checkpoints, event files and the operative config go. "
                     "Rerunning with the same directory resumes.")
 flags.DEFINE_string("strategy", "default", "Distribution strategy: default, one_device, mirrored, "
@@ -51,8 +52,8 @@ def run(argv) -> int:
       tf.config.experimental.enable_op_determinism()
     if FLAGS.virtual_devices:
       strategy_lib.split_cpu(FLAGS.virtual_devices)
-    results = api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir, strategy=FLAGS.strategy,
-                        tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change)
+    results = api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir,
+                        strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change)
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
   except preemption.Preempted as stop:

@@ -1,1 +1,1 @@
-"""Configuration: parsing gin files and bindings, the resume guard, and the one place that registers configurables."""
+"""Configuration: parsing gin files and bindings, the resume guard, the single registry of configurables."""

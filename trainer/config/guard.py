@@ -65,7 +65,8 @@ def _default(key: str) -> str | None:
     signature = inspect.signature(gin.get_configurable(selector))
   except (ValueError, TypeError):
     return None
-  default = signature.parameters.get(parameter, inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)).default
+  default = signature.parameters.get(
+      parameter, inspect.Parameter("_", inspect.Parameter.KEYWORD_ONLY)).default
   if default is inspect.Parameter.empty or default is gin.REQUIRED:
     return None
   return f"@{default.__name__}" if callable(default) and hasattr(default, "__name__") else repr(default)
@@ -92,7 +93,8 @@ def check(model_dir: str, *, allow_change: bool) -> None:
   Only a run that has a checkpoint can be changed by a new config; before that there is nothing to keep.
   """
   path = os.path.join(model_dir, CONFIG_FILE)
-  if not tf.io.gfile.exists(path) or not tf.io.gfile.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index")):
+  if (not tf.io.gfile.exists(path)
+      or not tf.io.gfile.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index"))):
     return
   with tf.io.gfile.GFile(path) as f:
     changes = unsafe_changes(f.read(), gin.config_str())

@@ -77,5 +77,6 @@ class RecordOperativeConfig:
   def __call__(self, step: int, scalars: Mapping[str, float]) -> None:
     del scalars
     if not self._written:
-      self._writers.write_text(tags.TRAIN, step, "config/operative_gin", write_operative_config(self._model_dir))
+      self._writers.write_text(tags.TRAIN, step, "config/operative_gin",
+                               write_operative_config(self._model_dir))
       self._written = True

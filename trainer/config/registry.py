@@ -33,7 +33,7 @@ CONFIGURABLE_MODULES = (
 KERAS_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def register_all() -> None:
   """Registers every configurable a gin file can name (idempotent: the work happens once per process)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -1,1 +1,1 @@
-"""The training loop: the gin root (`Trainer`), the builder of a run, the controller and its actions, the compiled programs."""
+"""The training loop: the gin root (`Trainer`), run builder, controller and its actions, compiled programs."""

@@ -18,8 +18,7 @@ import os
 
 import tensorflow as tf
 
-from trainer.data import Splits
-from trainer.data import pipeline
+from trainer.data import Splits, pipeline
 from trainer.loop import schedules
 from trainer.loop.early_stopping import EarlyStopping
 from trainer.loop.programs import EvalProgram, TrainProgram
@@ -62,8 +61,9 @@ class Run:
     return tuple(t for t in self.terms if isinstance(t, terms_lib.UpdateTerm))
 
 
-def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str, is_chief: bool = True) -> Run:
-  """Builds every part of a run of `settings` under `strategy`; raises ValueError/TypeError on inconsistency."""
+def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str,
+          is_chief: bool = True) -> Run:
+  """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent."""
   replicas = strategy.num_replicas_in_sync
   for name in ("batch_size", "eval_batch_size"):
     try:
@@ -106,13 +106,14 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
       update_terms=[t for t in terms if isinstance(t, terms_lib.UpdateTerm)],
       include_model_losses=bool(model.losses), classification=classification, step=step,
       jit_compile=settings.jit_compile)
-  eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss, classification=classification)
+  eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
+                             classification=classification)
   monitor = settings.monitor if settings.monitor is not None else Monitor()
   monitor.bind(strategy=strategy, model=model, terms=terms, train_split=splits.train, loss_fn=settings.loss,
                penalties=train_program.penalties, classification=classification, seed=settings.seed)
   early_stopping_state = {"early_stopping": early_stopping} if early_stopping is not None else {}
-  checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), step=step, keep=settings.keep_checkpoints,
-                              is_chief=is_chief, model=model,
+  checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), step=step,
+                              keep=settings.keep_checkpoints, is_chief=is_chief, model=model,
                               # Every model variable by position: Keras 3 does not reach the dropout
                               # RNG state (SeedGenerator) through the model itself.
                               model_variables=[compat.tf_variable(v) for v in model.variables],

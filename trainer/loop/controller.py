@@ -39,8 +39,8 @@ class Controller:
   """Runs training from the current step to `train_steps` (or until a stop condition holds)."""
 
   def __init__(self, *, trainer: Trainable, evaluator: Evaluable, writers: SummaryWriters,
-               save_checkpoint: Callable[[int], object], train_steps: int, steps_per_loop: int, eval_every: int,
-               checkpoint_every: int, on_nonfinite: Callable[[int, Sequence[str]], None],
+               save_checkpoint: Callable[[int], object], train_steps: int, steps_per_loop: int,
+               eval_every: int, checkpoint_every: int, on_nonfinite: Callable[[int, Sequence[str]], None],
                preemption: PreemptionWatcher, train_actions: Sequence[Action] = (),
                eval_actions: Sequence[Action] = (), stop_conditions: Sequence[Callable[[], bool]] = ()):
     for name, value in (("train_steps", train_steps), ("steps_per_loop", steps_per_loop),
@@ -59,7 +59,8 @@ class Controller:
 
   def _next_boundary(self, step: int) -> int:
     """The next step at which the host must act: loop end, evaluation, checkpoint or the last step."""
-    return min(step + self._steps_per_loop, self._train_steps, (step // self._eval_every + 1) * self._eval_every,
+    return min(step + self._steps_per_loop, self._train_steps,
+               (step // self._eval_every + 1) * self._eval_every,
                (step // self._checkpoint_every + 1) * self._checkpoint_every)
 
   def run(self) -> dict[str, float]:

@@ -24,7 +24,8 @@ from trainer.runtime.preemption import PreemptionWatcher
 
 
 def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (),
-          eval_actions: Sequence[Action] = (), stop_conditions: Sequence[Callable[[], bool]] = ()) -> dict[str, float]:
+          eval_actions: Sequence[Action] = (),
+          stop_conditions: Sequence[Callable[[], bool]] = ()) -> dict[str, float]:
   """Trains `run` (restored from `restored`, None for a fresh start) to its `train_steps`.
 
   Returns the last loop's metrics and the final evaluation. Raises `Preempted` after a checkpoint on
@@ -34,17 +35,20 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
   trainer, evaluator = TrainRunner(run), EvalRunner(run)
   recovery = NonFiniteRecovery(policy=settings.on_nonfinite, max_restores=settings.max_restores,
                                lr_factor=settings.restore_lr_factor, checkpointer=run.checkpointer,
-                               learning_rate_scale=run.schedule.scale, clear_flags=trainer.clear_nonfinite_flags)
+                               learning_rate_scale=run.schedule.scale,
+                               clear_flags=trainer.clear_nonfinite_flags)
   own_eval_actions, own_stop_conditions = [], []
   if run.early_stopping is not None:
     own_eval_actions.append(KeepBest(run.early_stopping, checkpointer=run.best_checkpointer, model=run.model,
-                                     feature_shape=run.splits.train.features.shape[1:], is_chief=run.is_chief))
+                                     feature_shape=run.splits.train.features.shape[1:],
+                                     is_chief=run.is_chief))
     own_stop_conditions.append(lambda: run.early_stopping.stopped)
   controller = Controller(
       trainer=trainer, evaluator=evaluator, writers=run.writers, save_checkpoint=run.checkpointer.save,
-      train_steps=settings.train_steps, steps_per_loop=settings.steps_per_loop, eval_every=settings.eval_every,
-      checkpoint_every=settings.checkpoint_every, on_nonfinite=recovery, preemption=PreemptionWatcher(run.strategy),
-      train_actions=train_actions, eval_actions=[*own_eval_actions, *eval_actions],
+      train_steps=settings.train_steps, steps_per_loop=settings.steps_per_loop,
+      eval_every=settings.eval_every, checkpoint_every=settings.checkpoint_every, on_nonfinite=recovery,
+      preemption=PreemptionWatcher(run.strategy), train_actions=train_actions,
+      eval_actions=[*own_eval_actions, *eval_actions],
       stop_conditions=[*own_stop_conditions, *stop_conditions])
   try:
     report_start(run, trainer.step, restored)

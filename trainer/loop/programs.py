@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from trainer.runtime import compat
-from trainer.metrics import classification
 from trainer.loop.accumulators import MetricSet
+from trainer.metrics import classification
+from trainer.runtime import compat
 
 
 class TrainProgram:
@@ -57,8 +57,8 @@ class TrainProgram:
     # decay, prox) stays outside it and XLA compiles forward and backward. (On a TPU the whole
     # replica function is compiled by TPUStrategy regardless.)
     whole_step = jit_compile and strategy.num_replicas_in_sync == 1
-    self._compute_gradients = (tf.function(self._gradients, jit_compile=True) if jit_compile and not whole_step
-                               else self._gradients)
+    self._compute_gradients = (tf.function(self._gradients, jit_compile=True)
+                               if jit_compile and not whole_step else self._gradients)
     self._step = tf.function(self._replica_step, jit_compile=True) if whole_step else self._replica_step
     self.loop = tf.function(self._loop)
 
@@ -66,7 +66,7 @@ class TrainProgram:
     """Each loss term's unscaled penalty (and `model_losses`), from the variables' current values."""
     penalties = {term.name: tf.cast(term.penalty(), tf.float32) for term in self.loss_terms}
     if self.include_model_losses:
-      penalties["model_losses"] = tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
+      penalties["model_losses"] = tf.add_n([tf.cast(loss, tf.float32) for loss in self.model.losses])
     return penalties
 
   def _gradients(self, features: tf.Tensor, labels: tf.Tensor):
@@ -84,7 +84,7 @@ class TrainProgram:
     return gradients, outputs, per_example, penalties, penalty_total
 
   def _apply(self, gradients) -> None:
-    """The update: decoupled terms on w_{t-1}, the optimizer step (all-reduces under a strategy), then prox."""
+    """The update: decoupled terms on w_{t-1}, optimizer step (all-reduces under a strategy), then prox."""
     learning_rate = self.schedule(self.optimizer.iterations)
     if self.loss_scaling:  # A step the optimizer skips is skipped by decay and prox too (rate 0).
       learning_rate = tf.where(_all_replicas_finite(gradients), learning_rate, 0.0)
@@ -103,7 +103,8 @@ class TrainProgram:
     guarded = [tf.reduce_sum(per_example), *penalties.values()]
     if not self.loss_scaling:
       guarded.append(tf.linalg.global_norm(gradients))
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, _nonfinite_flags(guarded))
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                          _nonfinite_flags(guarded))
 
   def _accumulate(self, labels, outputs, per_example, penalties, penalty_total) -> None:
     count = tf.cast(tf.shape(per_example)[0], tf.float32)

@@ -33,7 +33,7 @@ class NonFiniteRecovery:
     self._restores = 0
 
   def on_start(self, step: int, restored: str | None) -> None:
-    """Under 'restore', a fresh run saves its start, so even a divergence before the first checkpoint can restore."""
+    """Under 'restore', a fresh run saves its start, so a divergence before any checkpoint can restore."""
     if self._policy == "restore" and restored is None:
       self._checkpointer.save(step)
 

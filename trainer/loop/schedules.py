@@ -45,7 +45,8 @@ class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
     super().__init__()
     self.base_learning_rate = checks.nonnegative("WarmupCosine", "base_learning_rate", base_learning_rate)
     if warmup_steps < 0 or decay_steps <= warmup_steps:
-      raise ValueError(f"WarmupCosine: need 0 <= warmup_steps < decay_steps, got {warmup_steps}, {decay_steps}")
+      raise ValueError("WarmupCosine: need 0 <= warmup_steps < decay_steps, "
+                       f"got {warmup_steps}, {decay_steps}")
     if not 0.0 <= final_fraction <= 1.0:
       raise ValueError(f"WarmupCosine.final_fraction must be in [0, 1], got {final_fraction}")
     self.warmup_steps = int(warmup_steps)

@@ -1,1 +1,1 @@
-"""What a run reports: the tag registry, the loop-boundary monitor, weight statistics, sharpness, HParams, event writers and readers."""
+"""What a run reports: tag registry, loop-boundary monitor, weight stats, sharpness, HParams, event I/O."""

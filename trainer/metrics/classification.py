@@ -1,4 +1,4 @@
-"""Classification accuracy, per example: what `train/accuracy`, `eval/accuracy` and `train_eval/accuracy` average."""
+"""Classification accuracy, per example: what `train/`, `eval/` and `train_eval/accuracy` average."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Reading a run's TensorBoard event files back, with TensorBoard's own reader.
 
-For scripts and notebooks that analyse runs (`occam-report` (`trainer/experiments/report.py`)) and for the tests. Occam writes
-scalars as TF2 tensor summaries, so they are read from the accumulator's tensors, not its legacy
-`scalars`.
+For scripts and notebooks that analyse runs (`occam-report` (`trainer/experiments/report.py`)) and for
+the tests. Occam writes scalars as TF2 tensor summaries, so they are read from the accumulator's
+tensors, not its legacy `scalars`.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Regularization terms, the structural variable selector, exactly-once distributed updates, tfa optimizers."""
+"""Regularization terms, structural variable selector, exactly-once distributed updates, tfa optimizers."""

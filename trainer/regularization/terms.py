@@ -26,8 +26,7 @@ import gin
 import tensorflow as tf
 
 from trainer.common import checks
-from trainer.regularization import distributed_update
-from trainer.regularization import selectors
+from trainer.regularization import distributed_update, selectors
 from trainer.runtime import compat
 
 # Decoupled weight decay conventions (see docs/REGULARIZATION.md, "Decoupled weight decay"):
@@ -60,7 +59,7 @@ class _Term:
     self.selected: list[selectors.SelectedVariable] | None = None
 
   def bind(self, model) -> None:
-    """Resolves the selected variables of `model`; raises ValueError naming this term on an invalid selection."""
+    """Resolves the selected variables of `model`; an invalid selection raises ValueError naming this term."""
     try:
       self.selected = self.selector.select(model)
     except ValueError as error:

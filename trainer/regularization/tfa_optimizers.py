@@ -40,8 +40,8 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from trainer.runtime import compat
 from trainer.regularization import selectors
+from trainer.runtime import compat
 
 INSTALL_HINT = (
     "tensorflow-addons 0.23.0 imports only with TensorFlow 2.13-2.15 (Keras 2) and Python <= 3.11. "
@@ -122,7 +122,7 @@ class _SelectedDecay:
                                    **kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _selected_decay_class(tfa_class: type) -> type:
   """`tfa_class` with `_SelectedDecay` mixed in (one class per tfa class, same name)."""
   return type(tfa_class.__name__, (_SelectedDecay, tfa_class), {})
@@ -192,7 +192,7 @@ def extend_with_decoupled_weight_decay(learning_rate=_MISSING, *, base_optimizer
                 selector, kwargs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _extended_class(tfa, name: str) -> type:
   """tfa's decoupled-decay extension of the Keras 2 legacy optimizer `name`, created once."""
   return tfa.optimizers.extend_with_decoupled_weight_decay(getattr(tf.keras.optimizers.legacy, name))
