@@ -29,6 +29,8 @@ from trainer.experiments import sweep as sweep_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout whose docs are written.
 DOC = os.path.join(REPO, "docs", "EXPERIMENTS.md")
 PLOTS = os.path.join(REPO, "docs", "experiments")
+# Measurements made by other commands than the claims' sweeps (the tuning one): appended verbatim.
+APPENDIX = os.path.join(PLOTS, "tuning.md")
 SEEDS = "Trainer.seed=[0, 1, 2]"
 # Columns every claim's table shows, before its own panels (the full table is in summary.csv).
 TABLE = ("eval_acc", "best_eval_acc", "test_acc", "train_acc", "gap_acc", "weights_l2")
@@ -290,7 +292,7 @@ def cpu_model() -> str:
 
 
 def machine() -> str:
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
   return (f"{os.cpu_count()} CPU cores ({cpu_model()}), {platform.system()} {platform.release()}, "
           f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
 
@@ -331,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 1
   os.makedirs(PLOTS, exist_ok=True)
   sections = [claim_section(claim, args.root, args.parallel) for claim in CLAIMS]
+  if os.path.exists(APPENDIX):
+    with open(APPENDIX) as file:
+      sections.append(file.read())
   header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(),
                          date=datetime.date.today().isoformat())
   with open(DOC, "w") as file:

@@ -8,6 +8,9 @@ Writes to `--out_dir`:
   summary.md          the same as a Markdown table, `mean ± std` (sample std over seeds)
   vs_strength.png     each `--panels` column against the strength (log x axis; 0 drawn at the left)
   curves.png          training curves (`--curves` tags against step), one line per run
+  NAME_history.png    for a study directory (`occam-tune`): its optimization history, parameter
+  NAME_importances.png  importances and slice plot, drawn by Optuna (when it has 2+ complete trials)
+  NAME_slice.png
 
 The columns derive from the tag registry (`trainer.metrics.tags`): each tag with a column name gives
 that column (its value at the run's last step) and, if every evaluation writes it and it has a better
@@ -33,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from trainer.experiments import sweep
+from trainer.experiments import sweep, tune
 from trainer.metrics import tags
 
 Scalars = dict[str, list[tuple[int, float]]]  # "dir/tag" -> [(step, value), ...], in the order written
@@ -113,7 +116,7 @@ def read_run(model_dir: str) -> Scalars:
   run may hold a step twice; the later value is the one that counts.
   """
   # Imported here: TensorBoard's reader pulls in TensorFlow, which only loading needs.
-  from trainer.metrics import events  # pylint: disable=import-outside-toplevel
+  from trainer.metrics import events
   return {f"{directory}/{tag}": series for directory in EVENT_DIRS
           for tag, series in events.read_scalars(os.path.join(model_dir, directory)).items()}
 
@@ -264,7 +267,7 @@ def plot_curves(path: str, runs: Sequence[Run], curves: Sequence[str], groups: S
   curves = [t for t in curves if any(t in run.scalars for run in runs)]
   if not curves:
     return []
-  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  from matplotlib import colormaps
   colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(groups), 1)))
   figure, axes = _figure(len(curves))
   for axis, tag in zip(axes[0], curves):
@@ -287,7 +290,7 @@ def _figure(num_panels: int):
   A bare `Figure`, not pyplot: importing the report (as `results` does in a notebook) neither needs
   matplotlib nor changes the caller's backend.
   """
-  from matplotlib import figure as mpl_figure  # pylint: disable=import-outside-toplevel
+  from matplotlib import figure as mpl_figure
   fig = mpl_figure.Figure(figsize=(PANEL_INCHES[0] * num_panels, PANEL_INCHES[1]))
   return fig, fig.subplots(1, num_panels, squeeze=False)
 
@@ -333,6 +336,9 @@ def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
     files["vs_strength.png"] = os.path.join(out_dir, "vs_strength.png")
   if plot_curves(os.path.join(out_dir, "curves.png"), runs, curves, groups, title):
     files["curves.png"] = os.path.join(out_dir, "curves.png")
+  for sweep_dir in sweep_dirs:  # A study (occam-tune) adds its own views: history, importances, slice.
+    views = tune.write_record_views(sweep_dir, out_dir)
+    files.update({os.path.basename(path): path for path in views.values()})
   return Report(runs, groups, label, markdown, files)
 
 

@@ -127,14 +127,14 @@ def point_name(bindings: Sequence[tuple[str, str]]) -> str:
 
 
 def validate(gin_files: Sequence[str], bindings: Sequence[str], grid: Sequence[tuple[str, Sequence[str]]],
-             points: Sequence[Point]) -> None:
+             points: Sequence[Point], flag: str = "--grid") -> None:
   """Parses the gin files with the first point, then with every grid value once, in this process.
 
-  Raises `GridError` naming the grid key whose value gin rejects (unknown configurable or
-  parameter, malformed value), before any point is launched.
+  Raises `GridError` naming the grid key (as `flag KEY`) whose value gin rejects (unknown
+  configurable or parameter, malformed value), before any point is launched.
   """
   # Imported here: registering the configurables pulls in TensorFlow, which only validation needs.
-  from trainer.config import parsing, registry  # pylint: disable=import-outside-toplevel
+  from trainer.config import parsing, registry
   registry.register_all()
   first = dict(points[0].bindings)
   try:
@@ -147,7 +147,7 @@ def validate(gin_files: Sequence[str], bindings: Sequence[str], grid: Sequence[t
       try:
         parsing.parse(gin_files, list(bindings) + candidate.gin_bindings())
       except parsing.ConfigError as error:
-        raise GridError(f"--grid {key}: gin does not accept {key}={value}: {error}") from error
+        raise GridError(f"{flag} {key}: gin does not accept {key}={value}: {error}") from error
 
 
 def is_done(point_dir: str) -> bool:
@@ -164,7 +164,8 @@ def read_record(sweep_dir: str) -> dict:
     return json.load(file)
 
 
-def _write_json(path: str, content) -> None:
+def write_json(path: str, content) -> None:
+  """Writes `content` as JSON to `path` atomically (a reader never sees half a file)."""
   temporary = path + ".tmp"
   with open(temporary, "w") as file:
     json.dump(content, file, indent=2)
@@ -193,11 +194,22 @@ def _trainer_env() -> dict[str, str]:
   return env
 
 
+def write_point(point_dir: str, point: Point, argv: Sequence[str], **extra) -> None:
+  """Creates `point_dir` and writes its `point.json`: the bindings, the trainer command and `extra`."""
+  os.makedirs(point_dir, exist_ok=True)
+  write_json(os.path.join(point_dir, POINT_FILE), {"bindings": dict(point.bindings), "command": list(argv),
+                                                   **extra})
+
+
+def mark_done(point_dir: str, seconds: float, **extra) -> None:
+  """Writes `done.json`: the point finished (`is_done`), in `seconds` of wall time, with `extra`."""
+  write_json(os.path.join(point_dir, DONE_FILE),
+             {"seconds": seconds, "finished": datetime.datetime.now().isoformat(), **extra})
+
+
 def run_point(argv: list[str], point: Point, point_dir: str) -> tuple[int, float]:
   """Runs one point to completion; writes `done.json` on exit 0. Returns (exit code, seconds)."""
-  os.makedirs(point_dir, exist_ok=True)
-  _write_json(os.path.join(point_dir, POINT_FILE),
-              {"bindings": dict(point.bindings), "command": argv})
+  write_point(point_dir, point, argv)
   started = time.perf_counter()
   with open(os.path.join(point_dir, LOG_FILE), "a") as log:
     log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(argv)}\n")
@@ -206,8 +218,7 @@ def run_point(argv: list[str], point: Point, point_dir: str) -> tuple[int, float
                           check=False).returncode
   seconds = time.perf_counter() - started
   if code == 0:
-    _write_json(os.path.join(point_dir, DONE_FILE), {"seconds": seconds,
-                                                    "finished": datetime.datetime.now().isoformat()})
+    mark_done(point_dir, seconds)
   return code, seconds
 
 
@@ -277,7 +288,7 @@ def _record_invocation(args: argparse.Namespace, ran: int, skipped: int, failed:
   record["invocations"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
                                 "wall_seconds": round(seconds, 1), "parallel": args.parallel,
                                 "ran": ran, "skipped": skipped, "failed": failed})
-  _write_json(os.path.join(args.sweep_dir, SWEEP_FILE), record)
+  write_json(os.path.join(args.sweep_dir, SWEEP_FILE), record)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
