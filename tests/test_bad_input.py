@@ -53,6 +53,7 @@ def test_model_bound_with_parentheses_is_explained(tmp_path, capsys):
                         f"--model_dir={tmp_path / 'run'}"], capsys)
   assert code == main.EXIT_BAD_INPUT
   assert "Trainer.model must be a factory" in err and "without parentheses" in err
+  assert "`Trainer.model = @MLP`" in err  # the factory the user bound, not the Sequential it built
 
 
 def test_an_optimizers_own_weight_decay_is_refused_for_the_selector(tmp_path, capsys):
@@ -94,7 +95,7 @@ def test_indivisible_batch_is_refused(tmp_path, capsys):
   code, err = run_main([f"--gin_file={QUICKSTART}", "--gin_bindings=Trainer.batch_size=0",
                         f"--model_dir={tmp_path / 'run'}"], capsys)
   assert code == main.EXIT_BAD_INPUT
-  assert "Trainer.batch_size: global batch size 0 must be a positive multiple" in err
+  assert "Trainer: batch_size must be an integer >= 1" in err
 
 
 def test_resuming_with_a_changed_model_is_refused_with_a_config_diff(tmp_path, capsys):

@@ -8,9 +8,12 @@
 
 The steps of one run, in order: register the configurables, parse the gin files and bindings (each
 error names its file or binding), create the strategy, build the run under it (every inconsistency
-between the parts is an error here), create the model_dir, refuse a config change that would
-silently make a resumed run another experiment, restore the newest checkpoint, record the config,
-and train. Bad input raises before anything is written to model_dir.
+between the parts is an error here), refuse a config change that would silently make a resumed run
+another experiment, create the model_dir, take its lease (one writer per directory, see
+`runtime.lock`), restore the newest readable checkpoint, record the config, and train. Bad input
+raises before anything is written to model_dir (a directory that did not exist is not created).
+`model_dir` is a name, never a pattern, and may be a URL (`gs://...`): all its I/O goes through
+`tf.io.gfile`.
 
 Per-evaluation callbacks let another program watch or stop a run in process: each is called as
 `callback(step, metrics)` after every validation evaluation, with the loop's train metrics and the
@@ -20,16 +23,19 @@ so a later call continues from there).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import os
 from typing import Callable, Mapping, Sequence
 
+import gin
 import tensorflow as tf
 
 from trainer.config import guard, parsing, registry
 from trainer.loop import builder, driver
 from trainer.loop.trainer import Trainer
-from trainer.runtime import checkpointing
+from trainer.runtime import checkpointing, lock
 from trainer.runtime import strategy as strategy_lib
 
 Callback = Callable[[int, Mapping[str, float]], "bool | None"]
@@ -76,37 +82,83 @@ class _Callbacks:
         self.stop_requested = True
 
 
+PATTERN_CHARACTERS = ("[", "\\")
+
+
+def resolve_model_dir(path: str) -> str:
+  """The run's directory as given, made absolute if it is local (`~` expanded); a URL stays as it is.
+
+  The path is never a pattern: everything below treats it as a name (see `checkpointing.checkpoint_steps`).
+  """
+  if not path or not path.strip():
+    raise ValueError(f"--model_dir={path!r} is empty")
+  if any(character in path for character in PATTERN_CHARACTERS):
+    # TensorFlow's checkpoint reader matches the path as a pattern: `run[1]` finds `run1`, never `run[1]`.
+    characters = " or ".join(repr(c) for c in PATTERN_CHARACTERS)
+    raise ValueError(f"--model_dir={path}: TensorFlow cannot read checkpoints under a path with {characters} "
+                     "(it reads the path as a pattern), so the run could never resume; choose another name")
+  if "://" in path:  # gs://bucket/run, ram://run: abspath would make it a local folder named 'gs:'
+    return path.rstrip("/")
+  return os.path.abspath(os.path.expanduser(path))
+
+
 def prepare_model_dir(path: str) -> None:
   """Creates `path` if needed and proves it is writable, without touching anything already in it."""
+  probe = os.path.join(path, f".write_probe_{os.getpid()}")
   try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_probe_{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as error:
-    raise ValueError(f"--model_dir={path} is not a writable directory: {error.strerror or error}") from error
+    tf.io.gfile.makedirs(path)
+    with tf.io.gfile.GFile(probe, "w") as file:
+      file.write("probe")  # an empty write creates no file on some filesystems (ram://)
+    tf.io.gfile.remove(probe)
+  except (OSError, tf.errors.OpError) as error:
+    reason = getattr(error, "message", None) or getattr(error, "strerror", None) or error
+    raise ValueError(f"--model_dir={path} is not a writable directory: {reason}") from error
+
+
+def _require_bindings() -> None:
+  """Names the `Trainer` parameters that no gin file or binding set (e.g. a forgotten --gin_file)."""
+  required = [name for name, parameter in inspect.signature(Trainer.__init__).parameters.items()
+              if parameter.default is gin.REQUIRED]
+  missing = []
+  for name in required:
+    try:
+      gin.query_parameter(f"Trainer.{name}")
+    except ValueError:
+      missing.append(name)
+  if missing:
+    raise parsing.ConfigError(
+        f"no gin file or binding sets {', '.join(f'Trainer.{name}' for name in missing)}: pass a config, "
+        "e.g. --gin_file=gin_configs/quickstart.gin (is a --gin_file missing, or empty?)")
 
 
 def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
            strategy: str | tf.distribute.Strategy, tpu: str | None,
-           allow_config_change: bool) -> tuple[builder.Run, str | None]:
-  """Everything before the first step: the built run and the checkpoint it restored (None if fresh)."""
+           allow_config_change: bool) -> tuple[builder.Run, str | None, lock.Lease | None]:
+  """Everything before the first step: the built run, the checkpoint it restored (None if fresh) and the
+  chief's lease on model_dir. Every check runs before the first write to model_dir."""
   registry.register_all()
   parsing.parse(gin_files, bindings)
-  model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  model_dir = resolve_model_dir(model_dir)
   if isinstance(strategy, str):
     strategy = strategy_lib.create(strategy, tpu=tpu)
   is_chief = strategy_lib.worker_role(strategy).is_chief
+  _require_bindings()
   with strategy.scope():  # configurables with state (EarlyStopping) create it under the strategy
     settings = Trainer()
   run = builder.build(settings, strategy=strategy, model_dir=model_dir, is_chief=is_chief)
-  prepare_model_dir(model_dir)
   guard.check(model_dir, allow_change=allow_config_change)
-  restored = run.checkpointer.restore_latest()
-  if is_chief:
-    guard.record(model_dir)
-  return run, restored
+  prepare_model_dir(model_dir)
+  lease = lock.acquire(model_dir) if is_chief else None
+  try:
+    restored = run.checkpointer.restore_latest()
+    if is_chief:
+      guard.record(model_dir)
+      run.writers.purge_after(int(run.step.numpy()))  # what a killed run logged after its checkpoint
+  except BaseException:
+    if lease:
+      lease.release()
+    raise
+  return run, restored, lease
 
 
 def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_dir: str,
@@ -126,20 +178,23 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
 
   Raises:
     InvalidRunError: bad input (a gin file or binding, model_dir, the strategy, a checkpoint that does
-      not fit); nothing was written.
+      not fit or does not read, a model_dir another run holds); nothing was written.
     preemption.Preempted: SIGTERM/SIGINT; a checkpoint was written.
     recovery.NonFiniteError: a step went non-finite and the policy did not restore.
   """
   try:
-    run, restored = _start(gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
-                           allow_config_change=allow_config_change)
+    run, restored, lease = _start(gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
+                                  allow_config_change=allow_config_change)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
     raise InvalidRunError(str(error)) from error
+  except (OSError, tf.errors.OpError) as error:  # a full disk or a lost filesystem while starting
+    raise InvalidRunError(f"--model_dir={model_dir}: cannot start the run: {error}") from error
   model_dir, is_chief = run.model_dir, run.is_chief
   watcher = _Callbacks(callbacks)
-  metrics = driver.train(run, restored=restored,
-                         train_actions=([parsing.RecordOperativeConfig(model_dir, run.writers)]
-                                        if is_chief else []),
-                         eval_actions=[watcher], stop_conditions=[lambda: watcher.stop_requested])
+  with lease or contextlib.nullcontext():
+    metrics = driver.train(run, restored=restored,
+                           train_actions=([parsing.RecordOperativeConfig(model_dir, run.writers)]
+                                          if is_chief else []),
+                           eval_actions=[watcher], stop_conditions=[lambda: watcher.stop_requested])
   return Results(metrics=metrics, model_dir=model_dir, step=int(run.step.numpy()), restored_from=restored,
                  stopped_by_callback=watcher.stop_requested, run=run)

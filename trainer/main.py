@@ -28,7 +28,14 @@ flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism "
                   "at some speed cost on GPU.")
 flags.DEFINE_bool("allow_config_change", False, "Resume even though bindings that change the experiment "
                   "(model, data, regularization, optimizer) differ from the run's stored config.gin.")
-flags.mark_flag_as_required("model_dir")
+flags.DEFINE_bool("list_configurables", False, "List every configurable a gin config can name (Occam's "
+                  "and the registered Keras ones), with its first docstring line, and exit.")
+flags.DEFINE_string("describe", None, "Print one configurable's signature (parameters and defaults; "
+                    "REQUIRED ones need a binding) and docstring, e.g. --describe=WarmupCosine, and exit.")
+flags.register_multi_flags_validator(
+    ["model_dir", "list_configurables", "describe"],
+    lambda values: bool(values["model_dir"] or values["list_configurables"] or values["describe"]),
+    message="--model_dir is required (unless --list_configurables or --describe)")
 
 # Exit statuses (also in the README): 0 done, 2 bad input (nothing written), 3 a non-finite loss, penalty
 # or gradient (last good checkpoint untouched), 75 preempted by SIGTERM/SIGINT (checkpoint written;
@@ -39,6 +46,9 @@ EXIT_BAD_INPUT = 2
 def run(argv) -> int:
   """Applies the process-wide flags, trains through `trainer.api.train`, and maps errors to exit codes."""
   del argv
+  _quiet_console(verbose=FLAGS.verbosity >= 1)
+  if FLAGS.list_configurables or FLAGS.describe:
+    return _catalog()
   # Imported here so that `--help` and flag errors do not pay for TensorFlow.
   import tensorflow as tf
 
@@ -52,8 +62,8 @@ def run(argv) -> int:
       tf.config.experimental.enable_op_determinism()
     if FLAGS.virtual_devices:
       strategy_lib.split_cpu(FLAGS.virtual_devices)
-    results = api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir,
-                        strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change)
+    api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir,
+              strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change)
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
   except preemption.Preempted as stop:
@@ -61,8 +71,64 @@ def run(argv) -> int:
     return preemption.EXIT_PREEMPTED
   except recovery.NonFiniteError as error:
     return _fail(error, recovery.EXIT_NONFINITE)
-  logging.info("final | %s", " | ".join(f"{k}: {v:.4g}" for k, v in sorted(results.metrics.items())
-                                         if k.split("/")[0] in ("eval", "test", "train")))
+  return 0  # the driver logged the final block and wrote model_dir/results.json
+
+
+def _quiet_console(*, verbose: bool) -> None:
+  """Keeps TensorFlow's start-up and routine chatter off the console unless `--verbosity >= 1`.
+
+  Before TensorFlow is imported: TF_CPP_MIN_LOG_LEVEL=3 unless the user set it (TF <= 2.15 logs its
+  native messages through it), and fd 2 goes to a temporary file during the import, where TF 2.16+
+  prints absl's pre-initialization block (oneDNN, CUDA stubs) that no setting reaches; the captured
+  text is replayed if the import fails. Afterwards, the libraries' INFO lines through absl
+  (`Sharding callback duration` per checkpoint, SavedModel export) are dropped; their warnings stay.
+  """
+  if verbose or "tensorflow" in sys.modules:
+    return
+  import os
+  import tempfile
+
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow  # noqa: F401  (imported for its side effects, quietly)
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode(errors="replace"))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+  logging.get_absl_handler().python_handler.addFilter(_LibraryInfoFilter())
+
+
+class _LibraryInfoFilter:
+  """A logging filter that drops INFO and below logged from TensorFlow's, Keras' and TensorBoard's files."""
+
+  _LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorboard")
+
+  def filter(self, record) -> bool:
+    import logging as python_logging  # absl.logging's WARNING is absl's level (-1), not Python's
+    import os
+
+    if record.levelno >= python_logging.WARNING:
+      return True
+    parts = record.pathname.split(os.sep)
+    return not ("site-packages" in parts and any(library in parts for library in self._LIBRARIES))
+
+
+def _catalog() -> int:
+  """--list_configurables / --describe: generated from gin's registry; 2 for an unknown name."""
+  from trainer.config import catalog
+
+  try:
+    print(catalog.list_configurables() if FLAGS.list_configurables else catalog.describe(FLAGS.describe))
+  except catalog.UnknownConfigurableError as error:
+    return _fail(error, EXIT_BAD_INPUT)
   return 0
 
 
@@ -72,9 +138,19 @@ def _fail(error: Exception, status: int) -> int:
   return status
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, but a bad command line (unknown flag, missing --model_dir) exits with
+  EXIT_BAD_INPUT like any other bad input, with one line instead of the usage text."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    print(f"occam: error: {error} (see --helpfull)", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
 def main() -> None:
   """Console-script entry point (`occam-train`)."""
-  app.run(lambda argv: sys.exit(run(argv)))
+  app.run(lambda argv: sys.exit(run(argv)), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,13 @@ def positive(owner: str, argument: str, value) -> float:
   return float(value)
 
 
-def integer(owner: str, argument: str, value, *, minimum: int) -> int:
-  """`value` as an int if it is a whole number >= `minimum` (1.0 counts, 1.5 does not)."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer() \
-      or value < minimum:
-    raise ValueError(f"{owner}: {argument} must be an integer >= {minimum}, got {value!r}")
+# The largest step count: the compiled loop counts steps in int32 (2**31 - 1 steps is far beyond any run).
+MAX_COUNT = 2**31 - 1
+
+
+def integer(owner: str, argument: str, value, *, minimum: int, maximum: int = MAX_COUNT) -> int:
+  """`value` as an int if it is a whole number in [`minimum`, `maximum`] (1.0 counts, 1.5 does not)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+      or not float(value).is_integer() or not minimum <= value <= maximum:
+    raise ValueError(f"{owner}: {argument} must be an integer >= {minimum} and <= {maximum}, got {value!r}")
   return int(value)

@@ -23,6 +23,7 @@ from absl import logging
 
 from trainer.common import files
 from trainer.config import registry
+from trainer.runtime import checkpointing
 
 CONFIG_FILE = "config.gin"
 
@@ -91,13 +92,28 @@ def check(model_dir: str, *, allow_change: bool) -> None:
   """Refuses (or, allowed, logs) unsafe changes between the parsed gin config and the run's stored one.
 
   Only a run that has a checkpoint can be changed by a new config; before that there is nothing to keep.
+  A stored config that is missing, empty or unparseable while checkpoints exist cannot vouch for the
+  run, so it is refused like a change. The stored file is only parsed as data, never executed.
   """
   path = os.path.join(model_dir, CONFIG_FILE)
-  if (not tf.io.gfile.exists(path)
-      or not tf.io.gfile.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index"))):
+  if not checkpointing.checkpoint_steps(os.path.join(model_dir, "checkpoints")):
     return
-  with tf.io.gfile.GFile(path) as f:
-    changes = unsafe_changes(f.read(), gin.config_str())
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      stored = f.read()
+    if not stored.strip():
+      raise ValueError("the file is empty")
+    changes = unsafe_changes(stored, gin.config_str())
+  except Exception as error:  # a missing file (NotFoundError) or any gin parse error (SyntaxError, ...)
+    problem = (f"{path} is missing or damaged ({type(error).__name__}: {_first_line(error)}), so this resume "
+               "cannot be checked against the configuration that started the run")
+    if not allow_change:
+      raise ConfigChangedError(
+          f"--model_dir={model_dir}: {problem}. Restore config.gin (operative_config.gin in the same "
+          "directory has the same bindings), or pass --allow_config_change to continue with this "
+          "configuration (it then becomes the stored one).") from error
+    logging.warning("%s; continuing (--allow_config_change)", problem)
+    return
   if not changes:
     return
   diff = "\n".join(changes)
@@ -108,6 +124,11 @@ def check(model_dir: str, *, allow_change: bool) -> None:
         f"Safe to change: {', '.join(safe_to_change())}. Use a fresh --model_dir, or pass "
         "--allow_config_change to continue anyway.")
   logging.warning("continuing %s with a changed configuration (--allow_config_change):\n%s", model_dir, diff)
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else "no message"
 
 
 def record(model_dir: str) -> None:

@@ -39,7 +39,7 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> None:
   registry.register_all()
   gin.clear_config()
   search_path = package_search_path()
-  if search_path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+  if search_path not in gin.config._LOCATION_PREFIXES:
     gin.add_config_file_search_path(search_path)
   for path in gin_files:
     if not os.path.exists(path) and not os.path.exists(os.path.join(search_path, path)):

@@ -73,7 +73,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   tf.keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")  # never leak a policy
   early_stopping = settings.early_stopping
   tf.keras.utils.set_random_seed(settings.seed)
-  splits = settings.data()
+  splits = _call_factory("data", settings.data)
   classification = splits.num_classes is not None
   if early_stopping is not None:
     early_stopping.check_metric(tags.evaluated(classification=classification))
@@ -82,12 +82,14 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
                      f"training examples of {splits.name}")
   tf.keras.utils.set_random_seed(settings.seed)  # whatever the data factory did to global random state
   with strategy.scope():
-    model = settings.model()
+    model = _call_factory("model", settings.model)
     outputs = model(tf.zeros((1,) + splits.train.features.shape[1:], tf.float32), training=False)
     if classification and outputs.shape[-1] < splits.num_classes:
       raise ValueError(f"Trainer.model {model.name} has {outputs.shape[-1]} outputs but {splits.name} "
                        f"has {splits.num_classes} classes (e.g. MLP.num_outputs = {splits.num_classes})")
-    schedule = schedules.Scaled(schedules.as_schedule(settings.learning_rate))
+    _probe_loss(settings.loss, model, splits, pipeline.per_replica_batch_size(settings.batch_size, replicas))
+    # The schedule follows the run: a length left unbound (WarmupCosine.decay_steps) is train_steps.
+    schedule = schedules.Scaled(schedules.for_run(settings.learning_rate, settings.train_steps))
     optimizer = settings.optimizer(learning_rate=schedule)
     if settings.mixed_precision == "mixed_float16":
       optimizer = compat.loss_scale_optimizer(optimizer)
@@ -128,6 +130,43 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
              train_program=train_program, eval_program=eval_program, monitor=monitor,
              early_stopping=early_stopping, checkpointer=checkpointer, best_checkpointer=best_checkpointer,
              writers=SummaryWriters(model_dir, enabled=is_chief), hparams=hparams)
+
+
+def _call_factory(name: str, factory):
+  """`factory()`, with any error it raises prefixed by the binding that names it (`Trainer.model=@MLP`).
+
+  The error comes from the factory's own gin bindings (`MLP.hidden_sizes=(-3,)`), which the message
+  of a Keras or NumPy error would not name.
+  """
+  try:
+    return factory()
+  except Exception as error:  # whatever a user's factory raises is a configuration error of that factory
+    label = getattr(factory, "__name__", type(factory).__name__)
+    raise ValueError(f"Trainer.{name}=@{label} failed: {type(error).__name__}: {_first_line(error)} "
+                     f"(check the {label}.* bindings)") from error
+
+
+def _probe_loss(loss_fn, model: tf.keras.Model, splits: Splits, examples: int) -> None:
+  """Runs the model and `Trainer.loss` on one per-replica batch of training examples, so that a loss that
+  does not fit the labels (a regression loss on class ids) fails here, before anything is written, and
+  not when the train step is traced."""
+  features, labels = splits.train.features[:examples], splits.train.labels[:examples]
+  outputs = model(tf.constant(features), training=False)
+  try:
+    values = loss_fn(tf.constant(labels), tf.cast(outputs, tf.float32))
+    values.shape.assert_is_compatible_with([len(labels)])
+  except Exception as error:  # a shape, dtype or rank mismatch: ValueError, InvalidArgumentError, ...
+    label = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    raise ValueError(
+        f"Trainer.loss=@{label} does not fit {splits.name}: labels {labels.dtype.name}"
+        f"{list(labels.shape[1:])} per example, model outputs {list(outputs.shape[1:])} "
+        f"({type(error).__name__}: {_first_line(error)}). The loss must map (labels, outputs) to one value "
+        "per example.") from error
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else "no message"
 
 
 def _refuse_builtin_weight_decay(optimizer) -> None:

@@ -75,14 +75,15 @@ class Trainer:
     self.learning_rate = learning_rate
     self.loss = loss
     self.regularizers = tuple(regularizers)
-    # Batch sizes are checked by the builder, which knows the replica count they must divide.
-    self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+    # The builder checks that the batch sizes divide by the replica count, which it knows.
+    self.batch_size = checks.integer(owner, "batch_size", batch_size, minimum=1)
+    self.eval_batch_size = checks.integer(owner, "eval_batch_size", eval_batch_size, minimum=1)
     self.train_steps = checks.integer(owner, "train_steps", train_steps, minimum=1)
     self.steps_per_loop = checks.integer(owner, "steps_per_loop", steps_per_loop, minimum=1)
     self.eval_every = checks.integer(owner, "eval_every", eval_every, minimum=1)
     self.checkpoint_every = checks.integer(owner, "checkpoint_every", checkpoint_every, minimum=1)
     self.keep_checkpoints = checks.integer(owner, "keep_checkpoints", keep_checkpoints, minimum=1)
-    self.seed = checks.integer(owner, "seed", seed, minimum=0)
+    self.seed = checks.integer(owner, "seed", seed, minimum=0, maximum=2**32 - 1)  # NumPy's seed range
     if mixed_precision not in PRECISION_POLICIES:
       raise ValueError(f"Trainer.mixed_precision={mixed_precision!r} is not one of {PRECISION_POLICIES}")
     self.mixed_precision = mixed_precision
@@ -101,6 +102,14 @@ class Trainer:
 def _require_factory(name: str, value) -> Callable:
   if isinstance(value, (tf.keras.Model, tf.keras.optimizers.Optimizer)) or not callable(value):
     raise TypeError(f"Trainer.{name} must be a factory: bind it without parentheses, e.g. "
-                    f"`Trainer.{name} = @{type(value).__name__}`, so that Occam seeds and builds it under "
-                    f"the distribution strategy's scope (got an instance: {value!r})")
+                    f"`Trainer.{name} = @{_bound_factory(name, value)}`, so that Occam seeds and builds it "
+                    f"under the distribution strategy's scope (got an instance: {value!r})")
   return value
+
+
+def _bound_factory(name: str, value) -> str:
+  """The configurable bound to `Trainer.<name>` (`MLP` for `@MLP()`, not the `Sequential` it built)."""
+  try:
+    return gin.query_parameter(f"Trainer.{name}").configurable.name
+  except (ValueError, AttributeError):  # bound in Python, not through gin
+    return type(value).__name__

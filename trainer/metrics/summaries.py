@@ -8,10 +8,14 @@ stay stable. Non-chief workers pass `enabled=False` and write nothing.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+import socket
+import time
+from typing import Callable, Mapping
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
+
+from trainer.metrics import tags as tags_lib
 
 # The event directory of the run itself (model_dir), parent of `train/` and `eval/`. The HParams
 # dashboard treats the directory holding a run's hyperparameters as the session and the scalars of
@@ -28,6 +32,32 @@ class SummaryWriters:
     self._writers: dict[str, tf.summary.SummaryWriter] = {}
     self._compiled_scalars = tf.function(self._scalars)
     self._compiled_histograms = tf.function(self._histograms)
+
+  def purge_after(self, step: int) -> list[str]:
+    """Makes TensorBoard forget what a killed run logged after `step`, the step this run resumes from.
+
+    A resumed run rewrites the steps after its checkpoint; without this, TensorBoard would show two
+    values (the killed run's and the new one) for those steps. TensorBoard's readers (EventAccumulator)
+    drop every event of a step > `step` read before a `SessionLog(START)` event at `step + 1`, so such
+    an event goes into each event directory that has events, in a file named to sort after the killed
+    run's event files and before the ones this run writes next. It is written twice: the server's reader
+    (plugin_event_accumulator) takes the first START it sees for a fresh start and purges from the second
+    on; purging twice is the same as once. Returns the directories purged.
+    """
+    if not self._enabled or not tf.io.gfile.isdir(self._model_dir):
+      return []
+    event = tf.compat.v1.Event(wall_time=time.time(), step=step + 1,
+                               session_log=tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START))
+    # One second earlier than the files this run creates next; '~' sorts after a same-second old name.
+    name = f"events.out.tfevents.{int(time.time()) - 1:010d}.~resume.{socket.gethostname()}.{os.getpid()}"
+    purged = []
+    for directory, _, names in tf.io.gfile.walk(self._model_dir):
+      if any("tfevents" in n for n in names):
+        with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
+          for _ in range(2):
+            writer.write(event.SerializeToString())
+        purged.append(directory)
+    return purged
 
   def _writer(self, name: str) -> tf.summary.SummaryWriter:
     if name not in self._writers:
@@ -50,7 +80,7 @@ class SummaryWriters:
   def _scalars(self, name: str, tags: tuple[str, ...], step: tf.Tensor, values: tf.Tensor) -> None:
     with self._writer(name).as_default(step=step):
       for index, tag in enumerate(tags):
-        tf.summary.scalar(tag, values[index])
+        tf.summary.scalar(tag, values[index], description=tags_lib.description(tag))
 
   def write_text(self, name: str, step: int, tag: str, text: str) -> None:
     """Markdown text; gin configs are shown verbatim in a code block."""
@@ -81,6 +111,13 @@ class SummaryWriters:
       return
     with self._writer(SESSION).as_default():
       hp.hparams(dict(hparams), trial_id=trial_id)
+
+  def write_with(self, name: str, write: Callable[[], object]) -> None:
+    """Calls `write()` (summary ops, e.g. a dashboard config) under the `name` directory's writer."""
+    if not self._enabled:
+      return
+    with self._writer(name).as_default():
+      write()
 
   def flush(self) -> None:
     for writer in self._writers.values():

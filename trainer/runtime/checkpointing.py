@@ -5,17 +5,22 @@ A checkpoint holds what the Trainer gives it: the step counter, the model and ev
 the initial weights and the early-stopping state. The data position is the step itself (see
 `input_pipeline`), so nothing else is needed to continue exactly.
 TensorFlow writes a checkpoint's data under a temporary name and its index last, so a save killed
-midway leaves no index and is not a candidate. A checkpoint that is there but unreadable (a truncated
-or corrupted file) is reported and skipped: the restore falls back to the next older one.
+midway leaves no index and is not a candidate. A checkpoint that is there but unreadable (a missing,
+empty, truncated or corrupted index or data file) is reported and skipped: every tensor is read once
+before anything is assigned, so the restore falls back to the next older one with the variables
+untouched. Candidates are found by listing the directory (never by a glob on the user's path, which may
+hold `[`, `*` or `?`), through `tf.io.gfile`, so remote directories (`gs://`, `ram://`) work alike. The
+`checkpoint` state file only serves TensorFlow's `CheckpointManager` (which deletes old checkpoints): a
+damaged one is rewritten from the checkpoints found.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
 import tempfile
+import time
 
 import tensorflow as tf
 from absl import logging
@@ -44,39 +49,45 @@ class Checkpointer:
 
   def candidates(self) -> list[str]:
     """Checkpoint prefixes in the chief's directory, newest step first (found by their index files)."""
-    steps = []
-    for index in glob.glob(os.path.join(self.directory, "ckpt-*.index")):
-      match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
-      if match:
-        steps.append(int(match.group(1)))
-    return [os.path.join(self.directory, f"ckpt-{step}") for step in sorted(steps, reverse=True)]
+    return [os.path.join(self.directory, f"ckpt-{step}") for step in checkpoint_steps(self.directory)]
 
   def close(self) -> None:
     """Removes a non-chief worker's scratch checkpoints."""
     if self._scratch:
       shutil.rmtree(self._scratch, ignore_errors=True)
 
-  def restore_latest(self) -> str | None:
-    """Restores the newest readable checkpoint, if any.
+  def restore_latest(self, *, before: int | None = None) -> str | None:
+    """Restores the newest readable checkpoint (of a step < `before`, if given), if any.
 
     An unreadable checkpoint is skipped with a warning; one that reads but does not fit this run's
     model/optimizer raises `ResumeError` naming it (falling back would silently train another model).
     """
-    candidates = self.candidates()
+    candidates = [path for path in self.candidates() if before is None or step_of(path) < before]
     for path in candidates:
       try:
         self._restore(path)
-        return path
-      except tf.errors.OpError as error:
-        logging.warning("checkpoint %s is unreadable (%s); falling back to the previous one", path,
-                        _first_line(error))
+      except ResumeError:
+        raise
+      except Exception as error:  # damage raises OpError, IndexError, ValueError, ...
+        logging.warning("checkpoint %s is unreadable (%s: %s); falling back to the previous one", path,
+                        type(error).__name__, _first_line(error))
+        continue
+      with_data = set(checkpoint_steps(self.directory, suffix=r"\.data-.*"))
+      unfinished = [s for s in with_data - set(checkpoint_steps(self.directory)) if s > step_of(path)]
+      if path != candidates[0] or unfinished:
+        logging.warning("fell back to %s%s", os.path.basename(path),
+                        f" (ckpt-{max(unfinished)} has data but no index: an unfinished save or a lost index)"
+                        if unfinished else "")
+      return path
     if candidates:
       raise ResumeError(f"no readable checkpoint in {self.directory} (tried {', '.join(candidates)}); "
                         "move the directory aside to start afresh")
     return None
 
   def _restore(self, path: str) -> None:
-    tf.train.load_checkpoint(path)  # Reads the index: an unreadable checkpoint fails here, untouched.
+    reader = tf.compat.v1.train.NewCheckpointReader(path)  # Every tensor once: damage fails here.
+    for key in reader.get_variable_to_shape_map():
+      reader.get_tensor(key)
     try:
       self._checkpoint.restore(path).assert_existing_objects_matched()
     except (ValueError, AssertionError) as error:
@@ -89,10 +100,48 @@ class Checkpointer:
     if self._manager is None:
       if not self._is_chief:
         self._scratch = tempfile.mkdtemp(prefix="occam-worker-checkpoints-")
+      else:
+        self._repair_state()
       self._manager = tf.train.CheckpointManager(self._checkpoint, self._scratch or self.directory,
                                                  max_to_keep=self._keep if self._is_chief else 1,
                                                  step_counter=self._step, checkpoint_name="ckpt")
     return self._manager.save(checkpoint_number=step)
+
+  def _repair_state(self) -> None:
+    """Rewrites a damaged or missing `checkpoint` state file from the checkpoints in the directory.
+
+    `CheckpointManager` reads it when created: an empty file raises, a garbled one is ignored (and the
+    manager would then never delete the older checkpoints).
+    """
+    candidates = self.candidates()
+    try:
+      state = tf.train.get_checkpoint_state(self.directory)
+    except Exception:  # ValueError, OpError, protobuf parse errors
+      state = None
+    if candidates and (state is None or not state.all_model_checkpoint_paths):
+      logging.warning("rewriting the checkpoint state file of %s from the checkpoints found", self.directory)
+      now = time.time()  # timestamps after `last_preserved` make the manager delete them in turn
+      tf.compat.v1.train.update_checkpoint_state(
+          self.directory, candidates[0], all_model_checkpoint_paths=list(reversed(candidates)),
+          all_model_checkpoint_timestamps=[now] * len(candidates), last_preserved_timestamp=now - 1)
+
+
+def step_of(path: str) -> int:
+  """The step of a checkpoint prefix (`.../ckpt-120` -> 120)."""
+  return int(path.rsplit("-", 1)[1])
+
+
+def checkpoint_steps(directory: str, *, suffix: str = r"\.index") -> list[int]:
+  """Distinct steps of the `ckpt-<step><suffix>` files in `directory` (by default: the checkpoints, which
+  have an index file), newest first; [] if none.
+
+  Lists the directory through `tf.io.gfile` rather than globbing, so that any directory name works.
+  """
+  if not tf.io.gfile.isdir(directory):
+    return []
+  steps = {int(match.group(1)) for match in
+           (re.fullmatch(rf"ckpt-(\d+){suffix}", name) for name in tf.io.gfile.listdir(directory)) if match}
+  return sorted(steps, reverse=True)
 
 
 def _first_line(error: Exception) -> str:

@@ -8,8 +8,6 @@ to a temporary directory and swapped in, so a crash never leaves a half-written 
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Sequence
 
 import tensorflow as tf
@@ -30,10 +28,17 @@ def export_saved_model(model: tf.keras.Model, path: str, feature_shape: Sequence
   """Exports `model` to `path` (replaced atomically); load with `tf.saved_model.load(path).serve(x)`."""
   module = _Serving(model, feature_shape)
   temporary, previous = path + ".tmp", path + ".old"
-  shutil.rmtree(temporary, ignore_errors=True)
+  _remove_tree(temporary)
   tf.saved_model.save(module, temporary, signatures={"serving_default": module.serve})
-  if os.path.exists(path):
-    os.replace(path, previous)
-  os.replace(temporary, path)
-  shutil.rmtree(previous, ignore_errors=True)
+  _remove_tree(previous)
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.rename(path, previous)
+  tf.io.gfile.rename(temporary, path)
+  _remove_tree(previous)
   return path
+
+
+def _remove_tree(path: str) -> None:
+  """Removes the directory `path` if it exists (through `tf.io.gfile`: local and remote alike)."""
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.rmtree(path)

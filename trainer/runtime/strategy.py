@@ -110,6 +110,26 @@ def _check_tf_config() -> None:
   if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
     raise StrategyError(f"TF_CONFIG task index {index!r} is out of range for job {task['type']!r} "
                         f"with {len(cluster[task['type']])} addresses")
+  address = str(cluster[task["type"]][index])
+  _require_free_port(address, f"TF_CONFIG task {task['type']} {index}")
+  logging.info("multi_worker_mirrored: this is task %s %d at %s; connecting to the cluster %s (TensorFlow "
+               "waits until every task is up)", task["type"], index, address, json.dumps(cluster))
+
+
+def _require_free_port(address: str, owner: str) -> None:
+  """Refuses an address whose port another process already listens on (a second run, a stale server):
+  TensorFlow's gRPC server would otherwise fail with a stack trace."""
+  port = address.rsplit(":", 1)[-1]
+  if not port.isdigit():
+    raise StrategyError(f"{owner}: address {address!r} has no port (host:port)")
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is free
+    try:
+      probe.bind(("", int(port)))
+    except OSError as error:
+      raise StrategyError(f"{owner}: port {port} of {address} is already in use ({error.strerror}); "
+                          "another run or process listens there: stop it or give this task a free port") \
+        from error
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:
