@@ -154,3 +154,22 @@ def test_empty_selection_is_an_error_listing_available_paths():
   with pytest.raises(ValueError, match=r"selector matched no variables.*available trainable "
                                        r"variable paths:\n  \S*hidden/kernel\n  \S*hidden/bias"):
     selectors.VariableSelector(exclude=[r"kernel"]).select(_mlp())
+
+
+def test_default_rule_covers_embedding_tables_and_leaves_out_prelu_slopes():
+  """He et al. (2015) do not decay PReLU slopes; a conv PReLU's alpha is rank 3, so rank alone misses it."""
+  model = tf.keras.Sequential([
+      tf.keras.Input((5,), dtype="int32"),
+      layers.Embedding(10, 4, name="embed"),
+      layers.Reshape((5, 4, 1)),
+      layers.Conv2D(3, 2, name="conv"),
+      layers.PReLU(name="conv_prelu"),
+      layers.Flatten(),
+      layers.Dense(2, name="out"),
+      layers.PReLU(name="dense_prelu"),
+  ], name="prelu_model")
+  assert [len(v.shape) for v in model.trainable_variables].count(3) == 1  # the conv PReLU's alpha (4, 3, 3)
+  selected = {s.path.split("/")[-2] for s in selectors.VariableSelector().select(model)}
+  assert selected == {"embed", "conv", "out"}
+  everything = selectors.VariableSelector(exclude_biases_and_norms=False).select(model)
+  assert {s.path.split("/")[-2] for s in everything} >= {"conv_prelu", "dense_prelu"}

@@ -2,13 +2,15 @@
 
 The sweep's runs differ only in `L2.scale`; through the HTTP API the HParams dashboard must list
 both sessions with their `reg/l2/scale`, and offer `eval/accuracy` (group `eval`) as a metric: the
-"lambda against eval accuracy" view of a sweep.
+"lambda against eval accuracy" view of a sweep. The custom-scalars layout and the declared HParams
+config (trainer/metrics/dashboard.py) are read back the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +20,8 @@ import urllib.request
 import pytest
 
 from tests.helpers import FAST, REPO, train_in_process
+from trainer.metrics import dashboard
+from trainer.metrics import tags as tags_lib
 
 pytestmark = pytest.mark.multiprocess  # a real tensorboard server process
 
@@ -103,3 +107,48 @@ def test_hparams_experiment_lists_the_sweep(server):
   for group in groups:
     accuracy = [m for m in group["metricValues"] if m["name"]["tag"] == "eval/accuracy"]
     assert accuracy and 0.5 < accuracy[0]["value"] <= 1.0, group
+
+
+def test_custom_scalars_layout_overlays_train_and_eval(server):
+  base, served = server
+  layout = _request(f"{base}/data/plugin/custom_scalars/layout")
+  charts = {chart["title"]: chart["multiline"]["tag"] for category in layout["category"]
+            for chart in category["chart"]}
+  assert [category["title"] for category in layout["category"]] == [c for c, _ in dashboard.LAYOUT]
+  assert charts["loss: train vs eval"] == ["^train/data_loss$", "^train_eval/loss$", "^eval/loss$",
+                                           "^test/loss$"]
+  assert charts["accuracy: train vs train_eval vs eval"] == [
+      "^train/accuracy$", "^train_eval/accuracy$", "^eval/accuracy$", "^test/accuracy$"]
+  # Every chart's regexes name registered tags, and together they find tags the runs really wrote.
+  for _, chart_specs in dashboard.LAYOUT:
+    for _, patterns in chart_specs:
+      assert all(tags_lib.find(pattern.replace("<term>", "l2").replace("<layer>", "dense_0"))
+                 for pattern in patterns)
+  written = set().union(*(set(tags) for tags in served.values()))
+  for regexes in charts.values():
+    if regexes != ["^optimizer/learning_rate$", "^optimizer/weight_decay$"]:
+      assert any(re.match(regex, tag) for regex in regexes for tag in written), regexes
+
+
+def test_hparams_config_orders_strengths_first_and_declares_registry_metrics_once(server):
+  base, served = server
+  experiment = _request(f"{base}/data/plugin/hparams/experiment", {"experimentName": ""})
+  names = [info["name"] for info in experiment["hparamInfos"]]
+  assert names[0] == "reg/l2/scale"  # the strength first, whatever the TensorBoard version sorts by
+  session = _request(f"{base}/data/plugin/hparams/session_groups", SESSION_REQUEST)["sessionGroups"][0]
+  assert set(names) == set(session["hparams"])
+  metrics = [(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]]
+  assert metrics == [(entry.directory, entry.pattern) for entry in tags_lib.hparams_metrics()]
+  assert not any(tag.startswith(("perf/", "norms/dense")) for _, tag in metrics)
+  described = {m["name"]["tag"]: m.get("description", "") for m in experiment["metricInfos"]}
+  assert tags_lib.find("gap/accuracy").doc in described["gap/accuracy"]
+
+
+def test_no_stray_run_and_tag_descriptions_come_from_the_registry(server):
+  _, served = server
+  # Only the train/ and eval/ directories hold scalars: the session directory (the run's own, where
+  # the HParams live) shows up in no scalar list.
+  assert set(served) == {f"{name}/{d}" for name in SCALES for d in ("train", "eval")}
+  assert tags_lib.find("eval/accuracy").doc in served["l2_0/eval"]["eval/accuracy"]["description"]
+  penalty = served["l2_0/train"]["penalty/l2"]["description"]
+  assert tags_lib.find("penalty/<term>").doc.split(",")[0] in penalty

@@ -31,14 +31,17 @@ CONFIGURABLE_MODULES = (
     "trainer.regularization.terms",
 )
 KERAS_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")
+# Keras' learning-rate schedules, for `Trainer.learning_rate = @CosineDecay()` and the like.
+KERAS_SCHEDULES = ("CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay",
+                   "PiecewiseConstantDecay", "PolynomialDecay")
 
 
 @functools.cache
 def register_all() -> None:
   """Registers every configurable a gin file can name (idempotent: the work happens once per process)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
-  from trainer.regularization import tfa_optimizers  # pylint: disable=import-outside-toplevel
+  from trainer.regularization import tfa_optimizers
 
   for module in CONFIGURABLE_MODULES:
     importlib.import_module(module)
@@ -46,6 +49,8 @@ def register_all() -> None:
     optimizer = getattr(tf.keras.optimizers, name, None)
     if optimizer is not None:  # Lion is Keras 3 only.
       gin.external_configurable(optimizer, name)
+  for name in KERAS_SCHEDULES:
+    gin.external_configurable(getattr(tf.keras.optimizers.schedules, name), name)
   # Layer-level penalties for `kernel_regularizer`. Named Keras* so they never clash with Occam's own
   # `L2`/`L1` terms, which are a different mechanism (see README, "Regularization").
   gin.external_configurable(tf.keras.regularizers.L2, "KerasL2")

@@ -13,6 +13,7 @@ host does happens at loop boundaries, and everything beyond the cadence comes in
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Mapping, Protocol, Sequence
 
 from absl import logging
@@ -71,6 +72,7 @@ class Controller:
     """
     step = self._trainer.step
     final: dict[str, float] = {}
+    eta = _Eta(self._train_steps)
     with self._preemption:
       while step < self._train_steps and not self._should_stop():
         output = self._trainer.train(self._next_boundary(step) - step)
@@ -93,7 +95,7 @@ class Controller:
         stop = self._should_stop()
         if step % self._checkpoint_every == 0 or step == self._train_steps or stop or preempted:
           self._save_checkpoint(step)
-        _log_loop(step, self._train_steps, scalars)
+        _log_loop(step, self._train_steps, scalars, eta.update(step))
         final = scalars
         if preempted:
           raise Preempted(step)
@@ -107,10 +109,31 @@ class Controller:
     return scalars
 
 
-def _log_loop(step: int, train_steps: int, scalars: Mapping[str, float]) -> None:
+class _Eta:
+  """Remaining time from the wall clock between loop ends, so it covers evaluation and checkpoints.
+
+  Measured from the end of this invocation's first loop: that loop traces the compiled step (seconds
+  on a small model), which would make any rate that includes it far too pessimistic.
+  """
+
+  def __init__(self, train_steps: int):
+    self._train_steps = train_steps
+    self._origin: tuple[float, int] | None = None
+
+  def update(self, step: int) -> str:
+    """The ETA after the loop that ended at `step`, e.g. '12s', or 'n/a' right after the first loop."""
+    now = time.monotonic()
+    if self._origin is None:
+      self._origin = (now, step)
+      return "n/a" if step < self._train_steps else "0s"
+    origin_time, origin_step = self._origin
+    seconds_per_step = (now - origin_time) / max(step - origin_step, 1)
+    return f"{(self._train_steps - step) * seconds_per_step:.0f}s"
+
+
+def _log_loop(step: int, train_steps: int, scalars: Mapping[str, float], eta: str) -> None:
   """One greppable line per loop: `train | step: 500/1000 | loss: 0.31 | ... | steps/sec: 41.2 | eta: 12s`."""
   parts = [f"step: {step}/{train_steps}"]
   parts += [f"{key.replace('train/', '')}: {scalars[key]:.4g}" for key in tags.console() if key in scalars]
-  rate = scalars["perf/steps_per_sec"]
-  parts += [f"steps/sec: {rate:.1f}", f"eta: {(train_steps - step) / rate:.0f}s"]
+  parts += [f"steps/sec: {scalars['perf/steps_per_sec']:.1f}", f"eta: {eta}"]
   logging.info("train | %s", " | ".join(parts))

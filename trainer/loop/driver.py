@@ -2,25 +2,35 @@
 
 This is the one place that decides which behaviour a run has around the bare cadence: non-finite
 recovery, early stopping with the best model, preemption, the start-of-run report and HParams, plus
-whatever actions the caller adds (the operative config, per-evaluation callbacks).
+whatever actions the caller adds (the operative config, per-evaluation callbacks). At the end, the
+chief writes `model_dir/results.json` (`results_record`, schema in the README) and logs the same
+results as the final console block.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Callable, Sequence
+import time
+from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
 from absl import logging
 
+from trainer import __version__
+from trainer.common import files
+from trainer.loop import schedules
 from trainer.loop.builder import Run
 from trainer.loop.controller import Action, Controller
-from trainer.loop.early_stopping import KeepBest
+from trainer.loop.early_stopping import BEST_PREFIX, KeepBest
 from trainer.loop.recovery import NonFiniteRecovery
 from trainer.loop.runners import EvalRunner, TrainRunner
-from trainer.metrics import tags
+from trainer.metrics import dashboard, tags
 from trainer.regularization import terms as terms_lib
 from trainer.runtime.preemption import PreemptionWatcher
+
+RESULTS_FILE = "results.json"
+RESULTS_SCHEMA = 1  # bumped when a key of results.json changes meaning or goes away
 
 
 def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (),
@@ -28,9 +38,11 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
           stop_conditions: Sequence[Callable[[], bool]] = ()) -> dict[str, float]:
   """Trains `run` (restored from `restored`, None for a fresh start) to its `train_steps`.
 
-  Returns the last loop's metrics and the final evaluation. Raises `Preempted` after a checkpoint on
-  SIGTERM/SIGINT and `NonFiniteError` when a step diverged and the policy does not restore.
+  Returns the last loop's metrics and the final evaluation, which the chief also writes to
+  `model_dir/results.json` and logs. Raises `Preempted` after a checkpoint on SIGTERM/SIGINT and
+  `NonFiniteError` when a step diverged and the policy does not restore (no results.json then).
   """
+  started = time.monotonic()
   settings = run.settings
   trainer, evaluator = TrainRunner(run), EvalRunner(run)
   recovery = NonFiniteRecovery(policy=settings.on_nonfinite, max_restores=settings.max_restores,
@@ -38,10 +50,11 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
                                learning_rate_scale=run.schedule.scale,
                                clear_flags=trainer.clear_nonfinite_flags)
   own_eval_actions, own_stop_conditions = [], []
+  keep_best = None
   if run.early_stopping is not None:
-    own_eval_actions.append(KeepBest(run.early_stopping, checkpointer=run.best_checkpointer, model=run.model,
-                                     feature_shape=run.splits.train.features.shape[1:],
-                                     is_chief=run.is_chief))
+    keep_best = KeepBest(run.early_stopping, checkpointer=run.best_checkpointer, model=run.model,
+                         feature_shape=run.splits.train.features.shape[1:], is_chief=run.is_chief)
+    own_eval_actions.append(keep_best)
     own_stop_conditions.append(lambda: run.early_stopping.stopped)
   controller = Controller(
       trainer=trainer, evaluator=evaluator, writers=run.writers, save_checkpoint=run.checkpointer.save,
@@ -53,7 +66,17 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
   try:
     report_start(run, trainer.step, restored)
     recovery.on_start(trainer.step, restored)
-    return controller.run()
+    metrics = controller.run()
+    if keep_best is not None:  # the best weights' test metrics, next to the last weights'
+      best = keep_best.finish(evaluator.evaluate)
+      if best:
+        run.writers.write_scalars(tags.EVAL, int(run.early_stopping.best_step.numpy()), best)
+        metrics.update(best)
+    record = results_record(run, metrics, restored=restored, wall_time_sec=time.monotonic() - started)
+    if run.is_chief:
+      files.write_json(os.path.join(run.model_dir, RESULTS_FILE), record)
+      report_end(record)
+    return metrics
   finally:
     run.writers.flush()
     run.checkpointer.close()
@@ -68,6 +91,9 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   for term in run.terms:
     logging.info("regularizer %s: %s", term.name, term.describe())
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())
+  ended = schedules.ended_early_warning(run.schedule.schedule, run.settings.train_steps)
+  if ended:
+    logging.warning("%s (Trainer.train_steps=%d)", ended, run.settings.train_steps)
   overlap = terms_lib.overlap_warning(run.terms, run.model)
   if overlap:
     logging.warning("%s", overlap)
@@ -78,4 +104,61 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   if run.early_stopping is not None and run.early_stopping.stopped:
     logging.info("this run already stopped early (best at step %d); nothing left to train",
                  int(run.early_stopping.best_step.numpy()))
+  if not restored:  # the dashboards' configuration, once per run
+    run.writers.write_with(tags.TRAIN, dashboard.write_layout)
+    run.writers.write_with(tags.SESSION, lambda: dashboard.write_hparams_config(
+        run.hparams, classification=run.splits.num_classes is not None))
   run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)))
+
+
+def results_record(run: Run, metrics: Mapping[str, float], *, restored: str | None,
+                   wall_time_sec: float) -> dict:
+  """The content of `model_dir/results.json`: what a finished run reports, in one documented record.
+
+  Non-finite values become None (JSON has no NaN). `wall_time_sec` covers this invocation only (from
+  the driver's start to the final evaluation); a resumed run reports its own part.
+  """
+  def number(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+  stopper = run.early_stopping
+  best = None
+  if stopper is not None and int(stopper.best_step.numpy()) >= 0:
+    best = {"metric": stopper.metric, "step": int(stopper.best_step.numpy()),
+            "value": number(stopper.best_value), "stopped_early": stopper.stopped,
+            "test": {name.rsplit("/", 1)[1]: number(value) for name, value in sorted(metrics.items())
+                     if name.startswith(BEST_PREFIX + "test/")}}
+  return {
+      "schema": RESULTS_SCHEMA,
+      "version": __version__,
+      "model_dir": run.model_dir,
+      "restored_from": restored,
+      "step": int(run.step.numpy()),
+      "train_steps": run.settings.train_steps,
+      "wall_time_sec": round(wall_time_sec, 3),
+      "generalization_gap": {name.split("/", 1)[1]: number(metrics[name])
+                             for name in ("gap/loss", "gap/accuracy") if name in metrics},
+      "early_stopping": best,
+      "metrics": {name: number(value) for name, value in sorted(metrics.items())},
+  }
+
+
+def report_end(record: Mapping) -> None:
+  """The final console block: the final metrics, the gap, the best step/value, wall time, model_dir."""
+  metrics = record["metrics"]
+  shown = [name for name in sorted(metrics) if name.split("/")[0] in ("train", "eval", "test")]
+  logging.info("final | step %d | %s", record["step"], " | ".join(
+      f"{name}: {_fmt(metrics[name])}" for name in shown))
+  gap = record["generalization_gap"]
+  best = record["early_stopping"]
+  parts = [f"generalization gap: {', '.join(f'{k} {_fmt(v)}' for k, v in sorted(gap.items())) or 'n/a'}",
+           (f"best {best['metric']}: {_fmt(best['value'])} at step {best['step']}"
+            + "".join(f", its test/{k}: {_fmt(v)}" for k, v in sorted(best["test"].items()))
+            if best else "best: n/a (no early stopping)"),
+           f"wall time: {record['wall_time_sec']:.1f}s"]
+  logging.info("final | %s", " | ".join(parts))
+  logging.info("final | results in %s", os.path.join(record["model_dir"], RESULTS_FILE))
+
+
+def _fmt(value: float | None) -> str:
+  return "n/a" if value is None else f"{value:.4g}"

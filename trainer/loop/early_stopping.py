@@ -3,8 +3,9 @@
 `EarlyStopping` decides; its state (best value, best step, evaluations without improvement) lives in
 variables that are checkpointed with the run, so a resumed run stops exactly where an uninterrupted
 one would. `KeepBest` is the eval action that feeds it every evaluation and keeps the best weights
-in `model_dir/best/` (a checkpoint, a SavedModel for inference, and `best.json` with the step and
-the metric).
+in `model_dir/best/` (a checkpoint and `best.json` with the step and the metric); at the end of the
+run, `KeepBest.finish` evaluates the test split with those weights (`best/test/*`, the number papers
+report) and exports them once as a SavedModel.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import gin
 import tensorflow as tf
@@ -24,6 +25,7 @@ from trainer.runtime.checkpointing import Checkpointer
 from trainer.runtime.export import export_saved_model
 
 MODES = ("auto", "max", "min")
+BEST_PREFIX = "best/"  # best/test/accuracy: the test metrics of the best-validation weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +103,10 @@ def _maximize(metric: str) -> bool:
 
 
 class KeepBest:
-  """Eval action: feeds `EarlyStopping` and keeps the best weights (checkpoint, SavedModel, best.json).
+  """Eval action: feeds `EarlyStopping` and keeps the best weights (checkpoint, best.json); see `finish`.
 
   Every worker takes part in the best checkpoint (a collective under multi-worker); only the chief
-  exports the SavedModel and writes best.json.
+  writes best.json and exports the SavedModel.
   """
 
   def __init__(self, stopper: EarlyStopping, *, checkpointer: Checkpointer, model: tf.keras.Model,
@@ -124,9 +126,29 @@ class KeepBest:
 
   def _save(self, step: int, value: float) -> None:
     self._checkpointer.save(step)
-    if not self._is_chief:
-      return
-    best_dir = self._checkpointer.directory
-    export_saved_model(self._model, os.path.join(best_dir, "saved_model"), self._feature_shape)
-    files.write_json(os.path.join(best_dir, "best.json"),
-                     {"step": step, "metric": self._stopper.metric, "value": value})
+    if self._is_chief:
+      files.write_json(os.path.join(self._checkpointer.directory, "best.json"),
+                       {"step": step, "metric": self._stopper.metric, "value": value})
+
+  def finish(self, evaluate: Callable[[Sequence[str]], dict[str, float]]) -> dict[str, float]:
+    """At the end of a run: `best/test/*` of the best weights, which are also exported once.
+
+    Loads the best checkpoint's weights into the model, evaluates the test split with
+    `evaluate(['test'])`, exports the SavedModel (`best/saved_model`, chief only), and puts the
+    last weights back, so the model a caller gets is still the trained one. {} if no evaluation
+    has been kept yet.
+    """
+    path = tf.train.latest_checkpoint(self._checkpointer.directory)
+    if path is None:
+      return {}
+    last = [tf.identity(variable) for variable in self._model.variables]
+    tf.train.Checkpoint(model=self._model).restore(path).expect_partial()
+    try:
+      scalars = evaluate(["test"])
+      if self._is_chief:
+        export_saved_model(self._model, os.path.join(self._checkpointer.directory, "saved_model"),
+                           self._feature_shape)
+    finally:
+      for variable, value in zip(self._model.variables, last):
+        variable.assign(value)
+    return {f"{BEST_PREFIX}{name}": value for name, value in scalars.items()}

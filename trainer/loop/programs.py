@@ -62,6 +62,14 @@ class TrainProgram:
     self._step = tf.function(self._replica_step, jit_compile=True) if whole_step else self._replica_step
     self.loop = tf.function(self._loop)
 
+  def update_term_penalties(self) -> dict[str, float]:
+    """`penalty/<term>` of each update term: what it adds to the objective (not in `train/loss`).
+
+    Read at the loop's end from the current weights, in cross-replica context (a few reductions).
+    """
+    base = self.schedule.base_learning_rate
+    return {f"penalty/{term.name}": float(term.objective_penalty(base)) for term in self.update_terms}
+
   def penalties(self) -> dict[str, tf.Tensor]:
     """Each loss term's unscaled penalty (and `model_losses`), from the variables' current values."""
     penalties = {term.name: tf.cast(term.penalty(), tf.float32) for term in self.loss_terms}

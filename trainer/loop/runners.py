@@ -83,6 +83,7 @@ class TrainRunner:
               for term in run.update_terms]
     if any(decays):
       scalars["optimizer/weight_decay"] = sum(decays)
+    scalars.update(program.update_term_penalties())
     scalars["perf/steps_per_sec"] = num_steps / seconds
     scalars["perf/examples_per_sec"] = num_steps * run.settings.batch_size / seconds
     scalars.update(run.monitor.after_loop(start, step))

@@ -46,6 +46,8 @@ def read_texts(event_dir: str) -> dict[str, list[str]]:
   accumulator = _accumulator(event_dir)
   texts = {}
   for tag in accumulator.Tags()["tensors"]:
+    if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != "text":  # not a layout, not HParams
+      continue
     values = [tf.make_ndarray(event.tensor_proto) for event in accumulator.Tensors(tag)]
     if values and values[0].dtype.kind in "OS":
       texts[tag] = [np.asarray(value).reshape(-1)[0].decode() for value in values]

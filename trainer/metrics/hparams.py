@@ -9,8 +9,8 @@ Keys (public interface, documented in docs/METRICS.md):
 
 Values are read from the built objects (the schedule's base rate, the terms' validated strengths),
 not from gin text, so they are the values the run actually used. The metrics are not listed here:
-without an `hparams_config`, the dashboard takes every scalar tag under the run's `train/` and
-`eval/` directories as a metric (e.g. `eval/accuracy` in group `eval`), and reports its last value.
+`trainer.metrics.dashboard` declares them (the tag registry's `hparams_metric` tags) in the HParams
+config, with these keys in dashboard order.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import re
 
 TRAIN, EVAL, SESSION = "train", "eval", ""  # event directories below model_dir
 
-SCALAR, TEXT, HISTOGRAM, HPARAMS = "scalar", "text", "histogram", "hparams"
+SCALAR, TEXT, HISTOGRAM, HPARAMS, LAYOUT = "scalar", "text", "histogram", "hparams", "layout"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +34,13 @@ class Tag:
     pattern: the tag, or a pattern with one `<placeholder>` (see the module docstring).
     directory: the event directory below model_dir: 'train', 'eval', or '' (the HParams session).
     doc: one line saying what the value is, for the README and TensorBoard.
-    kind: 'scalar', 'text', 'histogram' or 'hparams'.
+    kind: 'scalar', 'text', 'histogram', 'hparams' or 'layout' (the custom-scalars layout).
     higher_is_better: True (accuracies), False (losses, gaps, sharpness), None (neither: norms, rates).
     evaluated: written by every validation evaluation, so early stopping may watch it.
     console: shown on the one log line per host loop.
     column: its column name in `occam-report` tables (the value at the run's last step).
+    hparams_metric: declared as a metric of the HParams dashboard (trainer/metrics/dashboard.py): the
+      few numbers a comparison of runs is about, not every norm and timing.
   """
 
   pattern: str
@@ -49,6 +51,7 @@ class Tag:
   evaluated: bool = False
   console: bool = False
   column: str | None = None
+  hparams_metric: bool = False
 
   @functools.cached_property
   def _regex(self) -> re.Pattern:
@@ -65,17 +68,19 @@ _LOSS, _ACCURACY = False, True
 
 TAGS: tuple[Tag, ...] = (
     # Per host loop, from the training steps (training mode: dropout on, batch statistics).
-    Tag("train/loss", TRAIN, "mean over the loop's steps of data_loss + penalty/total (the objective)",
-        higher_is_better=_LOSS, console=True),
+    Tag("train/loss", TRAIN, "mean over the loop's steps of data_loss + penalty/total (the differentiated "
+        "objective: update terms are outside it, see penalty/<term>)",
+        higher_is_better=_LOSS, console=True, hparams_metric=True),
     Tag("train/data_loss", TRAIN, "mean per-example loss on the training batches (training mode)",
         higher_is_better=_LOSS, console=True),
     Tag("train/accuracy", TRAIN, "mean accuracy on the training batches (training mode)",
-        higher_is_better=_ACCURACY, console=True, column="train_acc"),
+        higher_is_better=_ACCURACY, console=True, column="train_acc", hparams_metric=True),
     Tag("penalty/total", TRAIN, "the sum of the unscaled penalties of the loss terms and model_losses",
-        higher_is_better=_LOSS, column="penalty"),
+        higher_is_better=_LOSS, column="penalty", hparams_metric=True),
     Tag("penalty/model_losses", TRAIN, "the sum of the layers' own regularizer penalties (model.losses)",
         higher_is_better=_LOSS, column="model_losses"),
-    Tag("penalty/<term>", TRAIN, "each loss term's unscaled penalty, e.g. penalty/l2 = scale * sum(w^2)",
+    Tag("penalty/<term>", TRAIN, "each loss term's unscaled penalty, e.g. penalty/l2 = scale * sum(w^2); for "
+        "an update term, what it adds to the objective at the loop's end (not in train/loss)",
         higher_is_better=_LOSS),
     Tag("optimizer/learning_rate", TRAIN, "the learning rate lr_t at the loop's last step"),
     Tag("optimizer/weight_decay", TRAIN, "the effective per-step decay factor d_t of the decoupled terms"),
@@ -83,13 +88,15 @@ TAGS: tuple[Tag, ...] = (
         "training steps per second in the loop (the first loop includes tracing)"),
     Tag("perf/examples_per_sec", TRAIN, "training examples per second in the loop"),
     # Loop-boundary statistics (Monitor), formulas in docs/METRICS.md.
-    Tag("norms/weights_l2", TRAIN, "global L2 norm of the regularized weights", column="weights_l2"),
+    Tag("norms/weights_l2", TRAIN, "global L2 norm of the regularized weights", column="weights_l2",
+        hparams_metric=True),
     Tag("norms/weights_l1", TRAIN, "global L1 norm of the regularized weights"),
     Tag("norms/excluded_l2", TRAIN, "global L2 norm of the variables the default selector excludes"),
     Tag("norms/grad_l2", TRAIN, "L2 norm of the objective's gradient on the fixed probe batch"),
     Tag("norms/distance_from_init", TRAIN, "L2 distance of the trainable weights from their initial values"),
     Tag("norms/<layer>/kernel_l2", TRAIN, "L2 norm of one layer's kernel"),
-    Tag("sparsity/zero_fraction", TRAIN, "fraction of regularized weights exactly 0", column="sparsity"),
+    Tag("sparsity/zero_fraction", TRAIN, "fraction of regularized weights exactly 0", column="sparsity",
+        hparams_metric=True),
     Tag("sparsity/near_zero_fraction", TRAIN, "fraction of regularized weights with |w| below the threshold",
         column="near_zero"),
     Tag("sharpness/hessian_top_eigenvalue", TRAIN, "top Hessian eigenvalue of the probe-batch loss",
@@ -104,23 +111,33 @@ TAGS: tuple[Tag, ...] = (
     Tag("regularizers/<term>", TRAIN, "the variables a term covers, with multipliers", kind=TEXT),
     # Every validation evaluation (inference mode).
     Tag("eval/loss", EVAL, "mean loss on the validation split", higher_is_better=_LOSS, evaluated=True,
-        console=True, column="eval_loss"),
+        console=True, column="eval_loss", hparams_metric=True),
     Tag("eval/accuracy", EVAL, "accuracy on the validation split", higher_is_better=_ACCURACY, evaluated=True,
-        console=True, column="eval_acc"),
+        console=True, column="eval_acc", hparams_metric=True),
     Tag("train_eval/loss", EVAL, "mean loss on a fixed training subset, inference mode",
         higher_is_better=_LOSS, evaluated=True),
     Tag("train_eval/accuracy", EVAL, "accuracy on a fixed training subset, inference mode",
-        higher_is_better=_ACCURACY, evaluated=True, column="train_eval_acc"),
+        higher_is_better=_ACCURACY, evaluated=True, column="train_eval_acc", hparams_metric=True),
     Tag("gap/loss", EVAL, "generalization gap eval/loss - train_eval/loss", higher_is_better=_LOSS,
-        evaluated=True, column="gap_loss"),
+        evaluated=True, column="gap_loss", hparams_metric=True),
     Tag("gap/accuracy", EVAL, "generalization gap train_eval/accuracy - eval/accuracy",
-        higher_is_better=_LOSS, evaluated=True, column="gap_acc"),
+        higher_is_better=_LOSS, evaluated=True, column="gap_acc", hparams_metric=True),
     # Once, at the end.
-    Tag("test/loss", EVAL, "mean loss on the test split, at the end", higher_is_better=_LOSS),
+    Tag("test/loss", EVAL, "mean loss on the test split, at the end", higher_is_better=_LOSS,
+        hparams_metric=True),
     Tag("test/accuracy", EVAL, "accuracy on the test split, at the end", higher_is_better=_ACCURACY,
-        column="test_acc"),
+        column="test_acc", hparams_metric=True),
+    # Once, at the end, with early stopping: the best-validation weights (model_dir/best) on the test split.
+    Tag("best/test/loss", EVAL, "test loss of the best-validation weights (early stopping), at their step",
+        higher_is_better=_LOSS),
+    Tag("best/test/accuracy", EVAL, "test accuracy of the best-validation weights (early stopping), at "
+        "their step", higher_is_better=_ACCURACY, hparams_metric=True),
     # The HParams session (TensorBoard's own tag in model_dir's event file).
+    Tag("custom_scalars__config__", TRAIN, "the custom-scalars layout (trainer/metrics/dashboard.py), once",
+        kind=LAYOUT),
     Tag("_hparams_/session_start_info", SESSION, "the run's hyperparameters for the HParams dashboard",
+        kind=HPARAMS),
+    Tag("_hparams_/experiment", SESSION, "the HParams config: hyperparameters in order, declared metrics",
         kind=HPARAMS),
 )
 
@@ -149,6 +166,20 @@ def evaluated(*, classification: bool = True) -> tuple[str, ...]:
 def console() -> tuple[str, ...]:
   """The scalars of the per-loop console line, in order."""
   return tuple(entry.pattern for entry in TAGS if entry.console)
+
+
+def description(tag: str) -> str:
+  """The registry's one-line doc of `tag` (TensorBoard shows it), "" for a tag it does not know."""
+  try:
+    return find(tag).doc
+  except UnknownTagError:
+    return ""
+
+
+def hparams_metrics(*, classification: bool = True) -> tuple[Tag, ...]:
+  """The tags the HParams dashboard declares as metrics (accuracies only for classification)."""
+  return tuple(entry for entry in TAGS if entry.hparams_metric
+               and (classification or not entry.pattern.endswith("accuracy")))
 
 
 def columns() -> dict[str, Tag]:

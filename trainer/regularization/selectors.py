@@ -8,7 +8,11 @@ and Keras 2 `dense/kernel:0`, so name substrings are unreliable; the default rul
   every trainable variable, except
     (a) all variables of normalization layers (by `isinstance`),
     (b) any layer's `bias` attribute (by identity),
-    (c) anything of rank <= 1.
+    (c) anything of rank <= 1,
+    (d) the slopes of `PReLU` layers (by `isinstance`): He et al. (2015) do not decay them, and a
+        convolutional PReLU keeps them at rank 3, which (c) would not catch.
+
+Embedding tables are rank-2 weights that are neither biases nor normalization parameters: covered.
 
 Regexes on the variable path (`trainer.compat.variable_path`) add (`include`) or remove (`exclude`)
 variables on top of that rule, and `layer_scales` multiplies the strength per layer.
@@ -22,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import gin
 import numpy as np
+import tensorflow as tf
 
 from trainer.common import checks
 from trainer.runtime import compat
@@ -101,11 +106,11 @@ class VariableSelector:
 
 
 def excluded_variables(model) -> list:
-  """Trainable variables the default rule excludes: normalization params, biases, rank <= 1."""
-  norm_types = compat.normalization_layer_types()
+  """Trainable variables the default rule excludes: normalization params, biases, rank <= 1, PReLU slopes."""
+  excluded_types = (*compat.normalization_layer_types(), tf.keras.layers.PReLU)
   excluded = set()
   for layer in compat.flatten_layers(model):
-    if isinstance(layer, norm_types):
+    if isinstance(layer, excluded_types):
       excluded |= _ids(layer.trainable_weights)
     bias = getattr(layer, "bias", None)
     if bias is not None:

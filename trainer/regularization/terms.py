@@ -92,11 +92,22 @@ class LossTerm(_Term):
 class UpdateTerm(_Term):
   """An update applied to the variables around the optimizer step, in replica context."""
 
+  # The no-op defaults run inside the compiled step; not converting them keeps AutoGraph from warning
+  # that it "could not transform" a body without statements.
+  @tf.autograph.experimental.do_not_convert
   def before_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
     """Runs after the gradients are computed, before `apply_gradients`. Default: nothing."""
 
+  @tf.autograph.experimental.do_not_convert
   def after_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
     """Runs after `apply_gradients`. Default: nothing."""
+
+  def objective_penalty(self, base_learning_rate: float) -> tf.Tensor:
+    """What this term adds to the objective, as a float32 scalar from the current weights (`penalty/<term>`).
+
+    An update term is not differentiated, so `train/loss` does not contain it; this is logged next to it.
+    """
+    raise NotImplementedError
 
   def effective_decay(self, learning_rate, base_learning_rate) -> tf.Tensor:
     """The multiplicative decay per step applied at multiplier 1 (`optimizer/weight_decay`)."""
@@ -172,6 +183,18 @@ class DecoupledWeightDecay(UpdateTerm):
     base = checks.positive(self.name, "base_learning_rate", base_learning_rate)
     return learning_rate / base * self.rate
 
+  def objective_penalty(self, base_learning_rate: float) -> tf.Tensor:
+    """The L2 value whose plain-SGD gradient step is this decay: `c * sum(multiplier * w**2)`.
+
+    `c = rate / 2` ('lr_coupled': the step `lr_t * rate * w`) or `rate / (2 * base_lr)`
+    ('schedule_multiplier'). Only an equivalence under plain SGD: with adaptive optimizers decoupled
+    decay minimizes no fixed objective, which is why it is decoupled.
+    """
+    coefficient = self.rate / 2
+    if self.convention == "schedule_multiplier":
+      coefficient /= checks.positive(self.name, "base_learning_rate", base_learning_rate)
+    return coefficient * _weighted_sum(self._bound(), lambda w: 2.0 * tf.nn.l2_loss(w))
+
   def before_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
     decay = self.effective_decay(learning_rate, base_learning_rate)
     distributed_update.assign_once(
@@ -194,6 +217,11 @@ class ProximalL1(UpdateTerm):
                name: str = "proximal_l1"):
     super().__init__(name=name, selector=selector)
     self.scale = checks.nonnegative(name, "scale", scale)
+
+  def objective_penalty(self, base_learning_rate: float) -> tf.Tensor:
+    """`scale * sum(multiplier * |w|)`: the nonsmooth part of the objective the proximal steps minimize."""
+    del base_learning_rate  # the threshold follows lr_t; the objective does not
+    return self.scale * _weighted_sum(self._bound(), lambda w: tf.reduce_sum(tf.abs(w)))
 
   def after_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
     threshold = tf.cast(learning_rate, tf.float32) * self.scale

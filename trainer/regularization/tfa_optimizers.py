@@ -74,7 +74,7 @@ def import_tfa():
   try:
     with warnings.catch_warnings():  # tfa warns at every import that it is end of life.
       warnings.simplefilter("ignore")
-      import tensorflow_addons  # pylint: disable=import-outside-toplevel
+      import tensorflow_addons
   except ImportError as error:
     raise TfaUnavailableError(f"tensorflow-addons is not importable ({error}). {INSTALL_HINT}") from error
   return tensorflow_addons

@@ -1,0 +1,44 @@
+"""The console: quiet by default (Occam's lines only), `--verbosity=1` brings TensorFlow's back; the ETA."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests import helpers
+from trainer.loop import controller
+
+NOISE = ("absl::InitializeLog", "oneDNN", "cuda", "Sharding callback duration", "AutoGraph",
+         "Assets written", "fingerprint")
+
+
+def _cli(model_dir: str, *extra: str) -> str:
+  """The CLI's combined output, without the test helpers' TF_CPP_MIN_LOG_LEVEL (what a user gets)."""
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env["PYTHONPATH"] = helpers.REPO
+  args = ["--gin_file=gin_configs/regularization/proximal_l1.gin", f"--model_dir={model_dir}",
+          *[f"--gin_bindings={b}" for b in helpers.FAST],
+          "--gin_bindings=Trainer.early_stopping=@EarlyStopping()", *extra]  # checkpoints and an export
+  process = subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=helpers.REPO, env=env,
+                           timeout=300, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  assert process.returncode == 0, process.stdout[-3000:]
+  return process.stdout
+
+
+def test_quiet_by_default_and_verbosity_brings_tensorflow_back(tmp_path):
+  quiet = _cli(str(tmp_path / "quiet"))
+  assert "strategy.py" in quiet.splitlines()[0], quiet[:2000]  # Occam's first line comes first
+  assert not [word for word in NOISE if word in quiet], quiet
+  assert "final | results in" in quiet
+  verbose = _cli(str(tmp_path / "verbose"), "--verbosity=1")
+  assert "oneDNN" in verbose  # TensorFlow's start-up block, in both TensorFlow versions
+
+
+def test_eta_ignores_the_first_loop_and_counts_wall_time_between_loops(monkeypatch):
+  clock = iter([100.0, 130.0, 140.0])  # first loop ends (tracing included), then 10 s per 100 steps
+  monkeypatch.setattr(controller.time, "monotonic", lambda: next(clock))
+  eta = controller._Eta(train_steps=1000)
+  assert eta.update(100) == "n/a"
+  assert eta.update(200) == "240s"  # 30 s for 100 steps (training, eval, checkpoint): 800 more steps
+  assert eta.update(300) == "140s"  # (140 - 100) s / 200 steps * 700 steps

@@ -1,0 +1,61 @@
+"""`model_dir/results.json` and the final console block, on real short runs of the CLI and the API."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests import helpers
+
+KEYS = {"schema", "version", "model_dir", "restored_from", "step", "train_steps", "wall_time_sec",
+        "generalization_gap", "early_stopping", "metrics"}
+
+
+def _results(model_dir: str) -> dict:
+  with open(os.path.join(model_dir, "results.json")) as file:
+    return json.load(file)
+
+
+def test_results_json_schema_and_final_block_of_a_cli_run(tmp_path):
+  model_dir = str(tmp_path / "run")
+  process = helpers.run_cli(["--gin_file=gin_configs/quickstart.gin", f"--model_dir={model_dir}",
+                             *[f"--gin_bindings={b}" for b in helpers.FAST],
+                             "--gin_bindings=Trainer.early_stopping = @EarlyStopping()"])
+  assert process.returncode == 0, process.stdout
+  results = _results(model_dir)
+  assert set(results) == KEYS
+  assert results["schema"] == 1 and isinstance(results["version"], str)
+  assert results["model_dir"] == model_dir and results["restored_from"] is None
+  assert results["step"] == results["train_steps"] == 200
+  assert 0 < results["wall_time_sec"] < 600
+  metrics = results["metrics"]
+  # The same numbers as the event files: the final evaluation and the last validation evaluation.
+  written = helpers.read_scalars(os.path.join(model_dir, "eval"))
+  for tag in ("test/accuracy", "test/loss", "eval/accuracy", "gap/loss", "gap/accuracy"):
+    assert metrics[tag] == pytest.approx(written[tag][-1][1], rel=1e-6), tag
+  assert results["generalization_gap"] == {"loss": metrics["gap/loss"], "accuracy": metrics["gap/accuracy"]}
+  best_step, best_value = max(written["eval/accuracy"], key=lambda point: (point[1], -point[0]))
+  best_test = {name: written[f"best/test/{name}"] for name in ("accuracy", "loss")}  # at the best step
+  assert results["early_stopping"] == {
+      "metric": "eval/accuracy", "step": best_step, "value": pytest.approx(best_value, rel=1e-6),
+      "stopped_early": False,
+      "test": {name: pytest.approx(points[0][1], rel=1e-6) for name, points in best_test.items()}}
+  assert all(points == [(best_step, points[0][1])] for points in best_test.values())
+  final = [line.split("] ", 1)[1] for line in process.stdout.splitlines() if "] final | " in line]
+  assert len(final) == 3, final
+  assert f"test/accuracy: {metrics['test/accuracy']:.4g}" in final[0]
+  assert "generalization gap: accuracy" in final[1] and f"best eval/accuracy: {best_value:.4g} at step " \
+      f"{best_step}" in final[1] and "wall time: " in final[1]
+  assert final[2] == f"final | results in {os.path.join(model_dir, 'results.json')}"
+
+
+def test_a_resumed_run_records_where_it_resumed_from(tmp_path):
+  model_dir = str(tmp_path)
+  helpers.train_in_process(model_dir, helpers.FAST)
+  assert _results(model_dir)["early_stopping"] is None
+  helpers.train_in_process(model_dir, [*helpers.FAST, "Trainer.train_steps=250"])
+  results = _results(model_dir)
+  assert results["restored_from"] == os.path.join(model_dir, "checkpoints", "ckpt-200")
+  assert results["step"] == 250 and results["metrics"]["test/accuracy"] > 0.5
