@@ -8,12 +8,14 @@ against the event files read back independently with `tests.helpers.read_scalars
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 
+import numpy as np
 import pytest
 
-from tests.helpers import REPO, read_scalars
+from tests.helpers import REPO, checkpoint_values, read_scalars
 from tests.sweep_fixtures import GRID, POINTS, TINY, run_module
 from trainer.experiments import report, sweep
 from trainer.metrics import tags
@@ -140,3 +142,37 @@ def test_changing_the_fixed_bindings_of_an_existing_sweep_is_refused(swept, caps
   assert sweep.main(args) == sweep.EXIT_BAD_INPUT
   err = capsys.readouterr().err
   assert f"--sweep_dir={sweep_dir} was started with gin_bindings" in err and "MLP.hidden_sizes=(32,)" in err
+
+
+def test_a_point_is_bit_identical_alone_or_after_another_in_the_same_worker(tmp_path, capsys):
+  """One worker (this process) trains L2.scale=1e-1 then 1e-3; 1e-3 alone in another sweep matches it
+  exactly: every evaluation, the final metrics and the checkpoint. A bad point fails alone."""
+  quickstart = os.path.join(REPO, "gin_configs", "quickstart.gin")
+  common = [f"--gin_file={quickstart}"] + [f"--gin_bindings={b}" for b in TINY]
+  after, alone = str(tmp_path / "after"), str(tmp_path / "alone")
+  assert sweep.main(common + [f"--sweep_dir={after}", "--grid", "L2.scale=[1e-1, 1e-3]",
+                              "--grid", "MLP.hidden_sizes=[(16,), (-1,)]"]) == sweep.EXIT_FAILED
+  err = capsys.readouterr().err
+  bad = os.path.join(after, "L2.scale=1e-1,MLP.hidden_sizes=-1,")
+  assert "FAILED L2.scale=1e-1,MLP.hidden_sizes=-1, | InvalidRunError" in err
+  assert os.path.join(bad, sweep.LOG_FILE) in err and not sweep.is_done(bad)
+  with open(os.path.join(bad, sweep.LOG_FILE)) as file:
+    assert "Received an invalid value for `units`" in file.read()
+  assert sweep.main(common + [f"--sweep_dir={alone}", "--grid", "L2.scale=[1e-3]",
+                              "--grid", "MLP.hidden_sizes=[(16,)]"]) == 0
+  runs = {}
+  for sweep_dir in (after, alone):
+    runs[sweep_dir] = point_dir = os.path.join(sweep_dir, "L2.scale=1e-3,MLP.hidden_sizes=16,")
+    with open(os.path.join(point_dir, sweep.LOG_FILE)) as file:
+      assert "final | step 20" in file.read()  # the run's absl log, written in process
+  scalars, final = [], []
+  for point_dir in runs.values():  # all but the timings
+    scalars.append({k: v for k, v in report.read_run(point_dir).items() if "perf/" not in k})
+    with open(os.path.join(point_dir, "results.json")) as file:
+      final.append({k: v for k, v in json.load(file)["metrics"].items() if not k.startswith("perf/")})
+  assert "eval/eval/accuracy" in scalars[0] and scalars[0] == scalars[1]
+  assert "test/accuracy" in final[0] and final[0] == final[1]
+  expected, actual = checkpoint_values(runs[alone]), checkpoint_values(runs[after])
+  assert expected.keys() == actual.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(actual[key], value, err_msg=key)

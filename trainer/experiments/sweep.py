@@ -1,4 +1,4 @@
-r"""Runs a grid of gin bindings, one `python -m trainer.main` process per point, resumably.
+r"""Runs a grid of gin bindings in long-lived worker processes, one run per point, resumably.
 
     occam-sweep --gin_file=gin_configs/experiments/claim1_l2_u_curve.gin \
         --grid 'L2.scale=[0, 1e-4, 1e-3, 1e-2, 3e-2]' --grid 'Trainer.seed=[0, 1, 2]' \
@@ -6,12 +6,19 @@ r"""Runs a grid of gin bindings, one `python -m trainer.main` process per point,
 
 Every point trains in its own model dir `SWEEP_DIR/<bindings>` (e.g. `L2.scale=1e-3,Trainer.seed=1`),
 named from the grid values exactly as typed, so a name is stable across reruns. Each point dir holds
-`point.json` (its bindings and command), `log.txt` (the trainer's output, appended on every attempt)
-and, after the trainer exits 0, `done.json`. Rerunning the same command skips finished points and
-reruns the others, which resume from their own checkpoints. The whole grid is checked by gin before
-anything is launched, so a misspelled key fails in a second, not after the first point trains.
-`SWEEP_DIR/sweep.json` records the spec and the wall time of every invocation (for the reports).
-`python -m trainer.experiments.sweep` is the same command.
+`point.json` (its bindings and the equivalent `python -m trainer.main` command), `log.txt` (the run's
+log, appended on every attempt, with the error that stopped a failed one) and, once the run finished,
+`done.json`. Rerunning the same command skips finished points and reruns the others, which resume from
+their own checkpoints. The whole grid is checked by gin before anything is launched, so a misspelled
+key fails in a second, not after the first point trains. `SWEEP_DIR/sweep.json` records the spec and
+the wall time of every invocation (for the reports). `python -m trainer.experiments.sweep` is the same
+command.
+
+The points run in `--parallel` long-lived workers (this process and `--parallel - 1` spawned ones; see
+`trainer.experiments.workers`, which `occam-tune` uses too): each imports TensorFlow once and trains
+the points it claims in process, one after another, with `trainer.train`, which resets gin, the
+precision policy and the seeds per run, the Keras session cleared in between; so a point's result does
+not depend on what its worker ran before. A point whose run raises is failed; its worker goes on.
 
 Exit codes: 0 all points finished, 1 some point failed (its log path is printed), 2 bad input.
 """
@@ -19,23 +26,20 @@ Exit codes: 0 all points finished, 1 some point failed (its log path is printed)
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import re
-import site
-import subprocess
 import sys
-import threading
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
-# The directory holding the `trainer` package: the repo root in a checkout, site-packages when installed.
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from trainer.experiments import workers
+
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 POINT_FILE, DONE_FILE, LOG_FILE, SWEEP_FILE = "point.json", "done.json", "log.txt", "sweep.json"
 _MAX_NAME = 200  # Leaves room under the usual 255-byte file-name limit.
@@ -180,20 +184,6 @@ def command(python: str, gin_files: Sequence[str], bindings: Sequence[str], poin
           + [f"--gin_bindings={b}" for b in list(bindings) + point.gin_bindings()])
 
 
-def _trainer_env() -> dict[str, str]:
-  """The environment of a point's trainer, which must import the same `trainer` package as this process.
-
-  From a checkout, its root goes first on PYTHONPATH. An installed package needs nothing: the
-  interpreter finds it, and its site directory on PYTHONPATH would come before the standard library.
-  """
-  env = dict(os.environ)
-  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  site_dirs = {os.path.realpath(path) for path in [*site.getsitepackages(), site.getusersitepackages()]}
-  if os.path.realpath(PACKAGE_ROOT) not in site_dirs:
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
-  return env
-
-
 def write_point(point_dir: str, point: Point, argv: Sequence[str], **extra) -> None:
   """Creates `point_dir` and writes its `point.json`: the bindings, the trainer command and `extra`."""
   os.makedirs(point_dir, exist_ok=True)
@@ -207,62 +197,104 @@ def mark_done(point_dir: str, seconds: float, **extra) -> None:
              {"seconds": seconds, "finished": datetime.datetime.now().isoformat(), **extra})
 
 
-def run_point(argv: list[str], point: Point, point_dir: str) -> tuple[int, float]:
-  """Runs one point to completion; writes `done.json` on exit 0. Returns (exit code, seconds)."""
-  write_point(point_dir, point, argv)
-  started = time.perf_counter()
-  with open(os.path.join(point_dir, LOG_FILE), "a") as log:
-    log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(argv)}\n")
-    log.flush()
-    code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=_trainer_env(),
-                          check=False).returncode
-  seconds = time.perf_counter() - started
-  if code == 0:
-    mark_done(point_dir, seconds)
-  return code, seconds
-
-
 class Progress:
-  """A text progress bar on stderr: one line per finished point, with its wall time."""
+  """A text progress bar on stderr, shared by the workers: one line per finished point."""
 
   def __init__(self, total: int, done: int):
-    self.total, self.done = total, done
-    self._lock = threading.Lock()
+    self.total = total
+    self.done = multiprocessing.get_context("spawn").Value("i", done)
 
   def report(self, status: str, name: str, detail: str) -> None:
-    with self._lock:
-      self.done += 1
+    with self.done.get_lock():
+      self.done.value += 1
       width = 24
-      filled = round(width * self.done / self.total)
-      print(f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {status} {name} | {detail}",
-            file=sys.stderr, flush=True)
+      filled = round(width * self.done.value / self.total)
+      print(f"[{'#' * filled}{'.' * (width - filled)}] {self.done.value}/{self.total} {status} {name} | "
+            f"{detail}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """What the sweep's workers share (picklable): the experiment, the points to run, the next one to
+  claim (a counter in shared memory, so each point runs once however fast each worker is), and the
+  progress bar."""
+  gin_files: tuple[str, ...]
+  bindings: tuple[str, ...]
+  sweep_dir: str
+  python: str
+  points: tuple[Point, ...]
+  claimed: Any  # a multiprocessing.Value("i"): the index of the next point to claim
+  progress: Progress
+
+  def claim(self) -> Point | None:
+    """The next point no worker has taken yet, or None when all are taken."""
+    with self.claimed.get_lock():
+      index = self.claimed.value
+      self.claimed.value += 1
+    return self.points[index] if index < len(self.points) else None
+
+
+def run_point(job: Job, point: Point, worker: int = 0) -> tuple[str | None, float]:
+  """Trains one point in this process (resuming from its checkpoint) and writes `done.json` if it
+  finishes. Returns (None or the error that stopped it, seconds); preemption propagates.
+
+  Any exception of the run (bad input, a non-finite loss, a config value the model rejects when it is
+  built) fails only this point: the worker goes on with the next one. The log has the message.
+  """
+  from trainer.runtime import preemption
+  point_dir = os.path.join(job.sweep_dir, point.name)
+  argv = command(job.python, job.gin_files, job.bindings, point, point_dir)
+  write_point(point_dir, point, argv)
+  with open(os.path.join(point_dir, LOG_FILE), "a") as log:
+    log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} worker {worker} (pid "
+              f"{os.getpid()}), in process, as: {' '.join(argv)}\n")
+  started = time.perf_counter()
+  try:
+    results = workers.train_point(job.gin_files, list(job.bindings) + point.gin_bindings(), point_dir)
+  except preemption.Preempted:
+    raise
+  except Exception as error:  # The point's failure, not the worker's: see the docstring.
+    return f"{type(error).__name__}: {error}", time.perf_counter() - started
+  seconds = time.perf_counter() - started
+  mark_done(point_dir, seconds, step=results.step, restored_from=results.restored_from)
+  return None, seconds
+
+
+def work(job: Job, worker: int = 0) -> int:
+  """One worker: trains the points it claims until none is left. 0, or 75 when preempted."""
+  from trainer.runtime import preemption
+  while (point := job.claim()) is not None:
+    try:
+      error, seconds = run_point(job, point, worker)
+    except preemption.Preempted as stop:
+      job.progress.report("STOPPED", point.name, f"{stop}; rerun the command to resume it")
+      return preemption.EXIT_PREEMPTED
+    if error is None:
+      job.progress.report("ok", point.name, f"{seconds:.1f}s")
+    else:
+      job.progress.report("FAILED", point.name, f"{error.splitlines()[0][:300]} after {seconds:.1f}s, "
+                          f"log: {os.path.join(job.sweep_dir, point.name, LOG_FILE)}")
+  return 0
 
 
 def run_sweep(args: argparse.Namespace, points: Sequence[Point]) -> int:
-  """Launches the unfinished points `--parallel` at a time; returns the exit code."""
+  """Trains the unfinished points in `--parallel` long-lived workers; returns the exit code."""
   todo = [p for p in points if not is_done(os.path.join(args.sweep_dir, p.name))]
+  parallel = max(1, min(args.parallel, len(todo)))
   print(f"sweep: {len(points)} points in {args.sweep_dir}: {len(points) - len(todo)} finished "
-        f"(skipped), {len(todo)} to run, {args.parallel} at a time", file=sys.stderr, flush=True)
-  progress = Progress(len(points), len(points) - len(todo))
-  failed: list[str] = []
-
-  def launch(point: Point) -> None:
-    point_dir = os.path.join(args.sweep_dir, point.name)
-    argv = command(args.python, args.gin_file, args.gin_bindings, point, point_dir)
-    code, seconds = run_point(argv, point, point_dir)
-    if code == 0:
-      progress.report("ok", point.name, f"{seconds:.1f}s")
-    else:
-      failed.append(point.name)
-      progress.report("FAILED", point.name,
-                      f"exit {code} after {seconds:.1f}s, log: {os.path.join(point_dir, LOG_FILE)}")
-
+        f"(skipped), {len(todo)} to run, in {parallel} worker process(es)", file=sys.stderr, flush=True)
+  job = Job(tuple(args.gin_file), tuple(args.gin_bindings), args.sweep_dir, args.python, tuple(todo),
+            multiprocessing.get_context("spawn").Value("i", 0),
+            Progress(len(points), len(points) - len(todo)))
   started = time.perf_counter()
-  with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
-    list(pool.map(launch, todo))
+  if todo:
+    workers.run_workers(work, (job,), parallel, name="occam-sweep", python=args.python)
+  failed = [p.name for p in todo if not is_done(os.path.join(args.sweep_dir, p.name))]
   _record_invocation(args, len(todo), len(points) - len(todo), failed, time.perf_counter() - started)
   if failed:
-    print(f"sweep: {len(failed)} of {len(points)} points failed: {failed}", file=sys.stderr)
+    logs = "\n".join(f"  {os.path.join(args.sweep_dir, name, LOG_FILE)}" for name in failed)
+    print(f"sweep: {len(failed)} of {len(points)} points failed (or did not run); their logs:\n{logs}",
+          file=sys.stderr)
     return EXIT_FAILED
   return 0
 
@@ -302,8 +334,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--gin_bindings", action="append", default=[],
                       help="a binding applied to every point, before the grid's")
   parser.add_argument("--sweep_dir", required=True, help="one model dir per point is created under it")
-  parser.add_argument("--parallel", type=int, default=1, help="points trained at the same time")
-  parser.add_argument("--python", default=sys.executable, help="interpreter that runs trainer.main")
+  parser.add_argument("--parallel", type=int, default=1,
+                      help="worker processes, i.e. points trained at the same time")
+  parser.add_argument("--python", default=sys.executable,
+                      help="interpreter of the spawned workers (this process is the first worker)")
   args = parser.parse_args(argv)
   if args.parallel < 1:
     parser.error(f"--parallel must be >= 1, got {args.parallel}")

@@ -16,7 +16,8 @@ as they read a sweep. A trial reports `--metric` after every evaluation; a prune
 with a checkpoint and is marked PRUNED. At the end the study's own views (optimization history,
 parameter importances, slice plot) are written to STUDY_DIR as PNGs.
 
-Trials run in `--parallel` long-lived worker processes (this one and `--parallel - 1` spawned ones):
+Trials run in `--parallel` long-lived worker processes (this one and `--parallel - 1` spawned ones;
+`trainer.experiments.workers`, shared with `occam-sweep`):
 TensorFlow is imported once per worker, and `trainer.train` resets gin, the Keras precision policy and
 every seed for each run (the worker also clears the Keras session), so a trial's result does not depend
 on what the worker ran before. The study lives in `--storage`, by default SQLite in
@@ -38,9 +39,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
-import logging as py_logging
 import math
-import multiprocessing
 import os
 import re
 import sys
@@ -50,7 +49,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from trainer.experiments import sweep
+from trainer.experiments import sweep, workers
 from trainer.metrics import tags
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
@@ -310,22 +309,6 @@ def next_trial(study, spec: Spec):
     return None
 
 
-@contextlib.contextmanager
-def _trial_log(path: str) -> Iterator[None]:
-  """Appends the trainer's log lines (absl) to `path` while a trial runs, as the sweep's log.txt."""
-  from absl import logging
-  handler = py_logging.FileHandler(path)
-  handler.setFormatter(py_logging.Formatter("%(levelname).1s %(asctime)s %(message)s"))
-  logger = logging.get_absl_logger()
-  logger.addHandler(handler)
-  logging.set_verbosity(logging.INFO)
-  try:
-    yield
-  finally:
-    logger.removeHandler(handler)
-    handler.close()
-
-
 def run_trial(study, trial, spec: Spec) -> str:
   """Trains `trial` in process, reporting `spec.metric` at every evaluation; tells the study. Its state.
 
@@ -334,7 +317,6 @@ def run_trial(study, trial, spec: Spec) -> str:
   propagates with the trial left RUNNING, to be retried after its heartbeat goes stale.
   """
   import optuna
-  import tensorflow as tf
 
   from trainer import api
   from trainer.loop import recovery
@@ -353,13 +335,12 @@ def run_trial(study, trial, spec: Spec) -> str:
     trial.report(float(metrics[spec.metric]), step)
     return trial.should_prune()
 
-  tf.keras.backend.clear_session()  # Drops the previous trial's graphs and layer-name counters.
   started = time.perf_counter()
   heartbeat = optuna.storages._heartbeat.get_heartbeat_thread(trial._trial_id, study._storage)
-  with heartbeat, _trial_log(os.path.join(point_dir, sweep.LOG_FILE)):
+  with heartbeat:
     try:
-      results = api.train(spec.gin_files, list(spec.bindings) + point.gin_bindings(), model_dir=point_dir,
-                          callbacks=[report])
+      results = workers.train_point(spec.gin_files, list(spec.bindings) + point.gin_bindings(), point_dir,
+                                    callbacks=[report])
     except (api.InvalidRunError, recovery.NonFiniteError) as error:
       trial.set_user_attr("error", str(error))
       study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -398,24 +379,10 @@ def work(spec: Spec, worker: int = 0) -> int:
           file=sys.stderr, flush=True)
 
 
-def _worker_main(spec: Spec, worker: int) -> None:
-  sys.exit(work(spec, worker))
-
-
 def run_workers(spec: Spec, parallel: int) -> int:
-  """Runs `parallel` workers: this process (TensorFlow is already imported here, for validation) and
-  `parallel - 1` spawned processes. Returns the worst exit code."""
-  context = multiprocessing.get_context("spawn")  # A fresh interpreter per worker, not a forked TF.
-  others = [context.Process(target=_worker_main, args=(spec, k), name=f"occam-tune-{k}")
-            for k in range(1, parallel)]
-  for process in others:
-    process.start()
-  try:
-    codes = [work(spec)]
-  finally:
-    for process in others:
-      process.join()
-  codes += [process.exitcode for process in others]
+  """Runs `parallel` workers (`workers.run_workers`: this process and `parallel - 1` spawned ones).
+  Returns the worst exit code."""
+  codes = workers.run_workers(work, (spec,), parallel, name="occam-tune")
   if EXIT_PREEMPTED in codes:
     return EXIT_PREEMPTED
   return EXIT_WORKER_FAILED if any(codes) else 0
