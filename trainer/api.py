@@ -132,7 +132,7 @@ def _require_bindings() -> None:
 
 
 def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
-           strategy: str | tf.distribute.Strategy, tpu: str | None,
+           strategy: str | tf.distribute.Strategy, tpu: str | None, cluster_timeout: float,
            allow_config_change: bool) -> tuple[builder.Run, str | None, lock.Lease | None]:
   """Everything before the first step: the built run, the checkpoint it restored (None if fresh) and the
   chief's lease on model_dir. Every check runs before the first write to model_dir."""
@@ -140,7 +140,7 @@ def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
   parsing.parse(gin_files, bindings)
   model_dir = resolve_model_dir(model_dir)
   if isinstance(strategy, str):
-    strategy = strategy_lib.create(strategy, tpu=tpu)
+    strategy = strategy_lib.create(strategy, tpu=tpu, cluster_timeout=cluster_timeout)
   is_chief = strategy_lib.worker_role(strategy).is_chief
   _require_bindings()
   with strategy.scope():  # configurables with state (EarlyStopping) create it under the strategy
@@ -163,7 +163,8 @@ def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
 
 def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_dir: str,
           strategy: str | tf.distribute.Strategy = "default", tpu: str | None = None,
-          allow_config_change: bool = False, callbacks: Sequence[Callback] = ()) -> Results:
+          allow_config_change: bool = False, callbacks: Sequence[Callback] = (),
+          cluster_timeout: float = strategy_lib.DEFAULT_CLUSTER_TIMEOUT_SECONDS) -> Results:
   """Trains (or resumes) the run that the gin files and bindings describe, in `model_dir`.
 
   Args:
@@ -175,16 +176,20 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
     tpu: with strategy='tpu', the TPU to connect to.
     allow_config_change: resume although bindings that change the experiment differ.
     callbacks: `callback(step, metrics) -> bool | None`, after every validation evaluation.
+    cluster_timeout: with strategy='multi_worker_mirrored', how long to wait (seconds) for the other
+      workers of TF_CONFIG to come up before giving up with an InvalidRunError.
 
   Raises:
     InvalidRunError: bad input (a gin file or binding, model_dir, the strategy, a checkpoint that does
       not fit or does not read, a model_dir another run holds); nothing was written.
     preemption.Preempted: SIGTERM/SIGINT; a checkpoint was written.
     recovery.NonFiniteError: a step went non-finite and the policy did not restore.
+    tf.errors.UnavailableError (or another of `strategy.PEER_LOST_ERRORS`): in a multi-worker run,
+      another worker is gone; rerunning every worker resumes from the last checkpoint.
   """
   try:
     run, restored, lease = _start(gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
-                                  allow_config_change=allow_config_change)
+                                  cluster_timeout=cluster_timeout, allow_config_change=allow_config_change)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
     raise InvalidRunError(str(error)) from error
   except (OSError, tf.errors.OpError) as error:  # a full disk or a lost filesystem while starting

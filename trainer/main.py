@@ -21,6 +21,8 @@ flags.DEFINE_string("strategy", "default", "Distribution strategy: default, one_
                     "multi_worker_mirrored (reads TF_CONFIG), tpu.")
 flags.DEFINE_string("tpu", None, "With --strategy=tpu: 'local' on a Cloud TPU VM (the default), a TPU name, "
                     "or grpc://ADDRESS:8470.")
+flags.DEFINE_float("cluster_timeout", 300.0, "With --strategy=multi_worker_mirrored: seconds to wait for "
+                   "every other worker of TF_CONFIG to come up before giving up with exit status 2.")
 flags.DEFINE_integer("virtual_devices", 0, "Split the CPU into this many logical devices (try distribution "
                      "on a laptop); 0 leaves devices alone.")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism "
@@ -39,7 +41,8 @@ flags.register_multi_flags_validator(
 
 # Exit statuses (also in the README): 0 done, 2 bad input (nothing written), 3 a non-finite loss, penalty
 # or gradient (last good checkpoint untouched), 75 preempted by SIGTERM/SIGINT (checkpoint written;
-# rerun the same command to resume).
+# rerun the same command to resume), and also 75 when another worker of a multi-worker run is lost (rerun
+# every worker to resume from the last checkpoint).
 EXIT_BAD_INPUT = 2
 
 
@@ -63,7 +66,8 @@ def run(argv) -> int:
     if FLAGS.virtual_devices:
       strategy_lib.split_cpu(FLAGS.virtual_devices)
     api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir,
-              strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change)
+              strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change,
+              cluster_timeout=FLAGS.cluster_timeout)
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
   except preemption.Preempted as stop:
@@ -71,6 +75,12 @@ def run(argv) -> int:
     return preemption.EXIT_PREEMPTED
   except recovery.NonFiniteError as error:
     return _fail(error, recovery.EXIT_NONFINITE)
+  except strategy_lib.PEER_LOST_ERRORS as error:
+    if FLAGS.strategy != "multi_worker_mirrored":
+      raise
+    # Like a preemption: the run is intact up to its last checkpoint; a rerun of all workers resumes.
+    return _fail(strategy_lib.worker_lost_message(error, api.resolve_model_dir(FLAGS.model_dir)),
+                 preemption.EXIT_PREEMPTED)
   return 0  # the driver logged the final block and wrote model_dir/results.json
 
 
@@ -132,7 +142,7 @@ def _catalog() -> int:
   return 0
 
 
-def _fail(error: Exception, status: int) -> int:
+def _fail(error: Exception | str, status: int) -> int:
   logging.error("%s", error)
   print(f"occam: error: {error}", file=sys.stderr)
   return status

@@ -1,8 +1,9 @@
 """From the `--strategy`/`--tpu` flags to a `tf.distribute.Strategy`, logged so the user can trust it.
 
 Every failure here happens before training and names its cause: an unknown strategy, `--tpu`
-without `--strategy=tpu`, a malformed `TF_CONFIG`, or a TPU that is not there (checked quickly
-instead of letting TensorFlow wait forever on an unreachable address).
+without `--strategy=tpu`, a malformed `TF_CONFIG`, a worker that does not come up within
+`--cluster_timeout`, or a TPU that is not there (checked quickly instead of letting TensorFlow wait
+forever on an unreachable address).
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ import dataclasses
 import json
 import os
 import socket
+import time
 import urllib.parse
 
 import tensorflow as tf
 from absl import logging
 
+from trainer.runtime import checkpointing
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 _TPU_CONNECT_TIMEOUT_SECONDS = 10.0
+DEFAULT_CLUSTER_TIMEOUT_SECONDS = 300.0
+_PEER_CONNECT_TIMEOUT_SECONDS = 1.0
+_PEER_POLL_SECONDS = 0.5
+# What a collective op raises when another worker of the cluster is gone (killed, lost, restarted).
+PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                    tf.errors.AbortedError)
 
 
 class StrategyError(ValueError):
@@ -44,8 +54,13 @@ def split_cpu(num_devices: int) -> None:
         "--virtual_devices must be applied before TensorFlow initializes its devices") from error
 
 
-def create(name: str, *, tpu: str | None = None) -> tf.distribute.Strategy:
-  """The strategy called `name`; unknown names list the valid ones."""
+def create(name: str, *, tpu: str | None = None,
+           cluster_timeout: float = DEFAULT_CLUSTER_TIMEOUT_SECONDS) -> tf.distribute.Strategy:
+  """The strategy called `name`; unknown names list the valid ones.
+
+  With multi_worker_mirrored, waits up to `cluster_timeout` seconds for every other task of TF_CONFIG
+  to come up (see `_wait_for_peers`): TensorFlow itself would wait forever, silently.
+  """
   if name not in STRATEGIES:
     raise StrategyError(f"--strategy={name!r} is not one of {', '.join(STRATEGIES)}")
   if tpu and name != "tpu":
@@ -57,7 +72,8 @@ def create(name: str, *, tpu: str | None = None) -> tf.distribute.Strategy:
   elif name == "mirrored":
     strategy = tf.distribute.MirroredStrategy(_local_devices())
   elif name == "multi_worker_mirrored":
-    _check_tf_config()
+    own, peers = _check_tf_config()
+    _wait_for_peers(own, peers, cluster_timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
   else:
     strategy = _tpu_strategy(tpu or "local")
@@ -90,8 +106,11 @@ def _devices(strategy: tf.distribute.Strategy) -> list[str]:
     return ["(default placement)"]
 
 
-def _check_tf_config() -> None:
-  """Validates TF_CONFIG's shape so that a typo is reported, not turned into a hang or a stack trace."""
+def _check_tf_config() -> tuple[str, list[str]]:
+  """Validates TF_CONFIG's shape so that a typo is reported, not turned into a hang or a stack trace.
+
+  Returns this task's address and the addresses of all other tasks of the cluster.
+  """
   raw = os.environ.get("TF_CONFIG")
   if not raw:
     raise StrategyError("--strategy=multi_worker_mirrored needs TF_CONFIG, e.g. TF_CONFIG='{\"cluster\": "
@@ -111,25 +130,84 @@ def _check_tf_config() -> None:
     raise StrategyError(f"TF_CONFIG task index {index!r} is out of range for job {task['type']!r} "
                         f"with {len(cluster[task['type']])} addresses")
   address = str(cluster[task["type"]][index])
-  _require_free_port(address, f"TF_CONFIG task {task['type']} {index}")
-  logging.info("multi_worker_mirrored: this is task %s %d at %s; connecting to the cluster %s (TensorFlow "
-               "waits until every task is up)", task["type"], index, address, json.dumps(cluster))
+  _listen(address, f"TF_CONFIG task {task['type']} {index}").close()
+  logging.info("multi_worker_mirrored: this is task %s %d at %s; connecting to the cluster %s",
+               task["type"], index, address, json.dumps(cluster))
+  # An evaluator runs on its own, outside the strategy's collectives: nobody waits for it.
+  peers = [str(peer) for job, addresses in cluster.items() if job != "evaluator" for peer in addresses]
+  peers.remove(address)
+  return address, peers
 
 
-def _require_free_port(address: str, owner: str) -> None:
-  """Refuses an address whose port another process already listens on (a second run, a stale server):
-  TensorFlow's gRPC server would otherwise fail with a stack trace."""
+def _listen(address: str, owner: str) -> socket.socket:
+  """A socket listening on the port of `address`, or a StrategyError if another process listens there
+  (a second run, a stale server): TensorFlow's gRPC server would otherwise fail with a stack trace."""
   port = address.rsplit(":", 1)[-1]
   if not port.isdigit():
     raise StrategyError(f"{owner}: address {address!r} has no port (host:port)")
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is free
-    try:
-      probe.bind(("", int(port)))
-    except OSError as error:
-      raise StrategyError(f"{owner}: port {port} of {address} is already in use ({error.strerror}); "
-                          "another run or process listens there: stop it or give this task a free port") \
-        from error
+  listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is free
+  try:
+    listener.bind(("", int(port)))
+    listener.listen(64)
+  except OSError as error:
+    listener.close()
+    raise StrategyError(f"{owner}: port {port} of {address} is already in use ({error.strerror}); "
+                        "another run or process listens there: stop it or give this task a free port") \
+      from error
+  return listener
+
+
+def _wait_for_peers(own: str, peers: list[str], timeout: float) -> None:
+  """Returns once every peer address accepts TCP connections; a StrategyError naming the silent ones after
+  `timeout` seconds.
+
+  TensorFlow starts a task's gRPC server only inside the MultiWorkerMirroredStrategy constructor, which
+  then blocks until every task answers, without a timeout (TensorFlow 2.15 and 2.21; a Python watchdog
+  thread did not get to run meanwhile, and the constructor's own barrier timeout comes too late).
+  Waiting for the peers' servers alone would deadlock two workers that both wait before their
+  constructors; so while it waits, this task listens on its own port (a beacon that accepts connections
+  without serving them). A peer counts as up when its beacon or its real server answers; the beacon
+  closes before TensorFlow binds the port.
+  """
+  if timeout <= 0:
+    raise StrategyError(f"--cluster_timeout must be > 0 seconds, got {timeout}")
+  if not peers:
+    return
+  logging.info("waiting for workers %s (up to %g s; --cluster_timeout)", ", ".join(peers), timeout)
+  deadline = time.monotonic() + timeout
+  waiting = list(peers)
+  with _listen(own, f"TF_CONFIG task at {own}"):
+    while True:
+      waiting = [peer for peer in waiting if not _accepts(peer)]
+      if not waiting:
+        return
+      if time.monotonic() >= deadline:
+        raise StrategyError(
+            f"multi_worker_mirrored: no answer from {', '.join(waiting)} within {timeout:g} s "
+            "(--cluster_timeout): start every worker of TF_CONFIG (the same command with its own task "
+            "index), check the addresses, firewalls and ports, or raise --cluster_timeout")
+      time.sleep(_PEER_POLL_SECONDS)
+
+
+def _accepts(address: str) -> bool:
+  """Whether something listens at host:port (one short connection attempt)."""
+  host, _, port = address.rpartition(":")
+  try:
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=_PEER_CONNECT_TIMEOUT_SECONDS):
+      return True
+  except (OSError, ValueError):
+    return False
+
+
+def worker_lost_message(error: Exception, model_dir: str) -> str:
+  """What to tell the user when a collective failed because another worker is gone (`PEER_LOST_ERRORS`)."""
+  steps = checkpointing.checkpoint_steps(os.path.join(model_dir, "checkpoints"))
+  last = f"ckpt-{max(steps)}" if steps else "none (the rerun starts from scratch)"
+  # TensorFlow's message starts with "Graph execution error:" and buries the cause in op traces; only
+  # the type is worth showing (the full error is in TensorFlow's own log lines with --verbosity=1).
+  return (f"worker lost: another worker of the cluster stopped answering ({type(error).__name__}); "
+          f"the last checkpoint is {last}; rerun all workers with the same command to resume")
 
 
 def _tpu_strategy(tpu: str) -> tf.distribute.TPUStrategy:

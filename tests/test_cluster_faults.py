@@ -1,0 +1,76 @@
+"""Bounded waits in a multi-worker cluster: real `trainer.main` worker processes on localhost, TF_CONFIG.
+
+A worker that never comes up ends the others with exit status 2 after `--cluster_timeout`; a worker that
+dies mid-run ends the survivor with exit status 75 and a rerun of all workers resumes (README, "Reliability").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers import QUICKSTART, REPO
+from tests.test_distribution import _free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
+
+def _start_worker(addresses: list[str], index: int, args: list[str]) -> subprocess.Popen:
+  """One `trainer.main --strategy=multi_worker_mirrored` process as task `worker index` of `addresses`."""
+  tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+  env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen([sys.executable, "-m", "trainer.main", "--strategy=multi_worker_mirrored", *args],
+                          cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_an_unreachable_worker_ends_the_wait_with_exit_2_naming_it(tmp_path):
+  model_dir = tmp_path / "run"
+  absent = f"localhost:{_free_port()}"  # nothing listens there
+  started = time.monotonic()
+  worker = _start_worker([f"localhost:{_free_port()}", absent], 0,
+                         [f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}", "--cluster_timeout=3"])
+  output, _ = worker.communicate(timeout=60)
+  assert worker.returncode == 2, output[-3000:]
+  assert time.monotonic() - started < 30
+  assert f"waiting for workers {absent} (up to 3 s; --cluster_timeout)" in output
+  assert f"occam: error: multi_worker_mirrored: no answer from {absent} within 3 s" in output
+  assert "Traceback" not in output
+  assert not model_dir.exists()
+
+
+def test_a_lost_worker_ends_the_survivor_with_exit_75_and_a_rerun_resumes(tmp_path):
+  model_dir = tmp_path / "run"
+  addresses = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
+  args = [f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}", "--cluster_timeout=60",
+          "--gin_bindings=Trainer.train_steps=200", "--gin_bindings=Trainer.steps_per_loop=20",
+          "--gin_bindings=Trainer.checkpoint_every=20", "--gin_bindings=Trainer.eval_every=200"]
+  chief, other = (_start_worker(addresses, index, args) for index in range(2))
+  checkpoints = model_dir / "checkpoints"
+  deadline = time.monotonic() + 60
+  while not (checkpoints.is_dir() and any(n.endswith(".index") for n in os.listdir(checkpoints))):
+    assert time.monotonic() < deadline and chief.poll() is None, "no checkpoint was written"
+    time.sleep(0.2)
+  other.send_signal(signal.SIGKILL)
+  other.wait()
+  killed_at = time.monotonic()
+  output, _ = chief.communicate(timeout=120)
+  assert chief.returncode == 75, output[-3000:]
+  assert time.monotonic() - killed_at < 90
+  assert "occam: error: worker lost: another worker of the cluster stopped answering" in output
+  assert "rerun all workers with the same command to resume" in output
+  assert "Traceback" not in output
+  last = output.rsplit("the last checkpoint is ", 1)[1].split(";")[0]
+  assert last.startswith("ckpt-")
+
+  rerun = [_start_worker(addresses, index, args) for index in range(2)]
+  outputs = [worker.communicate(timeout=240)[0] for worker in rerun]
+  for worker, output in zip(rerun, outputs):
+    assert worker.returncode == 0, output[-3000:]
+  assert "resumed from " in outputs[0] and "ckpt-" in outputs[0]
+  assert (model_dir / "checkpoints" / "ckpt-200.index").exists()
