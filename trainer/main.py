@@ -49,7 +49,9 @@ EXIT_BAD_INPUT = 2
 def run(argv) -> int:
   """Applies the process-wide flags, trains through `trainer.api.train`, and maps errors to exit codes."""
   del argv
-  _quiet_console(verbose=FLAGS.verbosity >= 1)
+  from trainer.runtime import console
+
+  console.quiet(verbose=FLAGS.verbosity >= 1)
   if FLAGS.list_configurables or FLAGS.describe:
     return _catalog()
   # Imported here so that `--help` and flag errors do not pay for TensorFlow.
@@ -82,53 +84,6 @@ def run(argv) -> int:
     return _fail(strategy_lib.worker_lost_message(error, api.resolve_model_dir(FLAGS.model_dir)),
                  preemption.EXIT_PREEMPTED)
   return 0  # the driver logged the final block and wrote model_dir/results.json
-
-
-def _quiet_console(*, verbose: bool) -> None:
-  """Keeps TensorFlow's start-up and routine chatter off the console unless `--verbosity >= 1`.
-
-  Before TensorFlow is imported: TF_CPP_MIN_LOG_LEVEL=3 unless the user set it (TF <= 2.15 logs its
-  native messages through it), and fd 2 goes to a temporary file during the import, where TF 2.16+
-  prints absl's pre-initialization block (oneDNN, CUDA stubs) that no setting reaches; the captured
-  text is replayed if the import fails. Afterwards, the libraries' INFO lines through absl
-  (`Sharding callback duration` per checkpoint, SavedModel export) are dropped; their warnings stay.
-  """
-  if verbose or "tensorflow" in sys.modules:
-    return
-  import os
-  import tempfile
-
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  with tempfile.TemporaryFile() as captured:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(captured.fileno(), 2)
-    try:
-      import tensorflow  # noqa: F401  (imported for its side effects, quietly)
-    except BaseException:
-      os.dup2(saved, 2)
-      captured.seek(0)
-      sys.stderr.write(captured.read().decode(errors="replace"))
-      raise
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-  logging.get_absl_handler().python_handler.addFilter(_LibraryInfoFilter())
-
-
-class _LibraryInfoFilter:
-  """A logging filter that drops INFO and below logged from TensorFlow's, Keras' and TensorBoard's files."""
-
-  _LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorboard")
-
-  def filter(self, record) -> bool:
-    import logging as python_logging  # absl.logging's WARNING is absl's level (-1), not Python's
-    import os
-
-    if record.levelno >= python_logging.WARNING:
-      return True
-    parts = record.pathname.split(os.sep)
-    return not ("site-packages" in parts and any(library in parts for library in self._LIBRARIES))
 
 
 def _catalog() -> int:
