@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 from trainer.loop import controller
 
@@ -26,6 +28,7 @@ def _cli(model_dir: str, *extra: str) -> str:
   return process.stdout
 
 
+@pytest.mark.multiprocess
 def test_quiet_by_default_and_verbosity_brings_tensorflow_back(tmp_path):
   quiet = _cli(str(tmp_path / "quiet"))
   assert "strategy.py" in quiet.splitlines()[0], quiet[:2000]  # Occam's first line comes first

@@ -38,6 +38,7 @@ def test_an_unknown_name_is_bad_input_with_a_suggestion(capsys):
     catalog.describe("NoSuchThing")
 
 
+@pytest.mark.multiprocess
 def test_the_cli_describes_without_a_model_dir_and_still_requires_one_to_train():
   described = helpers.run_cli(["--describe=L2"])
   assert described.returncode == 0 and "L2(" in described.stdout, described.stdout[-2000:]

@@ -136,6 +136,7 @@ def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
   assert int(trainer.step.numpy()) == 30
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["@MLP", "@ResNet"])
 @pytest.mark.parametrize("precision", ["'mixed_bfloat16'", "None"])
 def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, model, precision):
@@ -190,6 +191,7 @@ def test_tpu_flag_without_tpu_strategy_is_refused(tmp_path, capsys):
   assert "--tpu=local is only used with --strategy=tpu" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_synchronized_batch_norm_makes_the_resnet_replica_invariant(tmp_path):
   """Per-replica BatchNorm statistics differ from the global batch's; synchronized ones do not."""
   bindings = ["Trainer.model=@ResNet", "ResNet.synchronized_batch_norm=True", "Trainer.train_steps=10",

@@ -70,6 +70,7 @@ def _zero_fraction(trainer) -> float:
   return sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
 
 
+@pytest.mark.slow
 def test_proximal_l1_gives_exact_zeros_where_subgradient_l1_gives_none(tmp_path):
   """Digits MLP, SGD+momentum, 2000 steps: same objective, same scale, two ways of applying it."""
   def run(name: str, config: str, bindings=()):

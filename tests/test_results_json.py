@@ -18,6 +18,7 @@ def _results(model_dir: str) -> dict:
     return json.load(file)
 
 
+@pytest.mark.multiprocess
 def test_results_json_schema_and_final_block_of_a_cli_run(tmp_path):
   model_dir = str(tmp_path / "run")
   process = helpers.run_cli(["--gin_file=gin_configs/quickstart.gin", f"--model_dir={model_dir}",

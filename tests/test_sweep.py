@@ -144,6 +144,7 @@ def test_changing_the_fixed_bindings_of_an_existing_sweep_is_refused(swept, caps
   assert f"--sweep_dir={sweep_dir} was started with gin_bindings" in err and "MLP.hidden_sizes=(32,)" in err
 
 
+@pytest.mark.slow
 def test_a_point_is_bit_identical_alone_or_after_another_in_the_same_worker(tmp_path, capsys):
   """One worker (this process) trains L2.scale=1e-1 then 1e-3; 1e-3 alone in another sweep matches it
   exactly: every evaluation, the final metrics and the checkpoint. A bad point fails alone."""

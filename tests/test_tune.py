@@ -78,6 +78,7 @@ def test_space_grammar_and_file(tmp_path):
   assert tune.direction("eval/accuracy") == "maximize" and tune.direction("eval/loss") == "minimize"
 
 
+@pytest.mark.slow
 def test_tiny_study_completes_and_reads_like_a_sweep(tmp_path):
   study_dir = str(tmp_path / "study")
   # The grid sampler: 3 log-spaced strengths; --trials is capped at the grid's size.
@@ -109,6 +110,7 @@ def test_pruning_stops_a_hopeless_trial_early_with_a_checkpoint(tmp_path):
   assert "ckpt-50.index" in os.listdir(os.path.join(point_dir, "checkpoints"))  # written at the stop
 
 
+@pytest.mark.slow
 def test_a_trial_is_bit_identical_first_or_after_another_in_the_same_worker(tmp_path):
   """Runs X alone, then Y and X in one study: X's evaluations and checkpoint match exactly."""
   space = (tune.Dimension("L2.scale", "choice", choices=("1e-3", "1e-1")),)
