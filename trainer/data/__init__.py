@@ -1,17 +1,23 @@
-"""Datasets as in-memory train / validation / test splits (`Splits` of `ArrayData`).
+"""Datasets as train / validation / test splits (`Splits`), and how images reach the model.
 
 Built in: `digits` (UCI 8x8 handwritten digits, shipped with the package) and `teacher_student`
-(synthetic). From disk: `tfrecord` (tf.train.Example files) and `tfds` (a prepared TFDS dataset).
-Every loader is gin-configurable and returns the same `Splits`.
+(synthetic). From disk: `tfrecord` (streamed TFRecord shards), `tfds` (a prepared TFDS dataset,
+read by index) and memory-mapped `.npy` arrays (`ArrayData`). Every loader is gin-configurable and
+returns the same `Splits`; `ImagePreprocessing` crops, flips, resizes and normalizes images.
 """
 
 from trainer.data.arrays import ArrayData, Splits, corrupt_labels
 from trainer.data.digits import digits
+from trainer.data.preprocessing import ImagePreprocessing
 from trainer.data.records import tfds, tfrecord, write_tfrecord
+from trainer.data.sources import IndexedData, RecordData
 from trainer.data.synthetic import teacher_network, teacher_student
 
 __all__ = [
     "ArrayData",
+    "ImagePreprocessing",
+    "IndexedData",
+    "RecordData",
     "Splits",
     "corrupt_labels",
     "digits",

@@ -1,9 +1,10 @@
-"""In-memory datasets: the containers every loader returns, and the label-noise rule they share.
+"""Array datasets: the split container most loaders return, the `Splits` triple, and label noise.
 
-A split is a pair of numpy arrays held in RAM. That is the design for this framework's
-research-scale data (tens of thousands of small examples): the input pipeline can then shuffle,
-subset and corrupt labels exactly and reproducibly, and every loader's result is checked the same
-way when it is built.
+An `ArrayData` split is a pair of numpy arrays: held in RAM, or memory-mapped from a `.npy` file
+(`np.load(path, mmap_mode='r')`), in which case the input pipeline reads only the examples of each
+batch and memory stays flat in the dataset's size. Images are best kept as uint8 (a quarter of
+float32); the pipeline converts them on the fly. Splits of other kinds (random access through a
+TFDS data source, sequential TFRecord shards) live in `trainer.data.sources`; `Splits` holds any.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ class ArrayData:
   """One split in memory.
 
   Attributes:
-    features: float32 array of shape (N, ...).
+    features: float32 array of shape (N, ...), or uint8 images (N, height, width, channels) that the
+      pipeline scales to [0, 1]; either may be a read-only `np.memmap`.
     labels: int32 class ids of shape (N,), or float32 regression targets of shape (N, ...).
 
   The dtypes are checked rather than converted, so that a float64 array or int64 labels coming from
@@ -33,8 +35,8 @@ class ArrayData:
     if not isinstance(features, np.ndarray) or not isinstance(labels, np.ndarray):
       raise TypeError("ArrayData wants numpy arrays, got "
                       f"features={type(features).__name__}, labels={type(labels).__name__}")
-    if features.dtype != np.float32:
-      raise ValueError(f"features must be float32, got {features.dtype}")
+    if features.dtype not in (np.float32, np.uint8):
+      raise ValueError(f"features must be float32 or uint8 (images), got {features.dtype}")
     if labels.dtype == np.int32:
       if labels.ndim != 1:
         raise ValueError(f"int32 class labels must have shape (N,), got {labels.shape}")
@@ -46,13 +48,35 @@ class ArrayData:
       raise ValueError(f"features have {len(features)} examples but labels have {len(labels)}")
     if len(features) == 0:
       raise ValueError("a split needs at least one example")
-    if not np.all(np.isfinite(features)):
+    if features.dtype == np.float32 and not self.memory_mapped and not np.all(np.isfinite(features)):
       raise ValueError("features contain NaN or infinite values")
 
   @property
   def num_examples(self) -> int:
     """N, the number of examples."""
     return len(self.features)
+
+  @property
+  def example_shape(self) -> tuple[int, ...]:
+    """The shape of one example's features."""
+    return tuple(self.features.shape[1:])
+
+  @property
+  def features_dtype(self) -> np.dtype:
+    return self.features.dtype
+
+  @property
+  def labels_dtype(self) -> np.dtype:
+    return self.labels.dtype
+
+  @property
+  def label_shape(self) -> tuple[int, ...]:
+    return tuple(self.labels.shape[1:])
+
+  @property
+  def memory_mapped(self) -> bool:
+    """Whether the features stay on disk (read per batch) rather than in RAM."""
+    return isinstance(self.features, np.memmap)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,8 +85,9 @@ class Splits:
 
   Attributes:
     name: short dataset name, e.g. `digits`.
-    train, validation, test: the three splits; they share the per-example feature shape and label
-      kind.
+    train, validation, test: the three splits, each an `ArrayData` or a split of
+      `trainer.data.sources` (`IndexedData`, `RecordData`); they share the per-example feature
+      shape and dtype and the label kind.
     num_classes: number of classes for classification (labels are int32 in [0, num_classes)), or
       None for regression (labels are float32 targets).
     description: one line for the log: split sizes, the label noise actually applied, the source.
@@ -86,19 +111,21 @@ class Splits:
     return (("train", self.train), ("validation", self.validation), ("test", self.test))
 
 
-def _check_compatible(split_name: str, split: ArrayData, train: ArrayData,
-                      num_classes: int | None) -> None:
-  """Checks that a split matches the train split's example shape and the declared label kind."""
-  if split.features.shape[1:] != train.features.shape[1:]:
-    raise ValueError(f"{split_name} features have per-example shape {split.features.shape[1:]}, "
-                     f"train has {train.features.shape[1:]}")
-  if num_classes is None:
-    if split.labels.dtype != np.float32:
-      raise ValueError(f"regression (num_classes=None) wants float32 {split_name} labels, "
-                       f"got {split.labels.dtype}")
+def _check_compatible(split_name: str, split, train, num_classes: int | None) -> None:
+  """Checks that a split matches the train split's example shape and dtype and the label kind.
+
+  `split` and `train` are any split kind (`ArrayData` or one of `trainer.data.sources`); the label
+  range is checked where the labels are at hand (arrays), and by the pipeline's probe otherwise.
+  """
+  if split.example_shape != train.example_shape or split.features_dtype != train.features_dtype:
+    raise ValueError(f"{split_name} features are {split.features_dtype.name}{list(split.example_shape)} "
+                     f"per example, train has {train.features_dtype.name}{list(train.example_shape)}")
+  if split.labels_dtype != (np.int32 if num_classes is not None else np.float32):
+    kind = "classification wants int32" if num_classes is not None else \
+        "regression (num_classes=None) wants float32"
+    raise ValueError(f"{kind} {split_name} labels, got {split.labels_dtype.name}")
+  if num_classes is None or not isinstance(split, ArrayData):
     return
-  if split.labels.dtype != np.int32:
-    raise ValueError(f"classification wants int32 {split_name} labels, got {split.labels.dtype}")
   low, high = split.labels.min(), split.labels.max()
   if low < 0 or high >= num_classes:
     raise ValueError(f"{split_name} labels span [{low}, {high}], outside [0, {num_classes})")
@@ -130,7 +157,7 @@ def corrupt_labels(labels: np.ndarray, fraction: float, num_classes: int,
   return noisy
 
 
-def describe(name: str, train: ArrayData, validation: ArrayData, test: ArrayData,
+def describe(name: str, train, validation, test,
              num_noisy: int, source: str) -> str:
   """The one-line description a loader puts in `Splits.description`."""
   noise = (f"{num_noisy / train.num_examples:.1%} of train labels ({num_noisy}) replaced"

@@ -1,20 +1,39 @@
-"""tf.data pipelines over in-memory splits, with a data order that is a pure function of (seed, step).
+"""tf.data pipelines for every kind of split: the training stream and the padded evaluation pass.
 
-The training stream is the concatenation of per-epoch permutations, each drawn with a stateless RNG
-from (seed, epoch). Batch `k` of the global stream is therefore known without replaying the past, so
-a run resumed at step `s` continues exactly where it stopped (no iterator state in the checkpoint,
-no re-reading from the start), and every worker agrees on the global batch: each takes its own
-contiguous slice of it. The union of the replicas' examples in a step is the same global batch on 1,
-2 or N replicas, which is what makes results replica-invariant.
+Random-access splits (`ArrayData`, in RAM or memory-mapped, and `IndexedData`): the training stream
+is the concatenation of per-epoch permutations, each drawn with a stateless RNG from (seed, epoch).
+Batch `k` of the global stream is therefore known without replaying the past, so a run resumed at
+step `s` continues exactly where it stopped (no iterator state in the checkpoint), and every worker
+agrees on the global batch: each takes its own contiguous slice of it and reads only those examples.
+The union of the replicas' examples in a step is the same global batch on 1, 2 or N replicas,
+which is what makes results replica-invariant. The permutation is the only N-sized object (4 bytes
+per example and epoch: 5 MB for ImageNet); the examples themselves are read by index.
+
+Sequential splits (`RecordData`, TFRecord shards): each worker streams its own files (every
+num_workers-th), in an order drawn from (seed, epoch, worker), interleaved deterministically
+across files and shuffled in a buffer seeded the same way. The stream is thus a pure function of
+(seed, worker): a resumed run rebuilds the current epoch and skips the serialized records already
+consumed (before any parsing or decoding), which is exact and costs at most one epoch of reading
+per resume; nothing is stored in the checkpoint. The order depends on the number of workers, so
+sequential splits are not replica-invariant across different worker counts (replicas within a
+worker still are).
+
+Augmentation (`trainer.data.preprocessing`) is seeded by each example's position in the stream,
+so it is exact and replica-invariant wherever the order is.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
-from trainer.data import ArrayData
+from trainer.data.arrays import ArrayData
+from trainer.data.preprocessing import ImagePreprocessing, example_seed
+from trainer.data.sources import RecordData
 
 _FOREVER = 2**62
+_INTERLEAVED_FILES = 16  # Files read at once by a sequential training stream.
+_AUTOTUNE = tf.data.AUTOTUNE
 
 
 def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
@@ -35,53 +54,171 @@ def _pipeline_slice(global_batch_size: int, input_context) -> tuple[int, int]:
   return input_context.input_pipeline_id * share, share
 
 
+def _replica_batch(global_batch_size: int, input_context) -> int:
+  replicas = input_context.num_replicas_in_sync if input_context else 1
+  return per_replica_batch_size(global_batch_size, replicas)
+
+
 def _epoch_permutation(num_examples: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
   keys = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
   return tf.argsort(keys, stable=True)
 
 
-def train_dataset(data: ArrayData, *, global_batch_size: int, seed: int, start_step: int,
-                  input_context=None) -> tf.data.Dataset:
+def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, input_context=None,
+                  preprocessing: ImagePreprocessing | None = None) -> tf.data.Dataset:
   """Infinite stream of per-replica (features, labels) batches, starting at global step `start_step`."""
-  num_examples = data.num_examples
+  preprocessing = preprocessing or ImagePreprocessing()
+  if isinstance(split, RecordData):
+    return _sequential_train(split, global_batch_size, seed, start_step, input_context, preprocessing)
+  num_examples = split.num_examples
   if global_batch_size > num_examples:
     raise ValueError(f"global batch size {global_batch_size} exceeds the {num_examples} training examples")
-  replicas = input_context.num_replicas_in_sync if input_context else 1
-  batch = per_replica_batch_size(global_batch_size, replicas)
   offset = start_step * global_batch_size
-  features, labels = tf.constant(data.features), tf.constant(data.labels)
   start, share = _pipeline_slice(global_batch_size, input_context)
   indices = (tf.data.Dataset.range(offset // num_examples, _FOREVER)
              .flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
                  _epoch_permutation(num_examples, seed, epoch)))
-             .skip(offset % num_examples)
-             .batch(global_batch_size, drop_remainder=True)
-             .map(lambda global_batch: global_batch[start:start + share])
-             .unbatch()
-             .batch(batch, drop_remainder=True))
-  return (indices.map(lambda i: (tf.gather(features, i), tf.gather(labels, i)),
-                      num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
+             .skip(offset % num_examples))
+  positions = tf.data.Dataset.range(offset, _FOREVER)
+  mine = (tf.data.Dataset.zip((indices, positions))
+          .batch(global_batch_size, drop_remainder=True)
+          .map(lambda index, position: (index[start:start + share], position[start:start + share]))
+          .unbatch())
+  return _read_by_index(split, mine, _replica_batch(global_batch_size, input_context), preprocessing,
+                        lambda position: example_seed(seed, position)).prefetch(_AUTOTUNE)
 
 
-def eval_dataset(data: ArrayData, *, global_batch_size: int, input_context=None) -> tf.data.Dataset:
+def eval_dataset(split, *, global_batch_size: int, input_context=None,
+                 preprocessing: ImagePreprocessing | None = None) -> tf.data.Dataset:
   """Every example once, as per-replica (features, labels, weights) batches of static shape.
 
   The last global batch is padded with weight-0 copies of example 0, so shapes stay static (TPU,
-  XLA) and every worker runs the same number of steps; weighted sums ignore the padding.
+  XLA) and every worker runs the same number of steps; weighted sums ignore the padding. Every
+  worker walks the whole split in order and keeps its slice of each global batch.
   """
-  num_examples = data.num_examples
-  replicas = input_context.num_replicas_in_sync if input_context else 1
-  batch = per_replica_batch_size(global_batch_size, replicas)
+  preprocessing = preprocessing or ImagePreprocessing()
+  num_examples = split.num_examples
   padded = -(-num_examples // global_batch_size) * global_batch_size
-  index = tf.concat([tf.range(num_examples), tf.zeros([padded - num_examples], tf.int32)], axis=0)
-  weight = tf.concat([tf.ones([num_examples]), tf.zeros([padded - num_examples])], axis=0)
-  features, labels = tf.constant(data.features), tf.constant(data.labels)
+  weights = tf.data.Dataset.from_tensor_slices(
+      tf.concat([tf.ones([num_examples]), tf.zeros([padded - num_examples])], axis=0))
   start, share = _pipeline_slice(global_batch_size, input_context)
-  return (tf.data.Dataset.from_tensor_slices((index, weight))
-          .batch(global_batch_size, drop_remainder=True)
-          .map(lambda i, w: (i[start:start + share], w[start:start + share]))
-          .unbatch()
+  batch = _replica_batch(global_batch_size, input_context)
+
+  def mine(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return (dataset.batch(global_batch_size, drop_remainder=True)
+            .map(lambda *parts: tuple(part[start:start + share] for part in parts))
+            .unbatch())
+
+  if isinstance(split, RecordData):
+    examples = tf.data.TFRecordDataset(list(split.files)).map(
+        lambda record: _parsed_example(split, record, preprocessing, None), num_parallel_calls=_AUTOTUNE)
+    examples = examples.concatenate(examples.take(1).repeat(padded - num_examples))
+    labelled = mine(tf.data.Dataset.zip((examples, weights)).map(lambda example, w: (*example, w)))
+    return (labelled.batch(batch, drop_remainder=True)
+            .map(lambda features, labels, w: (preprocessing.normalize(features), labels, w))
+            .prefetch(_AUTOTUNE))
+  index = tf.data.Dataset.from_tensor_slices(
+      tf.concat([tf.range(num_examples, dtype=tf.int64), tf.zeros([padded - num_examples], tf.int64)], 0))
+  return _read_by_index(split, mine(tf.data.Dataset.zip((index, weights))), batch, preprocessing,
+                        None).prefetch(_AUTOTUNE)
+
+
+def first_examples(split, count: int, preprocessing: ImagePreprocessing | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """The first `count` examples of `split` (all if fewer) as the model sees them in evaluation."""
+  count = min(count, split.num_examples)
+  if count == 0:
+    raise ValueError("first_examples needs count >= 1")
+  dataset = eval_dataset(split, global_batch_size=count, preprocessing=preprocessing)
+  features, labels, _ = next(iter(dataset))
+  return features.numpy(), labels.numpy()
+
+
+def _read_by_index(split, stream: tf.data.Dataset, batch: int, preprocessing: ImagePreprocessing,
+                   seed_of) -> tf.data.Dataset:
+  """Turns a stream of (index, extra) into per-replica (features, labels, extra) batches.
+
+  `extra` is the example's stream position (training; `seed_of(position)` seeds its augmentation)
+  or its evaluation weight (`seed_of` None). In-memory or memory-mapped arrays whose images need
+  no per-example work are read a whole batch at a time; otherwise example by example.
+  """
+  training = seed_of is not None
+  labels = tf.constant(split.labels) if isinstance(split, ArrayData) else None
+  if isinstance(split, ArrayData):
+    read = _array_reader(split)
+
+    def load(index):
+      return read(index), tf.gather(labels, index)
+  else:
+    load = split.read_tensors
+
+  def finish(features, label, extra):
+    return (features, label) if training else (features, label, extra)
+
+  if isinstance(split, ArrayData) and not preprocessing.per_example(training):
+    def read_batch(index, extra):
+      features, label = load(index)
+      return finish(preprocessing.normalize(features), label, extra)
+    return stream.batch(batch, drop_remainder=True).map(read_batch, num_parallel_calls=_AUTOTUNE)
+
+  def read_example(index, extra):
+    features, label = load(index)
+    return finish(preprocessing.example(features, seed_of(extra) if training else None), label, extra)
+
+  return (stream.map(read_example, num_parallel_calls=_AUTOTUNE)
           .batch(batch, drop_remainder=True)
-          .map(lambda i, w: (tf.gather(features, i), tf.gather(labels, i), w))
-          .prefetch(tf.data.AUTOTUNE))
+          .map(lambda features, *rest: (preprocessing.normalize(features), *rest)))
+
+
+def _array_reader(split: ArrayData):
+  """`read(indices) -> features` for an array split: a gather from RAM, or from the memory-mapped file."""
+  if not split.memory_mapped:
+    features = tf.constant(split.features)
+    return lambda index: tf.gather(features, index)
+  dtype = tf.as_dtype(split.features.dtype)
+
+  def read(index):
+    values = tf.numpy_function(lambda i: np.asarray(split.features[i]), [index], dtype, stateful=False)
+    values.set_shape(index.shape.concatenate(split.example_shape))
+    return values
+  return read
+
+
+def _parsed_example(split: RecordData, record: tf.Tensor, preprocessing: ImagePreprocessing,
+                    seed: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+  features, label = split.parse(record)
+  return preprocessing.example(features, seed), label
+
+
+def _sequential_train(split: RecordData, global_batch_size: int, seed: int, start_step: int, input_context,
+                      preprocessing: ImagePreprocessing) -> tf.data.Dataset:
+  worker, workers = ((input_context.input_pipeline_id, input_context.num_input_pipelines)
+                     if input_context else (0, 1))
+  files, count = split.worker_files(worker, workers)
+  share = global_batch_size // workers
+  if share > count:
+    raise ValueError(f"each worker's share of the global batch ({share}) exceeds the {count} training "
+                     f"records of worker {worker}'s files")
+  offset = start_step * share
+  names = tf.constant(files)
+
+  def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_seed = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), epoch]),
+                                                          worker)
+    order = tf.argsort(tf.random.stateless_uniform([len(files)], seed=epoch_seed), stable=True)
+    buffer_seed = tf.random.stateless_uniform([], seed=epoch_seed, minval=None, maxval=None, dtype=tf.int64)
+    return (tf.data.Dataset.from_tensor_slices(tf.gather(names, order))
+            .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _INTERLEAVED_FILES),
+                        block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
+            .shuffle(split.shuffle_buffer, seed=buffer_seed))
+
+  records = (tf.data.Dataset.range(offset // count, _FOREVER)
+             .flat_map(epoch_records)
+             .skip(offset % count))
+  stream = tf.data.Dataset.zip((records, tf.data.Dataset.range(offset, _FOREVER)))
+  return (stream.map(lambda record, position: _parsed_example(split, record, preprocessing,
+                                                              example_seed(seed, position, worker)),
+                     num_parallel_calls=_AUTOTUNE)
+          .batch(_replica_batch(global_batch_size, input_context), drop_remainder=True)
+          .map(lambda features, labels: (preprocessing.normalize(features), labels))
+          .prefetch(_AUTOTUNE))

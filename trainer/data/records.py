@@ -1,9 +1,10 @@
-"""Loaders for data on disk: TFRecord files of `tf.train.Example`s, and prepared TFDS datasets.
+"""Loaders for data on disk: TFRecord shards of `tf.train.Example`s, and prepared TFDS datasets.
 
-Both read each split completely into memory and return the same `Splits` as the built-in datasets,
-so the rest of the framework has one input path. The in-memory pipeline needs every split to fit in
-RAM; that is the design for this framework's research-scale data (up to a few GB), where exact,
-reproducible subsetting and label corruption matter more than streaming.
+`tfrecord` streams its files (a `RecordData` split: per-worker shards, shuffled per epoch, never
+held in memory); features are float lists, raw uint8 bytes or encoded PNG/JPEG images. `tfds`
+reads a prepared TFDS dataset by index through its random-access data source (datasets prepared
+in the `array_record` format), or, for datasets prepared as TFRecord, loads them into memory as
+uint8 arrays. Neither ever downloads: training machines read a local `data_dir`.
 """
 
 from __future__ import annotations
@@ -16,36 +17,60 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.data.arrays import ArrayData, Splits, describe
+from trainer.data.sources import IndexedData, RecordData, count_records
 
-_READ_BATCH = 1024  # Records parsed per `tf.io.parse_example` call.
+IMAGE_FORMATS = ("raw", "png", "jpeg")
 
 
 # --- TFRecord -------------------------------------------------------------------------------------
 
 
-def _example(features: np.ndarray, label: np.ndarray, feature_key: str,
-             label_key: str) -> tf.train.Example:
-  """One `tf.train.Example`: flattened float features; an int64 class id or float targets."""
+def _feature_bytes(features: np.ndarray, image_format: str) -> bytes:
+  if image_format == "raw":
+    return features.tobytes()
+  image = features if features.ndim == 3 else features[..., None]
+  encode = tf.io.encode_png if image_format == "png" else tf.io.encode_jpeg
+  return encode(image).numpy()
+
+
+def _example(features: np.ndarray, label: np.ndarray, feature_key: str, label_key: str,
+             image_format: str) -> tf.train.Example:
+  """One `tf.train.Example`: float features as a float_list, uint8 images as bytes; the label."""
+  if features.dtype == np.uint8:
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[_feature_bytes(features, image_format)]))
+  else:
+    feature = tf.train.Feature(float_list=tf.train.FloatList(value=features.ravel()))
   if label.dtype == np.int32:
     label_feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
   else:
     label_feature = tf.train.Feature(float_list=tf.train.FloatList(value=label.ravel()))
-  return tf.train.Example(features=tf.train.Features(feature={
-      feature_key: tf.train.Feature(float_list=tf.train.FloatList(value=features.ravel())),
-      label_key: label_feature,
-  }))
+  return tf.train.Example(features=tf.train.Features(
+      feature={feature_key: feature, label_key: label_feature}))
 
 
-def write_tfrecord(path: str, data: ArrayData, *, feature_key: str = "features",
-                   label_key: str = "label") -> None:
-  """Writes `data` to one TFRecord file in the format `tfrecord` reads.
+def write_tfrecord(path: str, data: ArrayData, *, feature_key: str = "features", label_key: str = "label",
+                   image_format: str = "raw", num_shards: int = 1) -> list[str]:
+  """Writes `data` as TFRecord files in the format `tfrecord` reads; returns the file names.
 
-  Features are stored flattened as a float_list (the reader restores `feature_shape`); int32 class
-  labels as a one-element int64_list, float32 targets flattened as a float_list.
+  Float32 features are stored flattened as a float_list (the reader restores `feature_shape`);
+  uint8 images as one bytes value: raw pixels (`image_format='raw'`) or an encoded 'png'/'jpeg'
+  (lossy). Int32 class labels become a one-element int64_list, float32 targets a float_list. With
+  `num_shards` > 1 the examples are dealt round-robin to `path-00000-of-0000N` files (the way a
+  sequential split is shared between workers).
   """
-  with tf.io.TFRecordWriter(path) as writer:
-    for features, label in zip(data.features, data.labels):
-      writer.write(_example(features, label, feature_key, label_key).SerializeToString())
+  if image_format not in IMAGE_FORMATS:
+    raise ValueError(f"image_format={image_format!r} is not one of {IMAGE_FORMATS}")
+  if image_format != "raw" and data.features_dtype != np.uint8:
+    raise ValueError(f"image_format={image_format!r} encodes uint8 images; these features are "
+                     f"{data.features_dtype}")
+  paths = ([path] if num_shards == 1 else
+           [f"{path}-{shard:05d}-of-{num_shards:05d}" for shard in range(num_shards)])
+  for shard, shard_path in enumerate(paths):
+    with tf.io.TFRecordWriter(shard_path) as writer:
+      for index in range(shard, data.num_examples, num_shards):
+        writer.write(_example(data.features[index], data.labels[index], feature_key, label_key,
+                              image_format).SerializeToString())
+  return paths
 
 
 def _match_files(argument: str, patterns: str | Sequence[str]) -> list[str]:
@@ -62,105 +87,155 @@ def _match_files(argument: str, patterns: str | Sequence[str]) -> list[str]:
   return files
 
 
-def _checked_values(parsed: tf.RaggedTensor, path: str, key: str, first_record: int,
-                    size: int | None) -> np.ndarray:
-  """The values of one ragged feature as (records, size), checking every record's length.
-
-  `size=None` takes the first record's length as the expected one. A record without the key
-  parses to length 0, so that case is reported as missing.
-  """
-  lengths = parsed.row_lengths().numpy()
-  expected = lengths[0] if size is None else size
-  bad = np.flatnonzero(lengths != expected)
-  if bad.size or expected == 0:
-    index = bad[0] if bad.size else 0
-    record = first_record + index
-    if lengths[index] == 0:
-      raise ValueError(f"{path}: record {record} has no {key!r} feature (missing key?)")
-    raise ValueError(f"{path}: record {record} has {lengths[index]} values for {key!r}, "
-                     f"expected {expected}")
-  return parsed.flat_values.numpy().reshape(len(lengths), expected)
-
-
-def _read_file(path: str, feature_key: str, label_key: str, feature_size: int,
-               classification: bool, label_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-  """All records of one file as flat float32 features (n, feature_size) and labels (n, k).
-
-  `label_size` is k if already known (1 for a class id, the target count of earlier regression
-  records), else None: then the first record decides it and every later one must agree.
-  """
-  spec = {feature_key: tf.io.RaggedFeature(tf.float32),
-          label_key: tf.io.RaggedFeature(tf.int64 if classification else tf.float32)}
-  features, labels, count = [], [], 0
+def _first_record(path: str) -> tf.train.Example:
   try:
-    for serialized in tf.data.TFRecordDataset(path).batch(_READ_BATCH):
-      parsed = tf.io.parse_example(serialized, spec)
-      features.append(_checked_values(parsed[feature_key], path, feature_key, count, feature_size))
-      labels.append(_checked_values(parsed[label_key], path, label_key, count, label_size))
-      label_size = labels[-1].shape[1]
-      count += len(features[-1])
+    for serialized in tf.data.TFRecordDataset(path).take(1):
+      return tf.train.Example.FromString(serialized.numpy())
   except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
-    raise ValueError(f"{path}: cannot parse records with float {feature_key!r} and "
-                     f"{'int64' if classification else 'float'} {label_key!r} "
-                     f"(num_classes decides the label type): {error.message}") from error
-  if not count:
-    raise ValueError(f"{path}: contains no records")
-  return np.concatenate(features), np.concatenate(labels)
+    raise ValueError(f"{path}: not a TFRecord file of tf.train.Example records ({error.message})") from error
+  raise ValueError(f"{path}: contains no records")
 
 
-def _read_split(argument: str, patterns: str | Sequence[str], feature_key: str, label_key: str,
-                feature_shape: tuple[int, ...], classification: bool) -> ArrayData:
-  """Reads and concatenates every file of one split, in sorted file order."""
-  features, labels = [], []
-  label_size = 1 if classification else None
-  for path in _match_files(argument, patterns):
-    file_features, file_labels = _read_file(path, feature_key, label_key,
-                                            math.prod(feature_shape), classification, label_size)
-    features.append(file_features)
-    labels.append(file_labels)
-    label_size = file_labels.shape[1]
-  all_features = np.concatenate(features).reshape(-1, *feature_shape)
-  all_labels = np.concatenate(labels)
-  if classification:
-    return ArrayData(features=all_features, labels=all_labels[:, 0].astype(np.int32))
-  return ArrayData(features=all_features, labels=all_labels)
+class _RecordFormat:
+  """How the records of one split store features and labels, learnt from each file's first record.
+
+  Every file's first record is checked against the declared `feature_shape` and label kind, so a
+  wrong key, shape or dtype fails when the split is opened, naming the file.
+  """
+
+  def __init__(self, feature_key: str, label_key: str, feature_shape: tuple, classification: bool):
+    self.feature_key, self.label_key = feature_key, label_key
+    self.feature_shape, self.classification = feature_shape, classification
+    self.encoding: str | None = None  # 'float', 'raw' or 'encoded'
+    self.label_size: int | None = 1 if classification else None
+
+  def check(self, path: str, example: tf.train.Example) -> None:
+    features = example.features.feature
+    for key in (self.feature_key, self.label_key):
+      if key not in features:
+        raise ValueError(f"{path}: record 0 has no {key!r} feature (missing key?); it has {sorted(features)}")
+    self._check_features(path, features[self.feature_key])
+    self._check_label(path, features[self.label_key])
+
+  def _check_features(self, path: str, feature: tf.train.Feature) -> None:
+    kind = feature.WhichOneof("kind")
+    size = math.prod(d for d in self.feature_shape if d is not None)
+    if kind == "float_list":
+      encoding, found = "float", len(feature.float_list.value)
+    elif kind == "bytes_list" and len(feature.bytes_list.value) == 1:
+      value = feature.bytes_list.value[0]
+      encoding = "raw" if None not in self.feature_shape and len(value) == size else "encoded"
+      found = len(value) if encoding == "raw" else size
+      if encoding == "encoded":
+        self._check_image(path, value)
+    else:
+      raise ValueError(f"{path}: record 0 stores {self.feature_key!r} as {kind}; expected a float_list or "
+                       "one bytes value (raw uint8 pixels or an encoded image)")
+    if encoding == "float" and None in self.feature_shape:
+      raise ValueError(f"{path}: float features need a fixed feature_shape, got {list(self.feature_shape)}")
+    if encoding == "float" and found != size:
+      raise ValueError(f"{path}: record 0 has {found} values for {self.feature_key!r}, expected {size}")
+    if self.encoding not in (None, encoding):
+      raise ValueError(f"{path}: record 0 stores {self.feature_key!r} as {encoding}, other files as "
+                       f"{self.encoding}")
+    self.encoding = encoding
+
+  def _check_image(self, path: str, value: bytes) -> None:
+    try:
+      image = tf.io.decode_image(value, expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+      raise ValueError(f"{path}: record 0: {self.feature_key!r} is neither {math.prod(self.feature_shape)} "
+                       f"raw bytes nor a PNG/JPEG image ({error.message})") from error
+    expected = self.feature_shape
+    if len(expected) != 3 or any(e is not None and e != got for e, got in zip(expected, image.shape)):
+      raise ValueError(f"{path}: record 0 has a {list(image.shape)} image for {self.feature_key!r}, "
+                       f"expected feature_shape {list(expected)} (None for a size that varies)")
+
+  def _check_label(self, path: str, feature: tf.train.Feature) -> None:
+    kind = feature.WhichOneof("kind")
+    wanted = "int64_list" if self.classification else "float_list"
+    if kind != wanted:
+      reason = "num_classes is set: a class id" if self.classification else "num_classes=None: float targets"
+      raise ValueError(f"{path}: record 0 stores {self.label_key!r} as {kind}, expected {wanted} ({reason})")
+    size = len(getattr(feature, kind).value)
+    if self.label_size is not None and size != self.label_size:
+      raise ValueError(f"{path}: record 0 has {size} values for {self.label_key!r}, "
+                       f"expected {self.label_size}")
+    self.label_size = size
+
+  def parse(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One record as (features, label) tensors: uint8 images or float32 features; int32 or float32 labels."""
+    if self.encoding == "float":
+      feature_spec = tf.io.FixedLenFeature([math.prod(self.feature_shape)], tf.float32)
+    else:
+      feature_spec = tf.io.FixedLenFeature([], tf.string)
+    label_spec = (tf.io.FixedLenFeature([], tf.int64) if self.classification
+                  else tf.io.FixedLenFeature([self.label_size], tf.float32))
+    parsed = tf.io.parse_single_example(serialized,
+                                        {self.feature_key: feature_spec, self.label_key: label_spec})
+    features = parsed[self.feature_key]
+    if self.encoding == "float":
+      features = tf.reshape(features, self.feature_shape)
+    elif self.encoding == "raw":
+      features = tf.reshape(tf.io.decode_raw(features, tf.uint8), self.feature_shape)
+    else:
+      features = tf.io.decode_image(features, channels=self.feature_shape[-1], expand_animations=False)
+      features.set_shape(self.feature_shape)
+    label = parsed[self.label_key]
+    return features, (tf.cast(label, tf.int32) if self.classification else label)
+
+
+def _open_split(argument: str, patterns: str | Sequence[str], record_format: _RecordFormat,
+                shuffle_buffer: int) -> RecordData:
+  files = tuple(_match_files(argument, patterns))
+  for path in files:
+    record_format.check(path, _first_record(path))
+  return RecordData(files=files, file_counts=count_records(files), parse=record_format.parse,
+                    example_shape=record_format.feature_shape,
+                    features_dtype=np.float32 if record_format.encoding == "float" else np.uint8,
+                    labels_dtype=np.int32 if record_format.classification else np.float32,
+                    label_shape=() if record_format.classification else (record_format.label_size,),
+                    shuffle_buffer=shuffle_buffer)
 
 
 @gin.configurable
 def tfrecord(*, train_files: str | Sequence[str], validation_files: str | Sequence[str],
              test_files: str | Sequence[str], feature_key: str = "features",
-             label_key: str = "label", feature_shape: Sequence[int], num_classes: int | None,
-             name: str = "tfrecord") -> Splits:
-  """Reads three splits of `tf.train.Example` TFRecord files into memory.
+             label_key: str = "label", feature_shape: Sequence[int | None], num_classes: int | None,
+             shuffle_buffer: int = 10_000, name: str = "tfrecord") -> Splits:
+  """Streams three splits of `tf.train.Example` TFRecord files (see `trainer.data.pipeline`).
 
   Args:
     train_files, validation_files, test_files: a path or glob pattern, or a list of them (any
-      filesystem `tf.io.gfile` supports). Files are read in sorted order.
-    feature_key: name of the float_list feature holding each example's flattened features.
-    label_key: name of the label feature: an int64 class id for classification, a float_list of
-      targets for regression (read as float32 of shape (N, targets_per_example)).
-    feature_shape: per-example shape to restore, e.g. (28, 28, 1); each record must have exactly
-      prod(feature_shape) feature values.
+      filesystem `tf.io.gfile` supports). Files are taken in sorted order; in training, each
+      worker reads every num_workers-th train file, so write at least as many shards as workers.
+    feature_key: the feature holding each example: a float_list of prod(feature_shape) values, one
+      bytes value of raw uint8 pixels, or one encoded PNG/JPEG image.
+    label_key: an int64 class id for classification, a float_list of targets for regression.
+    feature_shape: per-example shape, e.g. (32, 32, 3); for encoded images of varying size, None
+      for the varying sides, e.g. (None, None, 3) (then bind `ImagePreprocessing.image_size`).
     num_classes: number of classes (labels must lie in [0, num_classes)), or None for regression.
+    shuffle_buffer: examples in the training stream's shuffle buffer.
     name: dataset name for `Splits.name` and the log.
 
   Raises:
     FileNotFoundError: a pattern matches no file (names the argument and the pattern).
-    ValueError: a record lacks a key, has the wrong number of values, or has the wrong label type
-      (names the file, the record and the key).
+    ValueError: the first record of a file lacks a key, has the wrong number of values or the wrong
+      feature or label type (names the file and the key).
   """
-  feature_shape = tuple(int(size) for size in feature_shape)
-  if not feature_shape or min(feature_shape) < 1:
+  feature_shape = tuple(None if size is None else int(size) for size in feature_shape)
+  if not feature_shape or min(size for size in feature_shape if size is not None) < 1:
     raise ValueError(f"feature_shape must be non-empty with positive sizes, got {feature_shape}")
-  classification = num_classes is not None
+  if shuffle_buffer < 1:
+    raise ValueError(f"tfrecord.shuffle_buffer must be >= 1, got {shuffle_buffer}")
+  record_format = _RecordFormat(feature_key, label_key, feature_shape, num_classes is not None)
   train, validation, test = (
-      _read_split(argument, patterns, feature_key, label_key, feature_shape, classification)
-      for argument, patterns in (("train_files", train_files),
-                                 ("validation_files", validation_files),
+      _open_split(argument, patterns, record_format, shuffle_buffer)
+      for argument, patterns in (("train_files", train_files), ("validation_files", validation_files),
                                  ("test_files", test_files)))
   return Splits(name=name, train=train, validation=validation, test=test, num_classes=num_classes,
                 description=describe(name, train, validation, test, 0,
-                                     f"TFRecord files {train_files!r}"))
+                                     f"TFRecord files {train_files!r}, streamed"))
 
 
 # --- TFDS -----------------------------------------------------------------------------------------
@@ -177,49 +252,54 @@ def _import_tfds():
   return tensorflow_datasets
 
 
-def _as_float32(values: np.ndarray) -> np.ndarray:
-  """Features as float32; uint8 (images) are scaled from 0..255 to [0, 1]."""
-  if values.dtype == np.uint8:
-    return values.astype(np.float32) / 255.0
-  return values.astype(np.float32)
+def _not_prepared(name: str, data_dir: str) -> FileNotFoundError:
+  return FileNotFoundError(
+      f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r}; prepare it where there is "
+      f"network (`tfds build {name} --data_dir=... --file_format=array_record` for random access) and "
+      "copy the directory here")
 
 
-def _tfds_split(builder, split: str, feature_key: str, label_key: str,
-                num_classes: int | None) -> ArrayData:
-  """One whole split of a prepared TFDS builder as arrays."""
-  data = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-  labels = data[label_key].numpy()
-  labels = labels.astype(np.int32) if num_classes is not None else labels.astype(np.float32)
-  return ArrayData(features=_as_float32(data[feature_key].numpy()), labels=labels)
-
-
-def _prepared_builder(name: str, data_dir: str):
-  """The TFDS builder of `name` if its data are prepared under `data_dir`; else FileNotFoundError.
-
-  An unregistered name is looked up in `data_dir` only; a registered one must also be prepared
-  there, since preparing would download.
-  """
-  tensorflow_datasets = _import_tfds()
-  missing = FileNotFoundError(
-      f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r}; prepare it where there "
-      f"is network (e.g. `tfds build {name} --data_dir=...`) and copy the directory here")
+def _builder(tensorflow_datasets, name: str, data_dir: str):
+  """The TFDS builder of `name` (from its registered code, or reconstructed from files in data_dir)."""
   try:
-    builder = tensorflow_datasets.builder(name, data_dir=data_dir)
+    return tensorflow_datasets.builder(name, data_dir=data_dir)
   except tensorflow_datasets.core.DatasetNotFoundError as error:
-    raise missing from error
-  if not builder.is_prepared():
-    raise missing
-  return builder
+    raise _not_prepared(name, data_dir) from error
 
 
-def _label_classes(builder, feature_key: str, label_key: str) -> int | None:
+def _label_classes(features, full_name: str, feature_key: str, label_key: str) -> int | None:
   """Checks both keys exist; returns the class count of a `ClassLabel` label, else None."""
-  features = builder.info.features
   for key in (feature_key, label_key):
     if key not in features:
-      raise ValueError(f"TFDS dataset {builder.info.full_name} has no feature {key!r}; "
-                     f"it has {sorted(features.keys())}")
+      raise ValueError(f"TFDS dataset {full_name} has no feature {key!r}; it has {sorted(features.keys())}")
   return getattr(features[label_key], "num_classes", None)
+
+
+def _indexed_split(tensorflow_datasets, name: str, data_dir: str, split: str, feature_key: str,
+                   label_key: str, classification: bool, info) -> IndexedData:
+  """One split read by index through TFDS's random-access data source (array_record files)."""
+  source = tensorflow_datasets.data_source(name, split=split, data_dir=data_dir, download=False)
+  feature = info.features[feature_key]
+  label = info.features[label_key]
+
+  def read(index: int) -> tuple[np.ndarray, np.ndarray]:
+    example = source[index]
+    return example[feature_key], example[label_key]
+
+  return IndexedData(read=read, num_examples=len(source), example_shape=feature.shape,
+                     features_dtype=np.dtype(feature.np_dtype),
+                     labels_dtype=np.int32 if classification else np.float32,
+                     label_shape=() if classification else tuple(label.shape))
+
+
+def _array_split(builder, split: str, feature_key: str, label_key: str, classification: bool) -> ArrayData:
+  """One whole split of a TFRecord-prepared builder in memory; images stay uint8."""
+  data = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+  features = data[feature_key].numpy()
+  if features.dtype != np.uint8:
+    features = features.astype(np.float32)
+  labels = data[label_key].numpy().astype(np.int32 if classification else np.float32)
+  return ArrayData(features=features, labels=labels)
 
 
 @gin.configurable
@@ -227,29 +307,47 @@ def tfds(*, name: str, data_dir: str, train_split: str = "train",
          validation_split: str = "validation", test_split: str = "test",
          feature_key: str = "image", label_key: str = "label",
          num_classes: int | None = None) -> Splits:
-  """Reads a TFDS dataset that is already prepared under `data_dir` into memory. Never downloads.
+  """A TFDS dataset prepared under `data_dir`, by name. Never downloads.
 
-  Training machines have no network, so preparation (`tfds build` or `download_and_prepare`) is a
-  separate step done elsewhere; this only reads, like `tfds.load(..., download=False)`. The builder
-  code need not be importable: TFDS can reconstruct a reader from the prepared files alone.
+  Training machines have no network, so preparation (`tfds build`) is a separate step done
+  elsewhere; this only reads. A dataset prepared in the `array_record` format
+  (`--file_format=array_record`) is read by index through TFDS's data source: memory stays flat in
+  the dataset's size and the data order, augmentation and resume stay exact and replica-invariant.
+  One prepared as TFRecord (TFDS's default) is loaded into memory as uint8 arrays instead, which
+  suits MNIST- and CIFAR-sized data. Images of varying size (ImageNet) need `array_record` and
+  `ImagePreprocessing.image_size`.
 
   Args:
-    name: TFDS name, optionally with config and version, e.g. `mnist` or `mnist/3.0.1`.
+    name: TFDS name, optionally with config and version, e.g. `cifar10` or `mnist/3.0.1`.
     data_dir: directory the dataset was prepared into.
     train_split, validation_split, test_split: TFDS split specs, so slices such as
-      `train[:90%]` / `train[90%:]` can carve a validation split out of a dataset that has none.
+      `train[:45000]` / `train[45000:]` carve a validation split out of a dataset that has none.
     feature_key, label_key: feature names in the dataset's `FeaturesDict`.
     num_classes: number of classes; None takes it from a `ClassLabel` label feature, and means
       regression (float32 labels) if the label is not a `ClassLabel`.
-
-  Returns:
-    Splits with float32 features (uint8 images scaled to [0, 1]).
   """
-  builder = _prepared_builder(name, data_dir)
-  inferred_classes = _label_classes(builder, feature_key, label_key)
+  tensorflow_datasets = _import_tfds()
+  builder = _builder(tensorflow_datasets, name, data_dir)
+  info = builder.info
+  inferred_classes = _label_classes(info.features, info.full_name, feature_key, label_key)
   num_classes = inferred_classes if num_classes is None else num_classes
-  train, validation, test = (_tfds_split(builder, split, feature_key, label_key, num_classes)
-                             for split in (train_split, validation_split, test_split))
+  classification = num_classes is not None
+  split_names = (train_split, validation_split, test_split)
+  try:
+    splits = [_indexed_split(tensorflow_datasets, name, data_dir, split, feature_key, label_key,
+                             classification, info) for split in split_names]
+    source = f"TFDS {info.full_name} in {data_dir}, read by index"
+  except (AssertionError, FileNotFoundError, tensorflow_datasets.core.DatasetNotFoundError) as error:
+    raise _not_prepared(name, data_dir) from error
+  except NotImplementedError:  # prepared as TFRecord: no random access
+    if not builder.is_prepared():
+      raise _not_prepared(name, data_dir) from None
+    if None in info.features[feature_key].shape:
+      raise ValueError(f"TFDS dataset {info.full_name} has images of varying size "
+                       f"{list(info.features[feature_key].shape)} and is prepared as TFRecord; prepare it "
+                       "with --file_format=array_record to read it by index") from None
+    splits = [_array_split(builder, split, feature_key, label_key, classification) for split in split_names]
+    source = f"TFDS {info.full_name} in {data_dir}, in memory"
+  train, validation, test = splits
   return Splits(name=name, train=train, validation=validation, test=test, num_classes=num_classes,
-                description=describe(name, train, validation, test, 0,
-                                     f"TFDS {builder.info.full_name} in {data_dir}"))
+                description=describe(name, train, validation, test, 0, source))

@@ -14,11 +14,15 @@ The `Run` it returns is a frozen description: the parts and nothing else. The dr
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 
+import gin
+import numpy as np
 import tensorflow as tf
 
 from trainer.data import Splits, pipeline
+from trainer.data.preprocessing import ImagePreprocessing
 from trainer.loop import schedules
 from trainer.loop.early_stopping import EarlyStopping
 from trainer.loop.programs import EvalProgram, TrainProgram
@@ -42,6 +46,8 @@ class Run:
   model_dir: str
   is_chief: bool
   splits: Splits
+  preprocessing: ImagePreprocessing
+  input_shape: tuple[int, ...]  # one example as the model sees it (after preprocessing)
   model: tf.keras.Model
   schedule: schedules.Scaled
   optimizer: object
@@ -80,14 +86,27 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   if settings.batch_size > splits.train.num_examples:
     raise ValueError(f"Trainer.batch_size={settings.batch_size} exceeds the {splits.train.num_examples} "
                      f"training examples of {splits.name}")
+  preprocessing = settings.preprocessing or ImagePreprocessing()
+  try:
+    input_shape = preprocessing.output_shape(splits.train.example_shape)
+  except ValueError as error:
+    raise ValueError(f"Trainer.data={splits.name}: {error}") from error
+  monitor = settings.monitor if settings.monitor is not None else Monitor()
+  train_examples = pipeline.first_examples(
+      splits.train, max(monitor.train_examples_needed, pipeline.per_replica_batch_size(settings.batch_size,
+                                                                                        replicas)),
+      preprocessing)
   tf.keras.utils.set_random_seed(settings.seed)  # whatever the data factory did to global random state
   with strategy.scope():
-    model = _call_factory("model", settings.model)
-    outputs = model(tf.zeros((1,) + splits.train.features.shape[1:], tf.float32), training=False)
+    model = _call_factory("model", settings.model,
+                          **_from_data(settings.model, input_shape=input_shape,
+                                       num_outputs=_num_outputs(splits)))
+    outputs = model(tf.zeros((1,) + input_shape, tf.float32), training=False)
     if classification and outputs.shape[-1] < splits.num_classes:
       raise ValueError(f"Trainer.model {model.name} has {outputs.shape[-1]} outputs but {splits.name} "
                        f"has {splits.num_classes} classes (e.g. MLP.num_outputs = {splits.num_classes})")
-    _probe_loss(settings.loss, model, splits, pipeline.per_replica_batch_size(settings.batch_size, replicas))
+    _probe_loss(settings.loss, model, splits.name, train_examples,
+                pipeline.per_replica_batch_size(settings.batch_size, replicas))
     # The schedule follows the run: a length left unbound (WarmupCosine.decay_steps) is train_steps.
     schedule = schedules.Scaled(schedules.for_run(settings.learning_rate, settings.train_steps))
     optimizer = settings.optimizer(learning_rate=schedule)
@@ -110,9 +129,9 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
       jit_compile=settings.jit_compile)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification)
-  monitor = settings.monitor if settings.monitor is not None else Monitor()
-  monitor.bind(strategy=strategy, model=model, terms=terms, train_split=splits.train, loss_fn=settings.loss,
-               penalties=train_program.penalties, classification=classification, seed=settings.seed)
+  monitor.bind(strategy=strategy, model=model, terms=terms, train_examples=train_examples,
+               loss_fn=settings.loss, penalties=train_program.penalties, classification=classification,
+               seed=settings.seed)
   early_stopping_state = {"early_stopping": early_stopping} if early_stopping is not None else {}
   checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), step=step,
                               keep=settings.keep_checkpoints, is_chief=is_chief, model=model,
@@ -126,31 +145,62 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule, settings=settings,
                                 data_name=splits.name, terms=terms)
   return Run(settings=settings, strategy=strategy, model_dir=model_dir, is_chief=is_chief, splits=splits,
-             model=model, schedule=schedule, optimizer=optimizer, step=step, terms=terms,
+             preprocessing=preprocessing, input_shape=input_shape, model=model, schedule=schedule,
+             optimizer=optimizer, step=step, terms=terms,
              train_program=train_program, eval_program=eval_program, monitor=monitor,
              early_stopping=early_stopping, checkpointer=checkpointer, best_checkpointer=best_checkpointer,
              writers=SummaryWriters(model_dir, enabled=is_chief), hparams=hparams)
 
 
-def _call_factory(name: str, factory):
-  """`factory()`, with any error it raises prefixed by the binding that names it (`Trainer.model=@MLP`).
+def _num_outputs(splits: Splits) -> int:
+  """Classes for classification; for regression, the targets per example."""
+  if splits.num_classes is not None:
+    return splits.num_classes
+  return int(np.prod(splits.train.label_shape))
+
+
+def _from_data(factory, **values) -> dict:
+  """The `values` that `factory` takes as keyword arguments and the config leaves unbound.
+
+  Models take their input shape and output count from the data (`input_shape`, `num_outputs`), so
+  a config need not repeat them; a binding (`MLP.num_outputs = 1`) still wins.
+  """
+  try:
+    parameters = inspect.signature(factory).parameters
+  except (TypeError, ValueError):  # a callable without a signature: pass nothing
+    return {}
+  name = getattr(factory, "__name__", None)
+  chosen = {}
+  for key, value in values.items():
+    if key not in parameters:
+      continue
+    try:
+      gin.query_parameter(f"{name}.{key}")
+    except ValueError:  # unbound (or not a gin configurable): the data decide
+      chosen[key] = value
+  return chosen
+
+
+def _call_factory(name: str, factory, **arguments):
+  """`factory(**arguments)`; its errors are prefixed by the binding that names it (`Trainer.model=@MLP`).
 
   The error comes from the factory's own gin bindings (`MLP.hidden_sizes=(-3,)`), which the message
   of a Keras or NumPy error would not name.
   """
   try:
-    return factory()
+    return factory(**arguments)
   except Exception as error:  # whatever a user's factory raises is a configuration error of that factory
     label = getattr(factory, "__name__", type(factory).__name__)
     raise ValueError(f"Trainer.{name}=@{label} failed: {type(error).__name__}: {_first_line(error)} "
                      f"(check the {label}.* bindings)") from error
 
 
-def _probe_loss(loss_fn, model: tf.keras.Model, splits: Splits, examples: int) -> None:
+def _probe_loss(loss_fn, model: tf.keras.Model, data_name: str, train_examples: tuple[np.ndarray, np.ndarray],
+                examples: int) -> None:
   """Runs the model and `Trainer.loss` on one per-replica batch of training examples, so that a loss that
   does not fit the labels (a regression loss on class ids) fails here, before anything is written, and
   not when the train step is traced."""
-  features, labels = splits.train.features[:examples], splits.train.labels[:examples]
+  features, labels = (values[:examples] for values in train_examples)
   outputs = model(tf.constant(features), training=False)
   try:
     values = loss_fn(tf.constant(labels), tf.cast(outputs, tf.float32))
@@ -158,7 +208,7 @@ def _probe_loss(loss_fn, model: tf.keras.Model, splits: Splits, examples: int) -
   except Exception as error:  # a shape, dtype or rank mismatch: ValueError, InvalidArgumentError, ...
     label = getattr(loss_fn, "__name__", type(loss_fn).__name__)
     raise ValueError(
-        f"Trainer.loss=@{label} does not fit {splits.name}: labels {labels.dtype.name}"
+        f"Trainer.loss=@{label} does not fit {data_name}: labels {labels.dtype.name}"
         f"{list(labels.shape[1:])} per example, model outputs {list(outputs.shape[1:])} "
         f"({type(error).__name__}: {_first_line(error)}). The loss must map (labels, outputs) to one value "
         "per example.") from error

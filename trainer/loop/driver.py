@@ -53,7 +53,7 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
   keep_best = None
   if run.early_stopping is not None:
     keep_best = KeepBest(run.early_stopping, checkpointer=run.best_checkpointer, model=run.model,
-                         feature_shape=run.splits.train.features.shape[1:], is_chief=run.is_chief)
+                         feature_shape=run.input_shape, is_chief=run.is_chief)
     own_eval_actions.append(keep_best)
     own_stop_conditions.append(lambda: run.early_stopping.stopped)
   controller = Controller(

@@ -59,7 +59,8 @@ class TrainRunner:
       settings = run.settings
       self._iterator = iter(run.strategy.distribute_datasets_from_function(
           lambda context: pipeline.train_dataset(run.splits.train, global_batch_size=settings.batch_size,
-                                                 seed=settings.seed, start_step=step, input_context=context)))
+                                                 seed=settings.seed, start_step=step, input_context=context,
+                                                 preprocessing=run.preprocessing)))
     return self._iterator
 
   def train(self, num_steps: int) -> TrainOutput:
@@ -108,7 +109,7 @@ class EvalRunner:
       split = {"eval": run.splits.validation, "test": run.splits.test}[name]
       self._datasets[name] = run.strategy.distribute_datasets_from_function(
           lambda context: pipeline.eval_dataset(split, global_batch_size=run.settings.eval_batch_size,
-                                                input_context=context))
+                                                input_context=context, preprocessing=run.preprocessing))
     return self._datasets[name]
 
   def evaluate(self, names: Sequence[str]) -> dict[str, float]:

@@ -15,6 +15,7 @@ import gin
 import tensorflow as tf
 
 from trainer.common import checks
+from trainer.data.preprocessing import ImagePreprocessing
 from trainer.loop import losses
 from trainer.loop.early_stopping import EarlyStopping
 from trainer.metrics.monitor import Monitor
@@ -30,6 +31,8 @@ class Trainer:
   Args (all gin-bindable):
     model: factory returning a `tf.keras.Model` (e.g. `@MLP`).
     data: factory returning `trainer.data.Splits` (e.g. `@digits`).
+    preprocessing: `@ImagePreprocessing()` to crop, flip, resize and normalize images (seeded per
+      example); None converts uint8 images to [0, 1] floats and leaves float features as they are.
     optimizer: Keras optimizer class (e.g. `@Adam`); called with `learning_rate=<schedule>`.
     learning_rate: a float or a schedule (`@Constant()`, `@WarmupCosine()`, `@Piecewise()`).
     loss: per-example loss `(labels, outputs) -> [batch]` (`@softmax_cross_entropy`).
@@ -60,7 +63,8 @@ class Trainer:
                  "eval_batch_size", "on_nonfinite", "restore_lr_factor", "max_restores")
 
   def __init__(self, *, model: Callable = gin.REQUIRED, data: Callable = gin.REQUIRED,
-               optimizer: Callable = gin.REQUIRED, learning_rate=1e-3,
+               preprocessing: ImagePreprocessing | None = None, optimizer: Callable = gin.REQUIRED,
+               learning_rate=1e-3,
                loss: Callable = losses.softmax_cross_entropy, regularizers: Sequence = (),
                batch_size: int = 64, eval_batch_size: int = 256, train_steps: int = 1000,
                steps_per_loop: int = 100, eval_every: int = 500, checkpoint_every: int = 500,
@@ -71,6 +75,10 @@ class Trainer:
     owner = "Trainer"
     self.model = _require_factory("model", model)
     self.data = _require_factory("data", data)
+    if preprocessing is not None and not isinstance(preprocessing, ImagePreprocessing):
+      raise TypeError(f"Trainer.preprocessing must be @ImagePreprocessing() (with parentheses), got "
+                      f"{preprocessing!r}")
+    self.preprocessing = preprocessing
     self.optimizer = _require_factory("optimizer", optimizer)
     self.learning_rate = learning_rate
     self.loss = loss

@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import gin
+import numpy as np
 import tensorflow as tf
 
 from trainer.common import checks
-from trainer.data import ArrayData
 from trainer.metrics import classification, sharpness, weight_stats
 from trainer.regularization import selectors
 from trainer.runtime import compat
@@ -67,10 +67,18 @@ class Monitor:
     self.hessian_tolerance = checks.nonnegative(owner, "hessian_tolerance", hessian_tolerance)
     self.sam_rho = checks.nonnegative(owner, "sam_rho", sam_rho)
 
-  def bind(self, *, strategy: tf.distribute.Strategy, model, terms, train_split: ArrayData, loss_fn: Callable,
-           penalties: Callable[[], dict[str, tf.Tensor]], classification: bool, seed: int) -> None:
-    """Attaches to a built run's parts: its model, terms, train split, loss and penalties.
+  @property
+  def train_examples_needed(self) -> int:
+    """How many of the first training examples `bind` wants (the sharpness probe and the train subset)."""
+    return max(self.sharpness_examples, self.train_eval_examples)
 
+  def bind(self, *, strategy: tf.distribute.Strategy, model, terms,
+           train_examples: tuple[np.ndarray, np.ndarray], loss_fn: Callable,
+           penalties: Callable[[], dict[str, tf.Tensor]], classification: bool, seed: int) -> None:
+    """Attaches to a built run's parts: its model, terms, first training examples, loss and penalties.
+
+    `train_examples` are (features, labels) of the first `train_examples_needed` training examples
+    as the model sees them in evaluation.
     Copies the initial weights into non-trainable variables (checkpointed, see
     `checkpoint_trackables`) under `strategy`'s scope, fixes the probe batch and the train subset,
     and compiles the probes. `penalties()` returns the unscaled penalties of the objective;
@@ -83,8 +91,8 @@ class Monitor:
     self._excluded = selectors.excluded_variables(model)
     with strategy.scope():
       self._initial = _InitialWeights(self._trainable)
-    self._probe = _first(train_split, self.sharpness_examples)
-    self._train_subset = _first(train_split, self.train_eval_examples)
+    self._probe = _first(train_examples, self.sharpness_examples)
+    self._train_subset = _first(train_examples, self.train_eval_examples)
     self._statistics = _HostVector(self._named_statistics)
     self._sharpness = _HostVector(self._named_sharpness)
     self._train_eval = _HostVector(self._named_train_eval)
@@ -209,9 +217,10 @@ class _HostVector:
     return dict(zip(self._names, values.tolist()))
 
 
-def _first(split: ArrayData, count: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """(features, labels) of the first `count` examples of `split` (all if it has fewer), as constants."""
-  return tf.constant(split.features[:count]), tf.constant(split.labels[:count])
+def _first(examples: tuple[np.ndarray, np.ndarray], count: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """(features, labels) of the first `count` examples (all if there are fewer), as constants."""
+  features, labels = examples
+  return tf.constant(features[:count]), tf.constant(labels[:count])
 
 
 def _crossed(previous_step: int, step: int, every: int) -> bool:

@@ -1,0 +1,152 @@
+"""Image preprocessing and augmentation, seeded per example so runs stay exact and replica-invariant.
+
+Every random choice (crop window, flip) is a stateless op whose seed is folded from the run's seed
+and the example's *position* in the training stream (its global position for random-access
+splits; (worker, position) for sequential ones). An augmented example therefore does not depend
+on which replica or worker reads it, on the thread that runs the map, or on whether the run was
+resumed: the same position always gets the same crop.
+
+Stored images are uint8 (or float32); the model always receives float32 in [0, 1], optionally
+normalized by the dataset's per-channel mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gin
+import tensorflow as tf
+
+TRAIN_CROPS = ("none", "pad_and_crop", "random_resized")
+EVAL_CROPS = ("none", "center")
+_AUGMENT_SALT = 0x0CCA  # Keeps augmentation draws apart from the data order's (seed, epoch) draws.
+
+
+@gin.configurable
+class ImagePreprocessing:
+  """What happens to each image between storage and the model.
+
+  Args:
+    image_size: side of the square images the model sees; None keeps the stored size (which must
+      then be the same for every image). Needed for images of varying size (ImageNet).
+    train_crop: 'none'; 'pad_and_crop' (CIFAR: zero-pad by `padding` pixels, crop back to size at a
+      random offset); or 'random_resized' (ImageNet: a random window covering `area_range` of the
+      image with aspect ratio in `aspect_ratio_range`, resized to `image_size`).
+    padding: pixels of zero padding for 'pad_and_crop'.
+    area_range, aspect_ratio_range: the window distribution of 'random_resized'.
+    flip: flip each training image left-right with probability 1/2.
+    eval_crop: 'none' (resize to `image_size` if given) or 'center' (the central square covering
+      `crop_fraction` of the shorter side, resized to `image_size`: the standard ImageNet eval crop,
+      224 of 256).
+    crop_fraction: see `eval_crop`.
+    mean, std: per-channel statistics in [0, 1] units; images become (x - mean) / std.
+  """
+
+  def __init__(self, *, image_size: int | None = None, train_crop: str = "none", padding: int = 4,
+               area_range: Sequence[float] = (0.08, 1.0),
+               aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3), flip: bool = False,
+               eval_crop: str = "none", crop_fraction: float = 0.875,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    owner = "ImagePreprocessing"
+    if image_size is not None and int(image_size) < 1:
+      raise ValueError(f"{owner}.image_size must be positive or None, got {image_size}")
+    if train_crop not in TRAIN_CROPS:
+      raise ValueError(f"{owner}.train_crop={train_crop!r} is not one of {TRAIN_CROPS}")
+    if eval_crop not in EVAL_CROPS:
+      raise ValueError(f"{owner}.eval_crop={eval_crop!r} is not one of {EVAL_CROPS}")
+    if train_crop == "random_resized" and image_size is None:
+      raise ValueError(f"{owner}.train_crop='random_resized' needs {owner}.image_size")
+    if padding < 0:
+      raise ValueError(f"{owner}.padding must be >= 0, got {padding}")
+    if not 0 < crop_fraction <= 1:
+      raise ValueError(f"{owner}.crop_fraction must be in (0, 1], got {crop_fraction}")
+    if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
+      raise ValueError(f"{owner}.mean and {owner}.std go together, with std > 0; got {mean}, {std}")
+    self.image_size = None if image_size is None else int(image_size)
+    self.train_crop = train_crop
+    self.padding = int(padding)
+    self.area_range = tuple(float(v) for v in area_range)
+    self.aspect_ratio_range = tuple(float(v) for v in aspect_ratio_range)
+    self.flip = bool(flip)
+    self.eval_crop = eval_crop
+    self.crop_fraction = float(crop_fraction)
+    self.mean = None if mean is None else tuple(float(v) for v in mean)
+    self.std = None if std is None else tuple(float(v) for v in std)
+
+  def per_example(self, training: bool) -> bool:
+    """Whether images need work one at a time (a random or resizing step) before they can be batched."""
+    random = training and (self.train_crop != "none" or self.flip)
+    return random or self.image_size is not None or (not training and self.eval_crop != "none")
+
+  def output_shape(self, example_shape: tuple) -> tuple:
+    """The per-example shape the model sees; raises ValueError if images vary and nothing resizes."""
+    if len(example_shape) != 3 and (self.per_example(training=True) or self.per_example(training=False)):
+      raise ValueError(f"ImagePreprocessing crops, flips and resizes images of shape (height, width, "
+                       f"channels); these features have per-example shape {list(example_shape)}")
+    if self.image_size is not None:
+      return (self.image_size, self.image_size, example_shape[-1])
+    if None in example_shape:
+      raise ValueError(f"images have varying size (per-example shape {list(example_shape)}): bind "
+                       "ImagePreprocessing.image_size (and Trainer.preprocessing = @ImagePreprocessing())")
+    return tuple(example_shape)
+
+  def example(self, image: tf.Tensor, seed: tf.Tensor | None) -> tf.Tensor:
+    """One image, float32 in [0, 1] (not yet normalized): augmented if `seed` is given (training)."""
+    image = to_unit_float(image)
+    if seed is None:
+      return self._eval_crop(image)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    if self.train_crop == "pad_and_crop":
+      size = tf.shape(image)
+      if self.image_size is not None:
+        image = _resize(image, self.image_size)
+        size = tf.shape(image)
+      padded = tf.pad(image, [[self.padding] * 2, [self.padding] * 2, [0, 0]])
+      image = tf.image.stateless_random_crop(padded, size, seed=crop_seed)
+    elif self.train_crop == "random_resized":
+      image = self._random_resized_crop(image, crop_seed)
+    elif self.image_size is not None:
+      image = _resize(image, self.image_size)
+    if self.flip:
+      image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image
+
+  def normalize(self, images: tf.Tensor) -> tf.Tensor:
+    """A batch (or one example) as float32 [0, 1] images, standardized if mean/std are given."""
+    images = to_unit_float(images)
+    if self.mean is None:
+      return images
+    return (images - tf.constant(self.mean)) / tf.constant(self.std)
+
+  def _eval_crop(self, image: tf.Tensor) -> tf.Tensor:
+    if self.eval_crop == "center":
+      shape = tf.shape(image)
+      side = tf.cast(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * self.crop_fraction, tf.int32)
+      top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
+      image = image[top:top + side, left:left + side]
+    return _resize(image, self.image_size) if self.image_size is not None else image
+
+  def _random_resized_crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=self.aspect_ratio_range, area_range=self.area_range,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    return _resize(tf.slice(image, begin, size), self.image_size)
+
+
+def to_unit_float(images: tf.Tensor) -> tf.Tensor:
+  """uint8 0..255 -> float32 [0, 1]; float32 stays as it is."""
+  if images.dtype == tf.uint8:
+    return tf.cast(images, tf.float32) / 255.0
+  return tf.cast(images, tf.float32)
+
+
+def example_seed(seed: int, position: tf.Tensor, worker: int = 0) -> tf.Tensor:
+  """The stateless seed of the example at `position` of `worker`'s training stream."""
+  base = tf.constant([seed, _AUGMENT_SALT], tf.int64)
+  return tf.random.experimental.stateless_fold_in(
+      tf.random.experimental.stateless_fold_in(base, worker), position)
+
+
+def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
+  return tf.image.resize(image, [size, size], method="bilinear", antialias=True)

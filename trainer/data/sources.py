@@ -1,0 +1,118 @@
+"""Splits that are not arrays: random access by index, and sequential TFRecord shards.
+
+Occam's input pipeline (`trainer.data.pipeline`) treats a split by how it can be read:
+- random access (`ArrayData` in RAM or memory-mapped, `IndexedData` here): any example is found by
+  its index, so the data order stays a pure function of (seed, step), every worker reads only its
+  own slice of each global batch, results are replica-invariant and a resumed run is exact, with
+  nothing but the step in the checkpoint;
+- sequential (`RecordData` here): records are streamed from files, each worker reading its own
+  share of the files; the order is a pure function of (seed, epoch, worker) and a resumed run
+  replays the current epoch's record stream up to its position (see the pipeline).
+Both kinds carry what the rest of the framework needs without reading the data: the example
+count, the per-example shape (None where images vary in size) and the dtypes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class IndexedData:
+  """A split whose examples are read one at a time by index (e.g. a TFDS `data_source`).
+
+  Attributes:
+    read: `read(index) -> (features, label)` as numpy values; called from the pipeline's threads.
+    num_examples: N; indices are 0..N-1.
+    example_shape: shape of one example's features; None for a dimension that varies (images of
+      different sizes, which preprocessing must resize to one size before batching).
+    features_dtype: np.uint8 (images) or np.float32.
+    labels_dtype: np.int32 (class ids) or np.float32 (regression targets).
+    label_shape: shape of one label: () for a class id.
+  """
+
+  read: Callable[[int], tuple[np.ndarray, np.ndarray]]
+  num_examples: int
+  example_shape: tuple
+  features_dtype: np.dtype
+  labels_dtype: np.dtype = np.dtype(np.int32)
+  label_shape: tuple = ()
+
+  def __post_init__(self):
+    _check_kind(self)
+
+  def read_tensors(self, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One example as tensors of the declared dtypes and shapes (read outside the graph)."""
+    features, label = tf.numpy_function(
+        lambda i: tuple(np.asarray(value, dtype) for value, dtype in
+                        zip(self.read(int(i)), (self.features_dtype, self.labels_dtype))),
+        [index], (tf.as_dtype(self.features_dtype), tf.as_dtype(self.labels_dtype)), stateful=False)
+    features.set_shape(self.example_shape)
+    label.set_shape(self.label_shape)
+    return features, label
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RecordData:
+  """A split streamed from TFRecord files of serialized `tf.train.Example`s.
+
+  Attributes:
+    files: the files, in sorted order.
+    file_counts: records per file (counted once when the split is opened).
+    parse: `parse(serialized) -> (features, label)` for one record, in TensorFlow.
+    example_shape, features_dtype, labels_dtype, label_shape: as for `IndexedData`.
+    shuffle_buffer: examples in the training stream's shuffle buffer (on top of the per-epoch
+      shuffled file order and the interleave across files).
+  """
+
+  files: tuple[str, ...]
+  file_counts: tuple[int, ...]
+  parse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+  example_shape: tuple
+  features_dtype: np.dtype
+  labels_dtype: np.dtype = np.dtype(np.int32)
+  label_shape: tuple = ()
+  shuffle_buffer: int = 10_000
+
+  def __post_init__(self):
+    if len(self.files) != len(self.file_counts) or not self.files:
+      raise ValueError("RecordData needs at least one file and one record count per file")
+    _check_kind(self)
+
+  @property
+  def num_examples(self) -> int:
+    return sum(self.file_counts)
+
+  def worker_files(self, worker: int, num_workers: int) -> tuple[tuple[str, ...], int]:
+    """The files worker `worker` of `num_workers` trains on (every num_workers-th) and their records.
+
+    A worker reads only its own files; so there must be at least as many files as workers.
+    """
+    if len(self.files) < num_workers:
+      raise ValueError(f"{len(self.files)} training file(s) cannot be shared by {num_workers} workers: each "
+                       f"worker reads its own files; write the split as at least {num_workers} shards")
+    return self.files[worker::num_workers], sum(self.file_counts[worker::num_workers])
+
+
+def count_records(files: tuple[str, ...]) -> tuple[int, ...]:
+  """Records in each TFRecord file, read through `tf.data` (one pass over the bytes, nothing parsed)."""
+  return tuple(int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda count, _: count + 1))
+               for path in files)
+
+
+def _check_kind(split) -> None:
+  """The dtypes a split may declare; raises a ValueError naming the offending one."""
+  object.__setattr__(split, "features_dtype", np.dtype(split.features_dtype))
+  object.__setattr__(split, "labels_dtype", np.dtype(split.labels_dtype))
+  object.__setattr__(split, "example_shape", tuple(split.example_shape))
+  object.__setattr__(split, "label_shape", tuple(split.label_shape))
+  if split.features_dtype not in (np.uint8, np.float32):
+    raise ValueError(f"features must be uint8 (images) or float32, got {split.features_dtype}")
+  if split.labels_dtype not in (np.int32, np.float32):
+    raise ValueError(f"labels must be int32 class ids or float32 targets, got {split.labels_dtype}")
+  if split.num_examples < 1:
+    raise ValueError("a split needs at least one example")
