@@ -9,7 +9,7 @@ returns the same `Splits`; `ImagePreprocessing` crops, flips, resizes and normal
 from trainer.data.arrays import ArrayData, Splits, corrupt_labels
 from trainer.data.digits import digits
 from trainer.data.preprocessing import ImagePreprocessing
-from trainer.data.records import tfds, tfrecord, write_tfrecord
+from trainer.data.records import npy, tfds, tfrecord, write_tfrecord
 from trainer.data.sources import IndexedData, RecordData
 from trainer.data.synthetic import teacher_network, teacher_student
 
@@ -21,6 +21,7 @@ __all__ = [
     "Splits",
     "corrupt_labels",
     "digits",
+    "npy",
     "teacher_network",
     "teacher_student",
     "tfds",

@@ -238,6 +238,45 @@ def tfrecord(*, train_files: str | Sequence[str], validation_files: str | Sequen
                                      f"TFRecord files {train_files!r}, streamed"))
 
 
+# --- .npy arrays ----------------------------------------------------------------------------------
+
+
+def _memory_mapped(argument: str, path: str) -> np.ndarray:
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{argument}: no file {path!r}")
+  try:
+    return np.load(path, mmap_mode="r")
+  except ValueError as error:
+    raise ValueError(f"{argument}: {path!r} is not a .npy array ({error})") from error
+
+
+@gin.configurable
+def npy(*, train: Sequence[str], validation: Sequence[str], test: Sequence[str], num_classes: int | None,
+        name: str = "npy") -> Splits:
+  """Three splits of `.npy` arrays, memory-mapped: the features stay on disk, each batch reads its rows.
+
+  Each split is a pair of paths (features, labels): features uint8 images (N, H, W, C) or float32;
+  labels int32 class ids (N,) or float32 targets (read into memory, they are small). Random access
+  keeps the exact, replica-invariant order of in-memory data at any N (local files; `np.load`
+  cannot map a remote filesystem).
+  """
+  splits = []
+  for argument, paths in (("npy.train", train), ("npy.validation", validation), ("npy.test", test)):
+    if len(paths) != 2:
+      raise ValueError(f"{argument} must be (features_path, labels_path), got {paths!r}")
+    features = _memory_mapped(argument, paths[0])
+    labels = np.asarray(_memory_mapped(argument, paths[1]))
+    try:
+      splits.append(ArrayData(features=features, labels=labels))
+    except ValueError as error:
+      raise ValueError(f"{argument} {tuple(paths)!r}: {error}") from error
+  train_split, validation_split, test_split = splits
+  return Splits(name=name, train=train_split, validation=validation_split, test=test_split,
+                num_classes=num_classes,
+                description=describe(name, train_split, validation_split, test_split, 0,
+                                     f"memory-mapped .npy {train[0]!r}"))
+
+
 # --- TFDS -----------------------------------------------------------------------------------------
 
 

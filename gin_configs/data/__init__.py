@@ -1,0 +1,1 @@
+"""Shipped data configs: TFDS datasets by name, with their splits and standard preprocessing."""

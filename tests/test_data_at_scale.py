@@ -1,0 +1,238 @@
+"""Splits read by index or streamed, uint8 images and seeded augmentation (trainer.data.pipeline).
+
+The data are tiny uint8 images whose first pixel encodes the example's index, written by the tests
+as memory-mapped .npy arrays and as TFRecord shards (raw and PNG-encoded); TFDS datasets by name
+come from `tfds.testing.mock_data`. Order, augmentation and resume are checked against what the
+documented rules say, computed independently in numpy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.helpers import REPO, checkpoint_values
+from trainer import data
+from trainer.data import ArrayData, ImagePreprocessing, pipeline
+
+NUM_EXAMPLES = 40
+SIDE = 8
+
+
+def _images(count: int = NUM_EXAMPLES) -> ArrayData:
+  """uint8 (count, 8, 8, 3) images: pixel [0, 0, 0] = index, the rest a per-example pattern; label i % 5."""
+  rng = np.random.default_rng(0)
+  features = rng.integers(0, 256, size=(count, SIDE, SIDE, 3), dtype=np.uint8)
+  features[:, 0, 0, 0] = np.arange(count)
+  return ArrayData(features=features, labels=(np.arange(count) % 5).astype(np.int32))
+
+
+def _index_of(images: np.ndarray) -> np.ndarray:
+  """The example index encoded in float images scaled to [0, 1] (unaugmented)."""
+  return np.rint(images[:, 0, 0, 0] * 255).astype(int)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+  """The same images as memory-mapped .npy files and as 4 raw TFRecord shards."""
+  root = tmp_path_factory.mktemp("stored")
+  images = _images()
+  np.save(root / "x.npy", images.features)
+  np.save(root / "y.npy", images.labels)
+  pair = (str(root / "x.npy"), str(root / "y.npy"))
+  mapped = data.npy(train=pair, validation=pair, test=pair, num_classes=5)
+  data.write_tfrecord(str(root / "train"), images, num_shards=4)
+  streamed = data.tfrecord(train_files=str(root / "train-*"), validation_files=str(root / "train-*"),
+                           test_files=str(root / "train-*"), feature_shape=(SIDE, SIDE, 3), num_classes=5,
+                           shuffle_buffer=8)
+  return images, mapped, streamed
+
+
+def _batches(dataset: tf.data.Dataset, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+  return [(features.numpy(), labels.numpy()) for features, labels in dataset.take(count)]
+
+
+AUGMENTED = dict(train_crop="pad_and_crop", padding=2, flip=True)
+
+
+def test_memory_mapped_uint8_reads_the_same_stream_as_float_arrays_in_ram(stored):
+  images, mapped, _ = stored
+  assert mapped.train.memory_mapped and mapped.train.features_dtype == np.uint8
+  as_float = ArrayData(images.features.astype(np.float32) / 255, images.labels)
+  for (mapped_x, mapped_y), (float_x, float_y) in zip(
+      _batches(pipeline.train_dataset(mapped.train, global_batch_size=16, seed=3, start_step=0), 6),
+      _batches(pipeline.train_dataset(as_float, global_batch_size=16, seed=3, start_step=0), 6)):
+    np.testing.assert_allclose(mapped_x, float_x, rtol=1e-6)  # uint8 / 255 on the fly
+    np.testing.assert_array_equal(mapped_y, float_y)
+
+
+@pytest.mark.parametrize("kind", ["mapped", "streamed"])
+def test_resumed_stream_equals_the_uninterrupted_one_with_augmentation(stored, kind):
+  """Starting at step k gives batches k, k+1, ... of the stream started at 0, across epoch ends."""
+  split = {"mapped": stored[1], "streamed": stored[2]}[kind].train
+  preprocessing = ImagePreprocessing(**AUGMENTED)
+
+  def stream(start_step):
+    return pipeline.train_dataset(split, global_batch_size=16, seed=5, start_step=start_step,
+                                  preprocessing=preprocessing)
+
+  full = _batches(stream(0), 9)  # 144 examples: 3.6 epochs of 40
+  for start in (1, 5):
+    for (x, y), (expected_x, expected_y) in zip(_batches(stream(start), 9 - start), full[start:]):
+      np.testing.assert_array_equal(x, expected_x)
+      np.testing.assert_array_equal(y, expected_y)
+
+
+def test_streamed_epochs_cover_every_record_once_in_a_new_order(stored):
+  images, _, streamed = stored
+  stream = pipeline.train_dataset(streamed.train, global_batch_size=8, seed=1, start_step=0)
+  labels_by_epoch, firsts = [], []
+  batches = _batches(stream, 3 * NUM_EXAMPLES // 8)
+  for epoch in range(3):
+    features = np.concatenate([x for x, _ in batches[epoch * 5:(epoch + 1) * 5]])
+    index = _index_of(features)
+    assert sorted(index) == list(range(NUM_EXAMPLES))  # each record exactly once per epoch
+    labels_by_epoch.append(np.concatenate([y for _, y in batches[epoch * 5:(epoch + 1) * 5]]))
+    np.testing.assert_array_equal(labels_by_epoch[-1], images.labels[index])
+    firsts.append(tuple(index[:10]))
+  assert len(set(firsts)) == 3  # a new order every epoch
+
+
+def test_each_worker_streams_its_own_files(stored):
+  """With 2 workers, each reads 2 of the 4 shards: disjoint halves of the data, all of it together."""
+  _, _, streamed = stored
+  seen = []
+  for worker in range(2):
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
+                                         num_replicas_in_sync=2)
+    stream = pipeline.train_dataset(streamed.train, global_batch_size=8, seed=1, start_step=0,
+                                    input_context=context)
+    seen.append(set(_index_of(np.concatenate([x for x, _ in _batches(stream, 5)]))))
+  assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(NUM_EXAMPLES))
+  assert seen[0] == {i for i in range(NUM_EXAMPLES) if i % 4 in (0, 2)}  # shards 0 and 2 (round-robin)
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_augmented_random_access_batches_are_replica_invariant(stored, replicas):
+  """The replicas' slices of a step, put together, are the one-replica batch, augmentation included."""
+  _, mapped, _ = stored
+  preprocessing = ImagePreprocessing(**AUGMENTED)
+  single = _batches(pipeline.train_dataset(mapped.train, global_batch_size=16, seed=2, start_step=3,
+                                           preprocessing=preprocessing), 2)
+  parts = []
+  for replica in range(replicas):  # one input pipeline per replica: the multi-worker layout
+    context = tf.distribute.InputContext(num_input_pipelines=replicas, input_pipeline_id=replica,
+                                         num_replicas_in_sync=replicas)
+    parts.append(_batches(pipeline.train_dataset(mapped.train, global_batch_size=16, seed=2, start_step=3,
+                                                 input_context=context, preprocessing=preprocessing), 2))
+  for step in range(2):
+    np.testing.assert_array_equal(np.concatenate([part[step][0] for part in parts]), single[step][0])
+
+
+def test_pad_and_crop_and_flip_match_their_definition():
+  """Each augmented image is a window of the zero-padded image, maybe mirrored; both happen."""
+  images = _images(64)
+  preprocessing = ImagePreprocessing(**AUGMENTED)
+  batch = _batches(pipeline.train_dataset(images, global_batch_size=64, seed=0, start_step=0,
+                                          preprocessing=preprocessing), 1)[0][0]
+  order = pipeline._epoch_permutation(64, 0, tf.constant(0, tf.int64)).numpy()
+  flips, shifts = 0, set()
+  for augmented, index in zip(batch, order):
+    padded = np.pad(images.features[index].astype(np.float32) / 255, ((2, 2), (2, 2), (0, 0)))
+    windows = {(top, left, flipped): (padded[top:top + SIDE, left:left + SIDE][:, ::-1] if flipped
+                                      else padded[top:top + SIDE, left:left + SIDE])
+               for top in range(5) for left in range(5) for flipped in (False, True)}
+    matches = [key for key, window in windows.items() if np.allclose(window, augmented, atol=1e-6)]
+    assert matches, f"example {index} is no window of its padded image"
+    flips += matches[0][2]
+    shifts.add(matches[0][:2])
+  assert 16 < flips < 48 and len(shifts) > 10  # p = 1/2 flips (binomial 64, +-4 sd); many offsets
+
+
+def test_center_crop_and_normalization_match_numpy():
+  images = _images(4)
+  mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+  preprocessing = ImagePreprocessing(eval_crop="center", crop_fraction=0.5, mean=mean, std=std)
+  features, _ = pipeline.first_examples(images, 4, preprocessing)
+  expected = (images.features[:, 2:6, 2:6].astype(np.float32) / 255 - mean) / std  # central 4 of 8
+  np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_random_resized_crop_gives_the_size_and_stays_inside_the_image():
+  images = _images(8)
+  preprocessing = ImagePreprocessing(image_size=5, train_crop="random_resized", area_range=(0.25, 1.0))
+  features, _ = _batches(pipeline.train_dataset(images, global_batch_size=8, seed=0, start_step=0,
+                                                preprocessing=preprocessing), 1)[0]
+  assert features.shape == (8, 5, 5, 3) and features.min() >= 0 and features.max() <= 1
+
+
+def test_png_shards_decode_to_the_written_pixels(tmp_path):
+  images = _images(6)
+  data.write_tfrecord(str(tmp_path / "png"), images, image_format="png", num_shards=2)
+  pattern = str(tmp_path / "png-*")
+  splits = data.tfrecord(train_files=pattern, validation_files=pattern, test_files=pattern,
+                         feature_shape=(None, None, 3), num_classes=5)
+  preprocessing = ImagePreprocessing(image_size=SIDE)  # sizes may vary: the loader needs a size
+  features, labels = pipeline.first_examples(splits.test, 6, preprocessing)
+  order = [0, 2, 4, 1, 3, 5]  # shard 0 then shard 1, each in written order (round-robin dealing)
+  np.testing.assert_allclose(features, images.features[order].astype(np.float32) / 255, atol=1e-6)
+  np.testing.assert_array_equal(labels, images.labels[order])
+
+
+def test_images_of_varying_size_need_an_image_size():
+  with pytest.raises(ValueError, match="varying size .* ImagePreprocessing.image_size"):
+    ImagePreprocessing().output_shape((None, None, 3))
+  assert ImagePreprocessing(image_size=224).output_shape((None, None, 3)) == (224, 224, 3)
+  with pytest.raises(ValueError, match=r"per-example shape \[64\]"):
+    ImagePreprocessing(flip=True).output_shape((64,))
+
+
+def test_bad_stored_data_is_named(tmp_path):
+  images = _images(4)
+  np.save(tmp_path / "x64.npy", images.features.astype(np.float64))
+  np.save(tmp_path / "x.npy", images.features)
+  np.save(tmp_path / "y.npy", images.labels)
+  pair = (str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+  wide = (str(tmp_path / "x64.npy"), pair[1])
+  with pytest.raises(ValueError, match=r"npy.test .*x64.npy.*float32 or uint8"):
+    data.npy(train=pair, validation=pair, test=wide, num_classes=5)
+  with pytest.raises(FileNotFoundError, match=r"npy.validation: no file '.*missing.npy'"):
+    data.npy(train=pair, validation=(str(tmp_path / "missing.npy"), pair[1]), test=pair, num_classes=5)
+  data.write_tfrecord(str(tmp_path / "small"), images)
+  with pytest.raises(ValueError, match=r"small: record 0: 'features' is neither 48 raw bytes nor a PNG"):
+    data.tfrecord(train_files=str(tmp_path / "small"), validation_files=str(tmp_path / "small"),
+                  test_files=str(tmp_path / "small"), feature_shape=(4, 4, 3), num_classes=5)
+  with pytest.raises(ValueError, match="2 training file.* cannot be shared by 4 workers"):
+    data.RecordData(files=("a", "b"), file_counts=(1, 1), parse=None, example_shape=(1,),
+                    features_dtype=np.float32).worker_files(0, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3)),
+                                            ("cifar100", (32, 32, 3)), ("imagenet2012", (24, 24, 3))])
+def test_shipped_data_configs_train_on_mock_tfds(tmp_path, dataset, shape):
+  """Each shipped data config trains and evaluates through the real API on TFDS's mock data.
+
+  Mock ImageNet images have random sizes, so this also covers decoding varying sizes, the random
+  resized crop and the center crop (at 24 px instead of 224 to stay cheap).
+  """
+  tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+  import trainer
+
+  bindings = [f"tfds.data_dir='{tmp_path / 'tfds'}'", "MLP.hidden_sizes=(16,)", "Trainer.batch_size=8",
+              "Trainer.eval_batch_size=8", "Trainer.train_steps=4", "Trainer.steps_per_loop=2",
+              "Trainer.eval_every=4", "Monitor.train_eval_examples=8", "Monitor.sharpness_examples=8"]
+  if dataset == "imagenet2012":
+    bindings.append("ImagePreprocessing.image_size=24")
+  with tfds.testing.mock_data(num_examples=24):
+    results = trainer.train([os.path.join(REPO, "gin_configs", "base.gin"),
+                             os.path.join(REPO, "gin_configs", "data", f"{dataset}.gin")],
+                            bindings, model_dir=str(tmp_path / "run"))
+  assert results.step == 4 and 0 <= results.metrics["test/accuracy"] <= 1
+  classes = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet2012": 1000}[dataset]
+  kernels = {value.shape for value in checkpoint_values(str(tmp_path / "run")).values() if value.ndim == 2}
+  # The MLP took its input size and class count from the data (no binding says them).
+  assert (int(np.prod(shape)), 16) in kernels and (16, classes) in kernels
