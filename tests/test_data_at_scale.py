@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import REPO, checkpoint_values
+from tests.helpers import REPO, assert_same_weights, checkpoint_values, model_weights, train_in_process
 from trainer import data
 from trainer.data import ArrayData, ImagePreprocessing, pipeline
 
@@ -236,3 +236,39 @@ def test_shipped_data_configs_train_on_mock_tfds(tmp_path, dataset, shape):
   kernels = {value.shape for value in checkpoint_values(str(tmp_path / "run")).values() if value.ndim == 2}
   # The MLP took its input size and class count from the data (no binding says them).
   assert (int(np.prod(shape)), 16) in kernels and (16, classes) in kernels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["npy", "tfrecord"])
+def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
+  """Stopped at step 4 (a third into the second epoch) and resumed to 12, a run on augmented images
+  read by index (npy) or streamed (TFRecord shards) ends with the same weights as one that ran 12
+  steps straight."""
+  images = _images(48)
+  if kind == "npy":
+    np.save(tmp_path / "x.npy", images.features)
+    np.save(tmp_path / "y.npy", images.labels)
+    pair = [str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+    data_bindings = ["Trainer.data=@npy", f"npy.train={pair}", f"npy.validation={pair}", f"npy.test={pair}",
+                     "npy.num_classes=5"]
+  else:
+    data.write_tfrecord(str(tmp_path / "shard"), images, num_shards=3)
+    pattern = str(tmp_path / "shard-*")
+    data_bindings = ["Trainer.data=@tfrecord", f"tfrecord.train_files='{pattern}'",
+                     f"tfrecord.validation_files='{pattern}'", f"tfrecord.test_files='{pattern}'",
+                     f"tfrecord.feature_shape={(SIDE, SIDE, 3)}", "tfrecord.num_classes=5",
+                     "tfrecord.shuffle_buffer=16"]
+  bindings = data_bindings + [
+      "Trainer.model=@ResNet", "ResNet.widths=(4,)",
+      "Trainer.preprocessing=@ImagePreprocessing()", "ImagePreprocessing.train_crop='pad_and_crop'",
+      "ImagePreprocessing.padding=2", "ImagePreprocessing.flip=True", "Trainer.batch_size=16",
+      "Trainer.eval_batch_size=16", "Trainer.steps_per_loop=2", "Trainer.eval_every=4",
+      "Trainer.checkpoint_every=2", "Monitor.train_eval_examples=16", "Monitor.sharpness_examples=16"]
+  base = [os.path.join(REPO, "gin_configs", "base.gin")]
+  straight, _ = train_in_process(str(tmp_path / "straight"), bindings + ["Trainer.train_steps=12"],
+                                 gin_files=base)
+  train_in_process(str(tmp_path / "resumed"), bindings + ["Trainer.train_steps=4"], gin_files=base)
+  resumed, _ = train_in_process(str(tmp_path / "resumed"), bindings + ["Trainer.train_steps=12"],
+                                gin_files=base)
+  assert int(resumed.step.numpy()) == 12
+  assert_same_weights(model_weights(resumed), model_weights(straight))

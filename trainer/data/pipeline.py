@@ -11,12 +11,12 @@ per example and epoch: 5 MB for ImageNet); the examples themselves are read by i
 
 Sequential splits (`RecordData`, TFRecord shards): each worker streams its own files (every
 num_workers-th), in an order drawn from (seed, epoch, worker), interleaved deterministically
-across files and shuffled in a buffer seeded the same way. The stream is thus a pure function of
-(seed, worker): a resumed run rebuilds the current epoch and skips the serialized records already
-consumed (before any parsing or decoding), which is exact and costs at most one epoch of reading
-per resume; nothing is stored in the checkpoint. The order depends on the number of workers, so
-sequential splits are not replica-invariant across different worker counts (replicas within a
-worker still are).
+across files and permuted in windows of `shuffle_buffer` records by draws from the same seed. The
+stream is thus a pure function of (seed, worker): a resumed run rebuilds the current epoch and
+skips the serialized records already consumed (before any parsing or decoding), which is exact and
+costs at most one epoch of reading per resume; nothing is stored in the checkpoint. The order
+depends on the number of workers, so sequential splits are not replica-invariant across different
+worker counts (replicas within a worker still are).
 
 Augmentation (`trainer.data.preprocessing`) is seeded by each example's position in the stream,
 so it is exact and replica-invariant wherever the order is.
@@ -190,6 +190,20 @@ def _parsed_example(split: RecordData, record: tf.Tensor, preprocessing: ImagePr
   return preprocessing.example(features, seed), label
 
 
+def _window_shuffle(records: tf.data.Dataset, size: int, seed: tf.Tensor) -> tf.data.Dataset:
+  """Permutes each run of `size` records by a stateless draw from (seed, window index).
+
+  The stateless counterpart of a shuffle buffer of the same size (`Dataset.shuffle` cannot take a
+  per-epoch seed computed inside the pipeline): the result depends on nothing but the seed, which
+  is what lets a resumed run replay the epoch exactly.
+  """
+  def permuted(window: tf.Tensor, batch: tf.Tensor) -> tf.data.Dataset:
+    keys = tf.random.stateless_uniform(tf.shape(batch)[:1], seed=tf.random.experimental.stateless_fold_in(
+        seed, window))
+    return tf.data.Dataset.from_tensor_slices(tf.gather(batch, tf.argsort(keys, stable=True)))
+  return records.batch(size).enumerate().flat_map(permuted)
+
+
 def _sequential_train(split: RecordData, global_batch_size: int, seed: int, start_step: int, input_context,
                       preprocessing: ImagePreprocessing) -> tf.data.Dataset:
   worker, workers = ((input_context.input_pipeline_id, input_context.num_input_pipelines)
@@ -205,12 +219,12 @@ def _sequential_train(split: RecordData, global_batch_size: int, seed: int, star
   def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
     epoch_seed = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           worker)
-    order = tf.argsort(tf.random.stateless_uniform([len(files)], seed=epoch_seed), stable=True)
-    buffer_seed = tf.random.stateless_uniform([], seed=epoch_seed, minval=None, maxval=None, dtype=tf.int64)
-    return (tf.data.Dataset.from_tensor_slices(tf.gather(names, order))
-            .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _INTERLEAVED_FILES),
-                        block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True)
-            .shuffle(split.shuffle_buffer, seed=buffer_seed))
+    file_seed, window_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed, 2))
+    order = tf.argsort(tf.random.stateless_uniform([len(files)], seed=file_seed), stable=True)
+    records = (tf.data.Dataset.from_tensor_slices(tf.gather(names, order))
+               .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _INTERLEAVED_FILES),
+                           block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True))
+    return _window_shuffle(records, split.shuffle_buffer, window_seed)
 
   records = (tf.data.Dataset.range(offset // count, _FOREVER)
              .flat_map(epoch_records)

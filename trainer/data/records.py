@@ -215,7 +215,8 @@ def tfrecord(*, train_files: str | Sequence[str], validation_files: str | Sequen
     feature_shape: per-example shape, e.g. (32, 32, 3); for encoded images of varying size, None
       for the varying sides, e.g. (None, None, 3) (then bind `ImagePreprocessing.image_size`).
     num_classes: number of classes (labels must lie in [0, num_classes)), or None for regression.
-    shuffle_buffer: examples in the training stream's shuffle buffer.
+    shuffle_buffer: the training stream permutes each window of this many records (held in memory,
+      serialized) on top of the per-epoch file order and the interleave across files.
     name: dataset name for `Splits.name` and the log.
 
   Raises:

@@ -65,8 +65,9 @@ class RecordData:
     file_counts: records per file (counted once when the split is opened).
     parse: `parse(serialized) -> (features, label)` for one record, in TensorFlow.
     example_shape, features_dtype, labels_dtype, label_shape: as for `IndexedData`.
-    shuffle_buffer: examples in the training stream's shuffle buffer (on top of the per-epoch
-      shuffled file order and the interleave across files).
+    shuffle_buffer: the training stream permutes each window of this many records (on top of the
+      per-epoch shuffled file order and the interleave across files); the window is held in memory
+      as serialized records.
   """
 
   files: tuple[str, ...]
