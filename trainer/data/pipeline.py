@@ -139,35 +139,33 @@ def _read_by_index(split, stream: tf.data.Dataset, batch: int, preprocessing: Im
   """Turns a stream of (index, extra) into per-replica (features, labels, extra) batches.
 
   `extra` is the example's stream position (training; `seed_of(position)` seeds its augmentation)
-  or its evaluation weight (`seed_of` None). In-memory or memory-mapped arrays whose images need
-  no per-example work are read a whole batch at a time; otherwise example by example.
+  or its evaluation weight (`seed_of` None, and it stays in the output). Arrays (in RAM or
+  memory-mapped) are read a whole batch at a time; other splits example by example. Images that
+  need per-example work (a crop, a flip, a resize) get it between reading and batching.
   """
   training = seed_of is not None
-  labels = tf.constant(split.labels) if isinstance(split, ArrayData) else None
-  if isinstance(split, ArrayData):
-    read = _array_reader(split)
-
-    def load(index):
-      return read(index), tf.gather(labels, index)
-  else:
-    load = split.read_tensors
 
   def finish(features, label, extra):
+    features = preprocessing.normalize(features)
     return (features, label) if training else (features, label, extra)
 
-  if isinstance(split, ArrayData) and not preprocessing.per_example(training):
-    def read_batch(index, extra):
-      features, label = load(index)
-      return finish(preprocessing.normalize(features), label, extra)
-    return stream.batch(batch, drop_remainder=True).map(read_batch, num_parallel_calls=_AUTOTUNE)
+  if isinstance(split, ArrayData):
+    read, labels = _array_reader(split), tf.constant(split.labels)
+    read_batches = stream.batch(batch, drop_remainder=True).map(
+        lambda index, extra: (read(index), tf.gather(labels, index), extra), num_parallel_calls=_AUTOTUNE)
+    if not preprocessing.per_example(training):
+      return read_batches.map(finish)
+    examples = read_batches.unbatch()
+  else:
+    examples = stream.map(lambda index, extra: (*split.read_tensors(index), extra),
+                          num_parallel_calls=_AUTOTUNE)
 
-  def read_example(index, extra):
-    features, label = load(index)
-    return finish(preprocessing.example(features, seed_of(extra) if training else None), label, extra)
+  def transform(features, label, extra):
+    return preprocessing.example(features, seed_of(extra) if training else None), label, extra
 
-  return (stream.map(read_example, num_parallel_calls=_AUTOTUNE)
+  return (examples.map(transform, num_parallel_calls=_AUTOTUNE)
           .batch(batch, drop_remainder=True)
-          .map(lambda features, *rest: (preprocessing.normalize(features), *rest)))
+          .map(finish))
 
 
 def _array_reader(split: ArrayData):
