@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.conftest import mirrored
 from tests.helpers import REPO, assert_same_weights, checkpoint_values, model_weights, train_in_process
 from trainer import data
 from trainer.data import ArrayData, ImagePreprocessing, pipeline
@@ -243,7 +244,8 @@ def test_shipped_data_configs_train_on_mock_tfds(tmp_path, dataset, shape):
 def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
   """Stopped at step 4 (a third into the second epoch) and resumed to 12, a run on augmented images
   read by index (npy) or streamed (TFRecord shards) ends with the same weights as one that ran 12
-  steps straight."""
+  steps straight; read by index, 2 replicas agree with one (the 1/2/4-replica and 2-worker
+  agreement of the data itself is checked on the pipeline above)."""
   images = _images(48)
   if kind == "npy":
     np.save(tmp_path / "x.npy", images.features)
@@ -259,7 +261,7 @@ def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
                      f"tfrecord.feature_shape={(SIDE, SIDE, 3)}", "tfrecord.num_classes=5",
                      "tfrecord.shuffle_buffer=16"]
   bindings = data_bindings + [
-      "Trainer.model=@ResNet", "ResNet.widths=(4,)",
+      "Trainer.model=@ResNet", "ResNet.widths=(4,)", "ResNet.synchronized_batch_norm=True",
       "Trainer.preprocessing=@ImagePreprocessing()", "ImagePreprocessing.train_crop='pad_and_crop'",
       "ImagePreprocessing.padding=2", "ImagePreprocessing.flip=True", "Trainer.batch_size=16",
       "Trainer.eval_batch_size=16", "Trainer.steps_per_loop=2", "Trainer.eval_every=4",
@@ -272,3 +274,7 @@ def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
                                 gin_files=base)
   assert int(resumed.step.numpy()) == 12
   assert_same_weights(model_weights(resumed), model_weights(straight))
+  if kind == "npy":  # read by index: 2 replicas (each augmenting its own half) train the same model
+    replicated, _ = train_in_process(str(tmp_path / "replicated"), bindings + ["Trainer.train_steps=12"],
+                                     gin_files=base, strategy=mirrored(2))
+    assert_same_weights(model_weights(replicated), model_weights(straight), atol=1e-5)
