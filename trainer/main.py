@@ -98,7 +98,7 @@ def _catalog() -> int:
 
 
 def _fail(error: Exception | str, status: int) -> int:
-  logging.error("%s", error)
+  """Prints the error once, as one `occam: error:` line (not also as a log line); returns `status`."""
   print(f"occam: error: {error}", file=sys.stderr)
   return status
 
