@@ -261,7 +261,7 @@ def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
                      f"tfrecord.feature_shape={(SIDE, SIDE, 3)}", "tfrecord.num_classes=5",
                      "tfrecord.shuffle_buffer=16"]
   bindings = data_bindings + [
-      "Trainer.model=@ResNet", "ResNet.widths=(4,)", "ResNet.synchronized_batch_norm=True",
+      "MLP.hidden_sizes=(16,)",
       "Trainer.preprocessing=@ImagePreprocessing()", "ImagePreprocessing.train_crop='pad_and_crop'",
       "ImagePreprocessing.padding=2", "ImagePreprocessing.flip=True", "Trainer.batch_size=16",
       "Trainer.eval_batch_size=16", "Trainer.steps_per_loop=2", "Trainer.eval_every=4",
