@@ -9,7 +9,7 @@ For each size N and each way of reading (`npy`: memory-mapped uint8 arrays, read
 scratch directory, then trains a CIFAR ResNet (3 stages of 3 residual blocks, 16/32/64 channels:
 ResNet-20's layout) for `--steps` steps through the real command line (`python -m trainer.main`) with
 the CIFAR augmentation (pad-4 crop, flip, normalization), in a child process whose peak resident
-memory (`ru_maxrss` from `wait4`) and time to the end of the first training loop are recorded. The
+memory (VmHWM, read by the child as it exits) and time to the end of the first training loop are recorded. The
 ratios between sizes are what to read: memory and time to first step should not grow with N.
 
 Then, side by side in this process on the largest size: the input pipeline alone (examples/s of
@@ -46,6 +46,20 @@ CHUNK = 50_000  # images generated at a time while writing
 AUGMENTATION = dict(train_crop="pad_and_crop", padding=4, flip=True, mean=(0.49, 0.48, 0.45),
                     std=(0.25, 0.24, 0.26))
 FORMATS = ("npy", "tfrecord")
+# The child's own peak (VmHWM of its address space, reset by exec). `ru_maxrss` from wait4 would not
+# do: Linux carries the forking parent's resident size over into the child's maximum.
+_REPORT_PEAK_THEN_RUN_MAIN = """
+import atexit, re, runpy, sys
+peak_file = sys.argv.pop(1)
+def report():
+  with open('/proc/self/status') as status:
+    peak = re.search(r'VmHWM:\\s+(\\d+) kB', status.read()).group(1)
+  with open(peak_file, 'w') as file:
+    file.write(peak)
+atexit.register(report)
+sys.argv[0] = 'trainer.main'
+runpy.run_module('trainer.main', run_name='__main__', alter_sys=True)
+"""
 
 
 def write_npy(directory: str, name: str, count: int, seed: int) -> tuple[str, str]:
@@ -101,7 +115,8 @@ def train_child(model_dir: str, data_bindings: list[str], steps: int, batch: int
       f"Trainer.checkpoint_every = {steps}", "Monitor.sharpness_every = 0",
       "Monitor.train_eval_examples = 256"]
   base = os.path.join(REPO, "gin_configs", "base.gin")
-  command = [sys.executable, "-m", "trainer.main", f"--gin_file={base}",
+  peak_file = os.path.join(os.path.dirname(model_dir), "peak_rss_kib")
+  command = [sys.executable, "-c", _REPORT_PEAK_THEN_RUN_MAIN, peak_file, f"--gin_file={base}",
              f"--model_dir={model_dir}", *(f"--gin_bindings={binding}" for binding in bindings)]
   started = time.perf_counter()
   child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -109,11 +124,12 @@ def train_child(model_dir: str, data_bindings: list[str], steps: int, batch: int
   for line in child.stderr:
     if first_loop is None and "train | step:" in line:
       first_loop = time.perf_counter() - started
-  _, status, usage = os.wait4(child.pid, 0)
-  if os.waitstatus_to_exitcode(status) != 0:
+  if child.wait() != 0:
     raise RuntimeError(f"training failed: {' '.join(command)}")
+  with open(peak_file) as file:
+    peak_kib = int(file.read())
   rates = dict(events.read_scalars(os.path.join(model_dir, "train")).get("perf/examples_per_sec", []))
-  return {"peak_rss_mib": usage.ru_maxrss / 1024, "first_loop_s": first_loop,
+  return {"peak_rss_mib": peak_kib / 1024, "first_loop_s": first_loop,
           "examples_per_sec": float(np.median(list(rates.values()))) if rates else float("nan")}
 
 

@@ -87,6 +87,21 @@ def test_resumed_stream_equals_the_uninterrupted_one_with_augmentation(stored, k
       np.testing.assert_array_equal(y, expected_y)
 
 
+def test_a_fresh_stream_reads_no_counts_and_a_resumed_one_counts_its_worker_files(stored):
+  """Training from step 0 never counts records (start-up does not grow with N); evaluation splits
+  are counted when opened; resuming counts only the resuming worker's files."""
+  _, _, streamed = stored
+  train = data.RecordData(files=streamed.train.files, file_counts=None, parse=streamed.train.parse,
+                          example_shape=(SIDE, SIDE, 3), features_dtype=np.uint8)
+  assert streamed.validation.known_size == NUM_EXAMPLES
+  next(iter(pipeline.train_dataset(train, global_batch_size=8, seed=0, start_step=0)))
+  assert train.known_size is None
+  context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+  next(iter(pipeline.train_dataset(train, global_batch_size=8, seed=0, start_step=3, input_context=context)))
+  assert train.known_size is None  # only worker 1's two files were counted
+  assert train.num_examples == NUM_EXAMPLES and train.known_size == NUM_EXAMPLES
+
+
 def test_streamed_epochs_cover_every_record_once_in_a_new_order(stored):
   images, _, streamed = stored
   stream = pipeline.train_dataset(streamed.train, global_batch_size=8, seed=1, start_step=0)

@@ -57,6 +57,11 @@ class ArrayData:
     return len(self.features)
 
   @property
+  def known_size(self) -> int:
+    """N (the same as `num_examples`; streamed splits may not know theirs without reading)."""
+    return len(self.features)
+
+  @property
   def example_shape(self) -> tuple[int, ...]:
     """The shape of one example's features."""
     return tuple(self.features.shape[1:])
@@ -162,5 +167,11 @@ def describe(name: str, train, validation, test,
   """The one-line description a loader puts in `Splits.description`."""
   noise = (f"{num_noisy / train.num_examples:.1%} of train labels ({num_noisy}) replaced"
            if num_noisy else "none")
-  return (f"{name}: train {train.num_examples} / validation {validation.num_examples} / "
-          f"test {test.num_examples}; label noise: {noise}; source: {source}")
+  sizes = " / ".join(f"{label} {_size(split)}" for label, split in
+                     (("train", train), ("validation", validation), ("test", test)))
+  return f"{name}: {sizes}; label noise: {noise}; source: {source}"
+
+
+def _size(split) -> str:
+  """A split's example count, or its file count if it is streamed and not counted (never reads)."""
+  return str(split.known_size) if split.known_size is not None else f"{len(split.files)} files"

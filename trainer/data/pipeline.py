@@ -14,7 +14,8 @@ num_workers-th), in an order drawn from (seed, epoch, worker), interleaved deter
 across files and permuted in windows of `shuffle_buffer` records by draws from the same seed. The
 stream is thus a pure function of (seed, worker): a resumed run rebuilds the current epoch and
 skips the serialized records already consumed (before any parsing or decoding), which is exact and
-costs at most one epoch of reading per resume; nothing is stored in the checkpoint. The order
+costs counting the worker's records plus at most one epoch of reading per resume; nothing is stored
+in the checkpoint, and a fresh run reads nothing before its first batch. The order
 depends on the number of workers, so sequential splits are not replica-invariant across different
 worker counts (replicas within a worker still are).
 
@@ -206,12 +207,10 @@ def _sequential_train(split: RecordData, global_batch_size: int, seed: int, star
                       preprocessing: ImagePreprocessing) -> tf.data.Dataset:
   worker, workers = ((input_context.input_pipeline_id, input_context.num_input_pipelines)
                      if input_context else (0, 1))
-  files, count = split.worker_files(worker, workers)
-  share = global_batch_size // workers
-  if share > count:
-    raise ValueError(f"each worker's share of the global batch ({share}) exceeds the {count} training "
-                     f"records of worker {worker}'s files")
-  offset = start_step * share
+  files = split.worker_files(worker, workers)
+  offset = start_step * (global_batch_size // workers)
+  # A fresh stream starts at epoch 0; a resumed one counts this worker's records to find its place.
+  count = split.records_in(files) if offset else 1
   names = tf.constant(files)
 
   def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:

@@ -186,11 +186,13 @@ class _RecordFormat:
 
 
 def _open_split(argument: str, patterns: str | Sequence[str], record_format: _RecordFormat,
-                shuffle_buffer: int) -> RecordData:
+                shuffle_buffer: int, count: bool) -> RecordData:
+  """Checks each file's first record; counts the records now only if `count` (evaluation splits)."""
   files = tuple(_match_files(argument, patterns))
   for path in files:
     record_format.check(path, _first_record(path))
-  return RecordData(files=files, file_counts=count_records(files), parse=record_format.parse,
+  return RecordData(files=files, file_counts=count_records(files) if count else None,
+                    parse=record_format.parse,
                     example_shape=record_format.feature_shape,
                     features_dtype=np.float32 if record_format.encoding == "float" else np.uint8,
                     labels_dtype=np.int32 if record_format.classification else np.float32,
@@ -231,7 +233,7 @@ def tfrecord(*, train_files: str | Sequence[str], validation_files: str | Sequen
     raise ValueError(f"tfrecord.shuffle_buffer must be >= 1, got {shuffle_buffer}")
   record_format = _RecordFormat(feature_key, label_key, feature_shape, num_classes is not None)
   train, validation, test = (
-      _open_split(argument, patterns, record_format, shuffle_buffer)
+      _open_split(argument, patterns, record_format, shuffle_buffer, count=argument != "train_files")
       for argument, patterns in (("train_files", train_files), ("validation_files", validation_files),
                                  ("test_files", test_files)))
   return Splits(name=name, train=train, validation=validation, test=test, num_classes=num_classes,

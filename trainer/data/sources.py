@@ -45,6 +45,10 @@ class IndexedData:
   def __post_init__(self):
     _check_kind(self)
 
+  @property
+  def known_size(self) -> int:
+    return self.num_examples
+
   def read_tensors(self, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """One example as tensors of the declared dtypes and shapes (read outside the graph)."""
     features, label = tf.numpy_function(
@@ -62,7 +66,10 @@ class RecordData:
 
   Attributes:
     files: the files, in sorted order.
-    file_counts: records per file (counted once when the split is opened).
+    file_counts: records per file, or None: then they are counted (one pass over the bytes) the
+      first time something needs them: evaluation (padding to static shapes) and a resumed
+      training stream (to find its place in the epoch). A fresh training run never counts, so its
+      start does not grow with the dataset.
     parse: `parse(serialized) -> (features, label)` for one record, in TensorFlow.
     example_shape, features_dtype, labels_dtype, label_shape: as for `IndexedData`.
     shuffle_buffer: the training stream permutes each window of this many records (on top of the
@@ -71,7 +78,7 @@ class RecordData:
   """
 
   files: tuple[str, ...]
-  file_counts: tuple[int, ...]
+  file_counts: tuple[int, ...] | None
   parse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
   example_shape: tuple
   features_dtype: np.dtype
@@ -80,29 +87,53 @@ class RecordData:
   shuffle_buffer: int = 10_000
 
   def __post_init__(self):
-    if len(self.files) != len(self.file_counts) or not self.files:
-      raise ValueError("RecordData needs at least one file and one record count per file")
+    if not self.files or (self.file_counts is not None and len(self.files) != len(self.file_counts)):
+      raise ValueError("RecordData needs at least one file (and one record count per file if counted)")
     _check_kind(self)
 
   @property
-  def num_examples(self) -> int:
-    return sum(self.file_counts)
+  def known_size(self) -> int | None:
+    """N if the records have been counted, else None (nothing is read)."""
+    return None if self.file_counts is None else sum(self.file_counts)
 
-  def worker_files(self, worker: int, num_workers: int) -> tuple[tuple[str, ...], int]:
-    """The files worker `worker` of `num_workers` trains on (every num_workers-th) and their records.
+  @property
+  def num_examples(self) -> int:
+    """N, counting the records of every file if that has not happened yet."""
+    return sum(self._counts(self.files))
+
+  def worker_files(self, worker: int, num_workers: int) -> tuple[str, ...]:
+    """The files worker `worker` of `num_workers` trains on: every num_workers-th.
 
     A worker reads only its own files; so there must be at least as many files as workers.
     """
     if len(self.files) < num_workers:
       raise ValueError(f"{len(self.files)} training file(s) cannot be shared by {num_workers} workers: each "
                        f"worker reads its own files; write the split as at least {num_workers} shards")
-    return self.files[worker::num_workers], sum(self.file_counts[worker::num_workers])
+    return self.files[worker::num_workers]
+
+  def records_in(self, files: tuple[str, ...]) -> int:
+    """Records in `files` (some of this split's), counting only those files if not yet counted."""
+    return sum(self._counts(files))
+
+  def _counts(self, files: tuple[str, ...]) -> tuple[int, ...]:
+    if self.file_counts is not None:
+      counts = dict(zip(self.files, self.file_counts))
+      return tuple(counts[path] for path in files)
+    counted = count_records(files)
+    if files == self.files:
+      object.__setattr__(self, "file_counts", counted)  # counted once; frozen otherwise
+    return counted
 
 
 def count_records(files: tuple[str, ...]) -> tuple[int, ...]:
-  """Records in each TFRecord file, read through `tf.data` (one pass over the bytes, nothing parsed)."""
-  return tuple(int(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda count, _: count + 1))
-               for path in files)
+  """Records in each TFRecord file: one pass over the bytes (framing and checksums), nothing parsed,
+  files read in parallel."""
+  def count(path: tf.Tensor) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensors(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
+  counts = (tf.data.Dataset.from_tensor_slices(list(files))
+            .interleave(count, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True))
+  return tuple(int(value) for value in counts.as_numpy_iterator())
 
 
 def _check_kind(split) -> None:
@@ -115,5 +146,5 @@ def _check_kind(split) -> None:
     raise ValueError(f"features must be uint8 (images) or float32, got {split.features_dtype}")
   if split.labels_dtype not in (np.int32, np.float32):
     raise ValueError(f"labels must be int32 class ids or float32 targets, got {split.labels_dtype}")
-  if split.num_examples < 1:
+  if split.known_size is not None and split.known_size < 1:
     raise ValueError("a split needs at least one example")

@@ -83,8 +83,9 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   classification = splits.num_classes is not None
   if early_stopping is not None:
     early_stopping.check_metric(tags.evaluated(classification=classification))
-  if settings.batch_size > splits.train.num_examples:
-    raise ValueError(f"Trainer.batch_size={settings.batch_size} exceeds the {splits.train.num_examples} "
+  train_size = splits.train.known_size  # None for a streamed split: not counted before training
+  if train_size is not None and settings.batch_size > train_size:
+    raise ValueError(f"Trainer.batch_size={settings.batch_size} exceeds the {train_size} "
                      f"training examples of {splits.name}")
   preprocessing = settings.preprocessing or ImagePreprocessing()
   try:
