@@ -25,6 +25,8 @@ so it is exact and replica-invariant wherever the order is.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -170,17 +172,58 @@ def _read_by_index(split, stream: tf.data.Dataset, batch: int, preprocessing: Im
 
 
 def _array_reader(split: ArrayData):
-  """`read(indices) -> features` for an array split: a gather from RAM, or from the memory-mapped file."""
+  """`read(indices) -> features` for an array split: a gather from RAM, or rows read from its file."""
   if not split.memory_mapped:
     features = tf.constant(split.features)
     return lambda index: tf.gather(features, index)
   dtype = tf.as_dtype(split.features.dtype)
+  rows = _RowFile.of(split.features)
+  read_rows = rows.read if rows is not None else lambda i: np.asarray(split.features[i])
 
   def read(index):
-    values = tf.numpy_function(lambda i: np.asarray(split.features[i]), [index], dtype, stateful=False)
+    values = tf.numpy_function(read_rows, [index], dtype, stateful=False)
     values.set_shape(index.shape.concatenate(split.example_shape))
     return values
   return read
+
+
+class _RowFile:
+  """Rows of a whole memory-mapped .npy file, read with positional reads instead of through the map.
+
+  Reading through the map would leave every page the kernel reads ahead mapped into the process
+  (measured: ~2 MB of resident memory per random 3 KB image, the whole 3 GB file after a few
+  hundred batches); `pread` copies just the rows and leaves the rest to the page cache, which the
+  kernel reclaims as it likes. Only for what `np.load(mmap_mode='r')` returns: the whole file in C
+  order (a slice of it falls back to indexing the map).
+  """
+
+  def __init__(self, path: str, offset: int, example_shape: tuple, dtype: np.dtype):
+    self._path, self._offset = path, offset
+    self._example_shape, self._dtype = example_shape, dtype
+    self._row_bytes = int(np.prod(example_shape, dtype=np.int64)) * dtype.itemsize
+    self._descriptor = None
+
+  @classmethod
+  def of(cls, array: np.memmap) -> _RowFile | None:
+    path = getattr(array, "filename", None)
+    whole = (path is not None and array.flags.c_contiguous and os.path.isfile(path)
+             and os.path.getsize(path) == array.offset + array.nbytes)
+    return cls(path, array.offset, array.shape[1:], array.dtype) if whole else None
+
+  def read(self, indices: np.ndarray) -> np.ndarray:
+    if self._descriptor is None:
+      self._descriptor = os.open(self._path, os.O_RDONLY)
+    scalar = np.ndim(indices) == 0
+    indices = np.atleast_1d(indices)
+    rows = np.empty((len(indices),) + tuple(self._example_shape), self._dtype)
+    buffers = rows.reshape(len(indices), -1).view(np.uint8)
+    for buffer, index in zip(buffers, indices):
+      os.preadv(self._descriptor, [buffer], self._offset + int(index) * self._row_bytes)
+    return rows[0] if scalar else rows
+
+  def __del__(self):
+    if self._descriptor is not None:
+      os.close(self._descriptor)
 
 
 def _parsed_example(split: RecordData, record: tf.Tensor, preprocessing: ImagePreprocessing,
