@@ -120,12 +120,13 @@ def train_child(model_dir: str, data_bindings: list[str], steps: int, batch: int
              f"--model_dir={model_dir}", *(f"--gin_bindings={binding}" for binding in bindings)]
   started = time.perf_counter()
   child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  first_loop = None
+  first_loop, tail = None, []
   for line in child.stderr:
+    tail = (tail + [line])[-20:]
     if first_loop is None and "train | step:" in line:
       first_loop = time.perf_counter() - started
   if child.wait() != 0:
-    raise RuntimeError(f"training failed: {' '.join(command)}")
+    raise RuntimeError(f"training failed ({' '.join(command[3:])}):\n{''.join(tail)}")
   with open(peak_file) as file:
     peak_kib = int(file.read())
   rates = dict(events.read_scalars(os.path.join(model_dir, "train")).get("perf/examples_per_sec", []))
