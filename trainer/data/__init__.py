@@ -7,6 +7,7 @@ Every loader is gin-configurable and returns the same `Splits`.
 
 from trainer.data.arrays import ArrayData, Splits, corrupt_labels
 from trainer.data.digits import digits
+from trainer.data.mnist1d import mnist1d
 from trainer.data.records import tfds, tfrecord, write_tfrecord
 from trainer.data.synthetic import teacher_network, teacher_student
 
@@ -15,6 +16,7 @@ __all__ = [
     "Splits",
     "corrupt_labels",
     "digits",
+    "mnist1d",
     "teacher_network",
     "teacher_student",
     "tfds",
