@@ -7,6 +7,8 @@ blocks (two 3x3 convolutions each, BatchNorm after every convolution, ReLU after
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import gin
 import tensorflow as tf
 
@@ -39,9 +41,9 @@ class ZeroPadShortcut(tf.keras.layers.Layer):
 
 
 @gin.configurable
-def CifarResNet(*, input_shape=(32, 32, 3), num_outputs: int = 10, depth: int = 20, shortcut: str = "A",
-                stochastic_depth_rate: float = 0.0, synchronized_batch_norm: bool = False,
-                name: str = "cifar_resnet") -> tf.keras.Model:
+def CifarResNet(*, input_shape: Sequence[int] = (32, 32, 3), num_outputs: int = 10, depth: int = 20,
+                shortcut: str = "A", stochastic_depth_rate: float = 0.0,
+                synchronized_batch_norm: bool = False, name: str = "cifar_resnet") -> tf.keras.Model:
   """He et al.'s CIFAR ResNet of `depth` = 6n + 2 layers (20, 32, 44, 56, 110, 1202).
 
   Args:

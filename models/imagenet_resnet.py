@@ -11,6 +11,8 @@ shortcuts (1x1 convolution + BN) where the shape changes.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import gin
 import tensorflow as tf
 
@@ -22,7 +24,7 @@ EXPANSION = 4
 
 
 @gin.configurable
-def ImageNetResNet(*, input_shape=(224, 224, 3), num_outputs: int = 1000, depth: int = 50,
+def ImageNetResNet(*, input_shape: Sequence[int] = (224, 224, 3), num_outputs: int = 1000, depth: int = 50,
                    width: int = 64, stochastic_depth_rate: float = 0.0,
                    synchronized_batch_norm: bool = False, name: str = "imagenet_resnet") -> tf.keras.Model:
   """ResNet-`depth` v1.5 (25,557,032 parameters for ResNet-50 on 1000 classes).

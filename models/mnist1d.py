@@ -41,7 +41,7 @@ def _logits(x, num_outputs: int):
 
 
 @gin.configurable
-def MNIST1DLogistic(*, input_shape=(40,), num_outputs: int = 10,
+def MNIST1DLogistic(*, input_shape: Sequence[int] = (40,), num_outputs: int = 10,
                     name: str = "mnist1d_logistic") -> tf.keras.Model:
   """Multinomial logistic regression: one linear layer on the raw signal (410 parameters)."""
   inputs, x = _signal("MNIST1DLogistic", input_shape, num_outputs, channel=False)
@@ -49,7 +49,7 @@ def MNIST1DLogistic(*, input_shape=(40,), num_outputs: int = 10,
 
 
 @gin.configurable
-def MNIST1DMLP(*, input_shape=(40,), num_outputs: int = 10, hidden_size: int = 100,
+def MNIST1DMLP(*, input_shape: Sequence[int] = (40,), num_outputs: int = 10, hidden_size: int = 100,
                name: str = "mnist1d_mlp") -> tf.keras.Model:
   """h = relu(W1 x); h = h + relu(W2 h); logits = W3 h (15,210 parameters with hidden_size 100)."""
   owner = "MNIST1DMLP"
@@ -66,7 +66,7 @@ def MNIST1DMLP(*, input_shape=(40,), num_outputs: int = 10, hidden_size: int = 1
 
 
 @gin.configurable
-def MNIST1DCNN(*, input_shape=(40,), num_outputs: int = 10, channels: int = 25,
+def MNIST1DCNN(*, input_shape: Sequence[int] = (40,), num_outputs: int = 10, channels: int = 25,
                name: str = "mnist1d_cnn") -> tf.keras.Model:
   """Three ReLU convolutions (kernels 5, 3, 3; stride 2; one zero of padding each side), then linear.
 
@@ -84,7 +84,7 @@ def MNIST1DCNN(*, input_shape=(40,), num_outputs: int = 10, channels: int = 25,
 
 
 @gin.configurable
-def MNIST1DGRU(*, input_shape=(40,), num_outputs: int = 10, hidden_size: int = 6,
+def MNIST1DGRU(*, input_shape: Sequence[int] = (40,), num_outputs: int = 10, hidden_size: int = 6,
                name: str = "mnist1d_gru") -> tf.keras.Model:
   """A bidirectional GRU over the samples; all its outputs, flattened, feed a linear layer (5,134).
 

@@ -56,8 +56,8 @@ def preact_stages(x, *, stage_widths: Sequence[int], stage_blocks: Sequence[int]
 
 
 @gin.configurable
-def PreActResNet(*, input_shape=(32, 32, 3), num_outputs: int = 10, depth: int = 18, width: int = 64,
-                 final_activation: bool = True, stochastic_depth_rate: float = 0.0,
+def PreActResNet(*, input_shape: Sequence[int] = (32, 32, 3), num_outputs: int = 10, depth: int = 18,
+                 width: int = 64, final_activation: bool = True, stochastic_depth_rate: float = 0.0,
                  synchronized_batch_norm: bool = False, name: str = "preact_resnet") -> tf.keras.Model:
   """PreAct ResNet-`depth` (18 or 34) with stage widths width x (1, 2, 4, 8).
 

@@ -11,6 +11,8 @@ embeddings normal with standard deviation 0.02, LayerNorm epsilon 1e-6.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import gin
 import tensorflow as tf
 
@@ -77,8 +79,8 @@ def _encoder_block(x, *, prefix: str, heads: int, mlp_width: int, dropout: float
 
 
 @gin.configurable
-def ViT(*, input_shape=(224, 224, 3), num_outputs: int = 1000, variant: str = "S", patch_size: int = 16,
-        depth: int | None = None, pooling: str = "token", dropout: float = 0.0,
+def ViT(*, input_shape: Sequence[int] = (224, 224, 3), num_outputs: int = 1000, variant: str = "S",
+        patch_size: int = 16, depth: int | None = None, pooling: str = "token", dropout: float = 0.0,
         stochastic_depth_rate: float = 0.0, name: str = "vit") -> tf.keras.Model:
   """ViT-`variant`/`patch_size` (ViT-S/16 at 224 px on 1000 classes: 22,050,664 parameters).
 

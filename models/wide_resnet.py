@@ -7,6 +7,8 @@ every block, a final BN-ReLU, global average pooling and the classifier.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import gin
 import tensorflow as tf
 
@@ -14,8 +16,8 @@ from models import layers, preact_resnet, stochastic_depth
 
 
 @gin.configurable
-def WideResNet(*, input_shape=(32, 32, 3), num_outputs: int = 10, depth: int = 28, width: int = 10,
-               dropout: float = 0.0, stochastic_depth_rate: float = 0.0,
+def WideResNet(*, input_shape: Sequence[int] = (32, 32, 3), num_outputs: int = 10, depth: int = 28,
+               width: int = 10, dropout: float = 0.0, stochastic_depth_rate: float = 0.0,
                synchronized_batch_norm: bool = False, name: str = "wide_resnet") -> tf.keras.Model:
   """WRN-`depth`-`width` (36,479,194 parameters for WRN-28-10 on 10 classes).
 

@@ -87,36 +87,52 @@ def gru_count(hidden: int, steps: int = 40, classes: int = 10) -> int:
   return 2 * per_direction + _dense(2 * hidden * steps, classes)
 
 
-# name: (factory, kwargs, closed form, exact count of the reference implementation, published figure).
-# The published figure is (value, unit) as the paper or model card rounds it. Reference implementations:
-# the standard PyTorch CIFAR ResNets (option A); the "PreAct ResNet-18" of the widely used PyTorch CIFAR
-# code, which has no final BN-ReLU; the Wide ResNet authors' code; torchvision's resnet50; timm's
-# vit_{small,tiny}_patch16_224; the MNIST-1D paper's models.
+# Exact counts of the reference implementations each model follows: the standard PyTorch CIFAR ResNets
+# (option A); the "PreAct ResNet-18" of the widely used PyTorch CIFAR code, which has no final BN-ReLU;
+# the Wide ResNet authors' code; torchvision's resnet50; timm's vit_{small,tiny}_patch16_224; the
+# MNIST-1D paper's models. Each is compared with the closed form above (no model is built).
+REFERENCE_COUNTS = {
+    "ResNet-20": (cifar_resnet_count(20), 269_722),
+    "ResNet-32": (cifar_resnet_count(32), 464_154),
+    "ResNet-56": (cifar_resnet_count(56), 853_018),
+    "ResNet-110": (cifar_resnet_count(110), 1_727_962),
+    "PreAct ResNet-18 (no final BN)": (preact_count(64, (64, 128, 256, 512), (2,) * 4, final_norm=False),
+                                       11_171_146),
+    "WRN-28-10": (preact_count(16, (160, 320, 640), (4,) * 3, final_norm=True), 36_479_194),
+    "ResNet-50": (resnet50_count(), 25_557_032),
+    "ViT-S/16": (vit_count(384, 1536), 22_050_664),
+    "ViT-Ti/16": (vit_count(192, 768), 5_717_416),
+    "MNIST-1D GRU": (gru_count(6), 5_134),
+}
+
+
+def test_closed_forms_match_the_reference_implementations():
+  assert {name: closed for name, (closed, _) in REFERENCE_COUNTS.items()} == {
+      name: reference for name, (_, reference) in REFERENCE_COUNTS.items()}
+
+
+# name: (factory, kwargs, closed form, published figure as (value, unit), rounded as the paper or model
+# card gives it). Each model is built at its published input size and class count (the defaults).
 PARAMETER_COUNTS = {
-    "ResNet-20": (models.CifarResNet, {"depth": 20}, cifar_resnet_count(20), 269_722, (0.27, 1e6)),
-    "ResNet-20 (option B)": (models.CifarResNet, {"depth": 20, "shortcut": "B"},
-                             cifar_resnet_count(20, "B"), None, (0.27, 1e6)),
-    "ResNet-32": (models.CifarResNet, {"depth": 32}, cifar_resnet_count(32), 464_154, (0.46, 1e6)),
-    "ResNet-56": (models.CifarResNet, {"depth": 56}, cifar_resnet_count(56), 853_018, (0.85, 1e6)),
-    "ResNet-110": (models.CifarResNet, {"depth": 110}, cifar_resnet_count(110), 1_727_962, (1.7, 1e6)),
+    "ResNet-20": (models.CifarResNet, {"depth": 20}, cifar_resnet_count(20), (0.27, 1e6)),
+    "ResNet-20 (option B)": (models.CifarResNet, {"depth": 20, "shortcut": "B"}, cifar_resnet_count(20, "B"),
+                             (0.27, 1e6)),
+    "ResNet-56": (models.CifarResNet, {"depth": 56}, cifar_resnet_count(56), (0.85, 1e6)),
+    "ResNet-110": (models.CifarResNet, {"depth": 110}, cifar_resnet_count(110), (1.7, 1e6)),
     "PreAct ResNet-18": (models.PreActResNet, {},
-                         preact_count(64, (64, 128, 256, 512), (2,) * 4, final_norm=True), None, (11.2, 1e6)),
-    "PreAct ResNet-18 (no final BN)": (
-        models.PreActResNet, {"final_activation": False},
-        preact_count(64, (64, 128, 256, 512), (2,) * 4, final_norm=False), 11_171_146, (11.2, 1e6)),
+                         preact_count(64, (64, 128, 256, 512), (2,) * 4, final_norm=True), (11.2, 1e6)),
     "WRN-28-10": (models.WideResNet, {}, preact_count(16, (160, 320, 640), (4,) * 3, final_norm=True),
-                  36_479_194, (36.5, 1e6)),
-    "ResNet-50": (models.ImageNetResNet, {}, resnet50_count(), 25_557_032, (25.6, 1e6)),
-    "ViT-S/16": (models.ViT, {}, vit_count(384, 1536), 22_050_664, (22, 1e6)),
-    "ViT-Ti/16": (models.ViT, {"variant": "Ti"}, vit_count(192, 768), 5_717_416, (5.7, 1e6)),
-    "MNIST-1D logistic": (models.MNIST1DLogistic, {}, _dense(40, 10), 410, (410, 1)),
-    "MNIST-1D MLP": (models.MNIST1DMLP, {}, _dense(40, 100) + _dense(100, 100) + _dense(100, 10), 15_210,
+                  (36.5, 1e6)),
+    "ResNet-50": (models.ImageNetResNet, {}, resnet50_count(), (25.6, 1e6)),
+    "ViT-S/16": (models.ViT, {}, vit_count(384, 1536), (22, 1e6)),
+    "ViT-Ti/16": (models.ViT, {"variant": "Ti"}, vit_count(192, 768), (5.7, 1e6)),
+    "MNIST-1D logistic": (models.MNIST1DLogistic, {}, _dense(40, 10), (410, 1)),
+    "MNIST-1D MLP": (models.MNIST1DMLP, {}, _dense(40, 100) + _dense(100, 100) + _dense(100, 10),
                      (15_210, 1)),
     # Lengths 40 -> 19 -> 10 -> 5 (kernel 5/3/3, stride 2, one zero each side), 25 channels.
-    "MNIST-1D CNN": (models.MNIST1DCNN, {},
-                     _conv(5, 1, 25, bias=True, rank=1) + 2 * _conv(3, 25, 25, bias=True, rank=1)
-                     + _dense(5 * 25, 10), 5_210, (5_210, 1)),
-    "MNIST-1D GRU": (models.MNIST1DGRU, {}, gru_count(6), 5_134, (5_134, 1)),
+    "MNIST-1D CNN": (models.MNIST1DCNN, {}, _conv(5, 1, 25, bias=True, rank=1)
+                     + 2 * _conv(3, 25, 25, bias=True, rank=1) + _dense(5 * 25, 10), (5_210, 1)),
+    "MNIST-1D GRU": (models.MNIST1DGRU, {}, gru_count(6), (5_134, 1)),
 }
 
 
@@ -125,14 +141,34 @@ def _trainable_count(model: tf.keras.Model) -> int:
 
 
 @pytest.mark.parametrize("name", PARAMETER_COUNTS)
-def test_parameter_count_matches_closed_form_reference_and_paper(name):
-  factory, kwargs, closed_form, reference, (published, unit) = PARAMETER_COUNTS[name]
-  count = _trainable_count(factory(**kwargs))  # at the published input size and class count (defaults)
+def test_parameter_count_matches_closed_form_and_paper(name):
+  factory, kwargs, closed_form, (published, unit) = PARAMETER_COUNTS[name]
+  count = _trainable_count(factory(**kwargs))
   assert count == closed_form
-  if reference is not None:
-    assert closed_form == reference
   decimals = len(repr(published).split(".")[1]) if isinstance(published, float) else 0
   assert round(count / unit, decimals) == published
+
+
+def test_preact_final_activation_is_one_batch_norm_of_the_last_width():
+  kwargs = {"input_shape": (8, 8, 3), "width": 4}
+  with_final = _trainable_count(models.PreActResNet(**kwargs))
+  assert with_final - _trainable_count(models.PreActResNet(final_activation=False, **kwargs)) == _norm(8 * 4)
+
+
+def test_vit_gap_pooling_has_no_class_token_and_one_position_fewer():
+  kwargs = {"input_shape": (16, 16, 3), "variant": "Ti", "depth": 1, "patch_size": 8}
+  token, gap = models.ViT(**kwargs), models.ViT(pooling="gap", **kwargs)
+  assert _trainable_count(token) - _trainable_count(gap) == 2 * 192
+  assert "class_token" not in [layer.name for layer in gap.layers]
+
+
+def test_option_a_shortcut_subsamples_and_pads_channels_with_zeros():
+  from models.cifar_resnet import ZeroPadShortcut
+  x = np.arange(2 * 4 * 4 * 2, dtype=np.float32).reshape(2, 4, 4, 2)
+  y = np.asarray(ZeroPadShortcut(filters=6, strides=2)(x))
+  expected = np.zeros((2, 2, 2, 6), np.float32)
+  expected[..., 2:4] = x[:, ::2, ::2, :]
+  np.testing.assert_array_equal(y, expected)
 
 
 # --- the contract: input shape and class count from the data ----------------------------------------
@@ -246,11 +282,12 @@ CHEAP_TRAIN = {
     "MNIST-1D MLP": (models.MNIST1DMLP, {}, (40,)),
     "MNIST-1D CNN": (models.MNIST1DCNN, {}, (40,)),
     "MNIST-1D GRU": (models.MNIST1DGRU, {}, (40,)),
-    "ResNet-20": (models.CifarResNet, {"stochastic_depth_rate": 0.1}, (16, 16, 3)),
+    "CifarResNet, depth 8": (models.CifarResNet, {"depth": 8, "stochastic_depth_rate": 0.1}, (16, 16, 3)),
     "ViT-Ti, one block": (models.ViT, {"variant": "Ti", "depth": 1, "stochastic_depth_rate": 0.1,
                                        "dropout": 0.1}, (32, 32, 3)),
 }
 LARGE_TRAIN = {
+    "ResNet-20": (models.CifarResNet, {"stochastic_depth_rate": 0.1}, (32, 32, 3)),
     "PreAct ResNet-18": (models.PreActResNet, {"stochastic_depth_rate": 0.1}, (16, 16, 3)),
     "WRN-28-10": (models.WideResNet, {"dropout": 0.3, "stochastic_depth_rate": 0.1}, (16, 16, 3)),
     "ResNet-50": (models.ImageNetResNet, {"stochastic_depth_rate": 0.1}, (64, 64, 3)),
