@@ -13,6 +13,7 @@ import gin
 import tensorflow as tf
 
 from models import layers, stochastic_depth
+from trainer.common import checks
 from trainer.runtime import compat
 
 WIDTHS = (16, 32, 64)
@@ -57,7 +58,8 @@ def CifarResNet(*, input_shape: Sequence[int] = (32, 32, 3), num_outputs: int = 
     synchronized_batch_norm: batch statistics over the global batch rather than each replica's.
   """
   owner = "CifarResNet"
-  if depth < 8 or (depth - 2) % 6:
+  depth = checks.integer(owner, "depth", depth, minimum=8)
+  if (depth - 2) % 6:
     raise ValueError(f"{owner}: depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
   if shortcut not in SHORTCUTS:
     raise ValueError(f"{owner}: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")

@@ -13,6 +13,7 @@ import gin
 import tensorflow as tf
 
 from models import layers, preact_resnet, stochastic_depth
+from trainer.common import checks
 
 
 @gin.configurable
@@ -31,7 +32,8 @@ def WideResNet(*, input_shape: Sequence[int] = (32, 32, 3), num_outputs: int = 1
     synchronized_batch_norm: batch statistics over the global batch rather than each replica's.
   """
   owner = "WideResNet"
-  if depth < 10 or (depth - 4) % 6:
+  depth = checks.integer(owner, "depth", depth, minimum=10)
+  if (depth - 4) % 6:
     raise ValueError(f"{owner}: depth must be 6n + 4 with n >= 1 (16, 28, 40), got {depth!r}")
   if not 0 <= dropout < 1:
     raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout!r}")

@@ -230,6 +230,7 @@ def test_synchronized_batch_norm_reaches_every_batch_norm_layer():
 
 @pytest.mark.parametrize("factory, kwargs, message", [
     (models.CifarResNet, {"depth": 21}, "CifarResNet: depth must be 6n \\+ 2"),
+    (models.CifarResNet, {"depth": 2}, "CifarResNet: depth must be an integer >= 8"),
     (models.CifarResNet, {"shortcut": "C"}, "CifarResNet: shortcut must be one of"),
     (models.WideResNet, {"depth": 27}, "WideResNet: depth must be 6n \\+ 4"),
     (models.PreActResNet, {"depth": 50}, "PreActResNet: depth must be one of"),
