@@ -17,6 +17,8 @@ import pytest
 import tensorflow as tf
 
 import models
+from tests import model_fixtures
+from tests.model_fixtures import NUM_OUTPUTS, SMALL, build_small
 from trainer.regularization.selectors import VariableSelector
 from trainer.runtime import compat
 
@@ -174,28 +176,10 @@ def test_option_a_shortcut_subsamples_and_pads_channels_with_zeros():
 
 # --- the contract: input shape and class count from the data ----------------------------------------
 
-# Small instances of every model, on shapes that differ from each model's defaults.
-SMALL = {
-    "MLP": (models.MLP, {"hidden_sizes": (8,)}, (6, 5)),
-    "ResNet": (models.ResNet, {}, (8, 8, 2)),
-    "CifarResNet": (models.CifarResNet, {"depth": 8}, (8, 8, 2)),
-    "PreActResNet": (models.PreActResNet, {"width": 4}, (8, 8, 2)),
-    "WideResNet": (models.WideResNet, {"depth": 10, "width": 1, "dropout": 0.3}, (8, 8, 2)),
-    "ImageNetResNet": (models.ImageNetResNet, {"width": 4}, (32, 32, 2)),
-    "ViT": (models.ViT, {"variant": "Ti", "depth": 1, "patch_size": 4}, (8, 12, 2)),
-    "MNIST1DLogistic": (models.MNIST1DLogistic, {}, (30,)),
-    "MNIST1DMLP": (models.MNIST1DMLP, {"hidden_size": 8}, (30,)),
-    "MNIST1DCNN": (models.MNIST1DCNN, {"channels": 4}, (30, 1)),
-    "MNIST1DGRU": (models.MNIST1DGRU, {"hidden_size": 3}, (30,)),
-}
-NUM_OUTPUTS = 7
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def small_models() -> dict[str, tf.keras.Model]:
-  return {name: factory(input_shape=shape, num_outputs=NUM_OUTPUTS, **kwargs)
-          for name, (factory, kwargs, shape) in SMALL.items()}
-
+  return model_fixtures.small_models()
 
 def test_every_model_takes_its_input_shape_and_class_count_from_keywords(small_models):
   assert sorted(SMALL) == sorted(models.__all__)
@@ -221,8 +205,7 @@ def test_mlp_with_an_input_shape_restores_checkpoints_of_the_mlp_without(tmp_pat
 def test_synchronized_batch_norm_reaches_every_batch_norm_layer():
   synchronized = type(compat.batch_normalization(synchronized=True, name="probe"))
   for name in ("CifarResNet", "PreActResNet", "WideResNet", "ImageNetResNet"):
-    factory, kwargs, shape = SMALL[name]
-    model = factory(input_shape=shape, synchronized_batch_norm=True, **kwargs)
+    model = build_small(name, synchronized_batch_norm=True)
     norms = [layer for layer in model.layers if "BatchNormalization" in type(layer).__name__]
     assert norms and all(type(layer) is synchronized and getattr(layer, "synchronized", True)
                          for layer in norms), name
