@@ -9,9 +9,14 @@ import tensorflow as tf
 
 
 @gin.configurable
-def MLP(*, hidden_sizes: Sequence[int] = (256, 256), num_outputs: int = 10, activation: str = "relu",
-        dropout: float = 0.0, kernel_regularizer=None, name: str = "mlp") -> tf.keras.Model:
+def MLP(*, input_shape: Sequence[int] | None = None, hidden_sizes: Sequence[int] = (256, 256),
+        num_outputs: int = 10, activation: str = "relu", dropout: float = 0.0, kernel_regularizer=None,
+        name: str = "mlp") -> tf.keras.Model:
   """Flatten -> [Dense -> activation -> Dropout] * len(hidden_sizes) -> Dense(num_outputs) logits.
+
+  `input_shape` is accepted like every model's (the shape of one example, from the data) but not
+  needed: the MLP flattens whatever it is given and its layers are built by the first batch. Leaving
+  it out of the model keeps its layers, and so the checkpoints of earlier runs, unchanged.
 
   `kernel_regularizer` exists so that a model can carry a layer-level penalty (the Keras way);
   Occam adds `model.losses` to the objective, see the README's "Regularization" section.
