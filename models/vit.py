@@ -25,11 +25,16 @@ POOLINGS = ("token", "gap")
 
 
 class ClassToken(tf.keras.layers.Layer):
-  """Prepends one learned token (zeros at initialization) to a sequence (batch, length, width)."""
+  """Prepends one learned token (zeros at initialization) to a sequence (batch, length, width).
+
+  `offsets` tells Occam's default variable selector that the token is a learned input, like a bias,
+  and not a weight to decay.
+  """
 
   def build(self, input_shape):
     self.class_token = self.add_weight(name="class_token", shape=(1, 1, int(input_shape[-1])),
                                        initializer="zeros")
+    self.offsets = (self.class_token,)
     super().build(input_shape)
 
   def call(self, inputs):
@@ -38,12 +43,16 @@ class ClassToken(tf.keras.layers.Layer):
 
 
 class PositionEmbedding(tf.keras.layers.Layer):
-  """Adds a learned embedding per position (normal, standard deviation 0.02, at initialization)."""
+  """Adds a learned embedding per position (normal, standard deviation 0.02, at initialization).
+
+  An added offset, like a bias: `offsets` keeps it out of Occam's default weight-decay selection.
+  """
 
   def build(self, input_shape):
     self.position_embedding = self.add_weight(
         name="position_embedding", shape=(1, int(input_shape[1]), int(input_shape[2])),
         initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
+    self.offsets = (self.position_embedding,)
     super().build(input_shape)
 
   def call(self, inputs):

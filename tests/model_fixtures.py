@@ -39,4 +39,7 @@ def build_small(name: str, **overrides) -> tf.keras.Model:
 def small_models() -> dict[str, tf.keras.Model]:
   """Every model of `SMALL`, built once (in float32) and shared: tests must not train or change them."""
   tf.keras.utils.set_random_seed(0)
-  return {name: build_small(name) for name in SMALL}
+  built = {name: build_small(name) for name in SMALL}
+  for name, model in built.items():
+    model(tf.zeros((1,) + SMALL[name][2]))  # a Sequential (MLP) has no variables until called
+  return built

@@ -309,29 +309,23 @@ def test_large_model_trains_with_xla_in_mixed_bfloat16(name, mixed_bfloat16):
 
 # --- what weight decay covers -------------------------------------------------------------------------
 
-# The default VariableSelector decays every rank >= 2 weight that is not a bias or a normalization
-# parameter. ViT's class token (1, 1, width) and position embeddings (1, tokens, width) are such
-# weights; big_vision (`.*/kernel$` only) and timm (`no_weight_decay`) leave both undecayed. This
-# exclusion restores that convention (README, "Models").
-VIT_EMBEDDINGS_EXCLUDED = r"(class_token|position_embedding)$"
+# The default VariableSelector decays every rank >= 2 weight that is not a bias, a normalization
+# parameter or a declared offset. ViT's class token (1, 1, width) and position embeddings
+# (1, tokens, width) declare themselves offsets (like biases, they are added, not multiplied), so, as
+# in big_vision (`.*/kernel$` only) and timm (`no_weight_decay`), exactly the kernels are decayed.
 
 
 def _is_kernel(path: str) -> bool:
   return path.rsplit("/", 1)[-1] in ("kernel", "recurrent_kernel")
 
 
-def test_default_selector_decays_every_kernel_and_no_bias_or_norm(small_models):
+def test_default_selector_decays_exactly_the_kernels(small_models):
+  """Every model's default selection is its kernels: no bias, normalization parameter or ViT offset."""
   for name, model in small_models.items():
     selected = {s.path for s in VariableSelector().select(model)}
-    paths = {compat.variable_path(v) for v in model.trainable_variables}
-    kernels = {path for path in paths if _is_kernel(path)}
-    extra = {path.rsplit("/", 1)[-1] for path in selected - kernels}
-    assert kernels <= selected, (name, kernels - selected)
-    assert extra == ({"class_token", "position_embedding"} if name == "ViT" else set()), (name, extra)
+    kernels = {compat.variable_path(v) for v in model.trainable_variables
+               if _is_kernel(compat.variable_path(v))}
+    assert selected == kernels, (name, selected ^ kernels)
+  vit_paths = {compat.variable_path(v) for v in small_models["ViT"].trainable_variables}
+  assert any(path.endswith("position_embedding") for path in vit_paths)  # present, and not selected
 
-
-def test_excluding_vit_embeddings_leaves_exactly_the_kernels(small_models):
-  vit = small_models["ViT"]
-  selected = {s.path for s in VariableSelector(exclude=[VIT_EMBEDDINGS_EXCLUDED]).select(vit)}
-  assert selected == {compat.variable_path(v) for v in vit.trainable_variables
-                      if _is_kernel(compat.variable_path(v))}

@@ -10,7 +10,11 @@ and Keras 2 `dense/kernel:0`, so name substrings are unreliable; the default rul
     (b) any layer's `bias` attribute (by identity),
     (c) anything of rank <= 1,
     (d) the slopes of `PReLU` layers (by `isinstance`): He et al. (2015) do not decay them, and a
-        convolutional PReLU keeps them at rank 3, which (c) would not catch.
+        convolutional PReLU keeps them at rank 3, which (c) would not catch,
+    (e) the weights a layer lists in its `offsets` attribute: learned values added to (or put
+        beside) the activations rather than multiplied with them, which is what a bias is; ViT's
+        position embeddings and class token (rank 3) declare themselves so, as big_vision and timm
+        leave them undecayed.
 
 Embedding tables are rank-2 weights that are neither biases nor normalization parameters: covered.
 
@@ -106,7 +110,8 @@ class VariableSelector:
 
 
 def excluded_variables(model) -> list:
-  """Trainable variables the default rule excludes: normalization params, biases, rank <= 1, PReLU slopes."""
+  """Trainable variables the default rule excludes: normalization params, biases, rank <= 1, PReLU slopes,
+  declared offsets."""
   excluded_types = (*compat.normalization_layer_types(), tf.keras.layers.PReLU)
   excluded = set()
   for layer in compat.flatten_layers(model):
@@ -115,6 +120,7 @@ def excluded_variables(model) -> list:
     bias = getattr(layer, "bias", None)
     if bias is not None:
       excluded.add(id(bias))
+    excluded |= _ids(getattr(layer, "offsets", ()))
   return [v for v in _unique(model.trainable_variables)
           if id(v) in excluded or len(v.shape) <= 1]
 
