@@ -131,7 +131,7 @@ TAGS: tuple[Tag, ...] = (
     Tag("best/test/loss", EVAL, "test loss of the best-validation weights (early stopping), at their step",
         higher_is_better=_LOSS),
     Tag("best/test/accuracy", EVAL, "test accuracy of the best-validation weights (early stopping), at "
-        "their step", higher_is_better=_ACCURACY, hparams_metric=True),
+        "their step", higher_is_better=_ACCURACY, column="test_acc_at_best", hparams_metric=True),
     # The HParams session (TensorBoard's own tag in model_dir's event file).
     Tag("custom_scalars__config__", TRAIN, "the custom-scalars layout (trainer/metrics/dashboard.py), once",
         kind=LAYOUT),
