@@ -685,24 +685,45 @@ OCCAM_MARKERS = (r"\] strategy: ", r"\] starting from ", r"\] train \| step: 1/"
 FIT_MARKERS = ("startup | imported", "startup | built", "startup | first step")
 
 
-def time_child(command: Sequence[str], markers: Sequence[str]) -> tuple[list[float], float]:
-  """Runs `command` from the repo root: (seconds from process start to the first output line matching
-  each of `markers`, in order; seconds to exit). Lines are timed when they arrive (stderr unbuffered)."""
+def _cpu_seconds(pid: int) -> float:
+  """CPU seconds (user + system, all threads) the running process `pid` has used so far; NaN where
+  /proc is missing (not Linux)."""
+  try:
+    with open(f"/proc/{pid}/stat") as file:
+      fields = file.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+  except OSError:
+    return math.nan
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def time_child(command: Sequence[str], markers: Sequence[str]) -> tuple[np.ndarray, float]:
+  """Runs `command` from the repo root: ([wall, cpu] seconds from process start to the first output line
+  matching each of `markers`, in order, shape [markers, 2]; wall seconds to exit). Lines are timed when
+  they arrive (stderr is unbuffered); the CPU time is the child's own, read from /proc at that moment,
+  so it is nearly immune to other processes' load."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   started = time.perf_counter()
-  seen: list[float] = []
+  seen: list[tuple[float, float]] = []
   output = []
   with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                         text=True) as child:
     for line in child.stdout:
       output.append(line)
       if len(seen) < len(markers) and re.search(markers[len(seen)], line):
-        seen.append(time.perf_counter() - started)
+        seen.append((time.perf_counter() - started, _cpu_seconds(child.pid)))
   total = time.perf_counter() - started
   if child.returncode or len(seen) < len(markers):
     raise RuntimeError(f"{command[:3]} failed ({child.returncode}) or lacked {markers[len(seen):]}:\n"
                        + "".join(output[-20:]))
-  return seen, total
+  return np.array(seen), total
+
+
+def show_seconds(value: float) -> str:
+  return f"{value:.2f} s"
+
+
+def show_signed_seconds(value: float) -> str:
+  return f"{value:+.2f} s"
 
 
 def section_startup(report: Report, model_dir: str, repeats: int) -> None:
@@ -712,7 +733,7 @@ def section_startup(report: Report, model_dir: str, repeats: int) -> None:
 
   Occam's first step is the first `train | step: 1/` log line (steps_per_loop=1), so it includes what
   Occam does at the first loop's end (the Monitor's statistics, the summaries); `fit`'s is its first
-  `on_train_batch_end` after the step counter reads 1.
+  `on_train_batch_end` after the step counter reads 1. Each figure is [wall, the child's CPU time].
   """
   def occam_command() -> list[str]:  # a fresh model_dir each time
     return [sys.executable, "-m", "trainer.main", "--gin_file=gin_configs/quickstart.gin",
@@ -731,17 +752,17 @@ def section_startup(report: Report, model_dir: str, repeats: int) -> None:
     occam.append(seen)
     whole.append(total)
     fit.append(time_child(fit_command, FIT_MARKERS)[0])
+  occam, fit = np.array(occam), np.array(fit)  # [repeats, phases, (wall, cpu)]
   occam_median, fit_median = np.median(occam, axis=0), np.median(fit, axis=0)
-  detail = f"(quickstart, steps_per_loop=1; median of {repeats})"
-  report.add("startup", "occam: process start -> first train step", f"{occam_median[-1]:.2f} s", detail)
-  report.add("startup", "fit: process start -> first train step", f"{fit_median[-1]:.2f} s",
-             "(same data, model, L2, Adam, schedule, batch)")
-  report.add("startup", "occam - fit", f"{np.median(np.subtract(occam, fit)[:, -1]):+.2f} s",
-             "(median of the paired differences)")
+  report.add("startup", "occam: process start -> first train step", occam_median[-1],
+             f"(quickstart, steps_per_loop=1; median of {repeats}; cpu: the child's own)", show=show_seconds)
+  report.add("startup", "fit: process start -> first train step", fit_median[-1],
+             "(same data, model, L2, Adam, schedule, batch)", show=show_seconds)
+  report.add("startup", "occam - fit", np.median(occam[:, -1] - fit[:, -1], axis=0),
+             "(median of the paired differences)", show=show_signed_seconds)
   for name, times in (("occam", occam_median), ("fit", fit_median)):
-    phases = np.diff(times, prepend=0.0)
-    report.add("startup", f"{name} phases: {' / '.join(STARTUP_PHASES)}",
-               " / ".join(f"{phase:.2f}" for phase in phases) + " s")
+    for phase, seconds in zip(STARTUP_PHASES, np.diff(times, axis=0, prepend=0.0)):
+      report.add("startup", f"{name} phase: {phase}", seconds, show=show_seconds)
   report.add("startup", "occam: whole 2-step quickstart run", f"{np.median(whole):.1f} s")
   report.add("startup", "occam: peak RSS of that run", f"{peak_kib / 1024:.0f} MiB")
 
