@@ -23,6 +23,7 @@ import subprocess
 import sys
 from typing import Callable, Sequence
 
+from trainer.experiments import plots
 from trainer.experiments import report as report_lib
 from trainer.experiments import sweep as sweep_lib
 
@@ -274,7 +275,7 @@ def claim_section(claim: Claim, root: str, parallel: int) -> str:
     return "\n".join(lines + [f"**Not measured yet:** no sweep in {missing}.", ""])
   report = report_lib.build(dirs, os.path.join(root, claim.key), x_key=claim.x_key,
                             panels=claim.panels, curves=claim.curves,
-                            style=report_lib.PlotStyle(dpi=DOC_DPI, title=claim.title))
+                            style=plots.PlotStyle(dpi=DOC_DPI, title=claim.title))
   lines += [f"Wall time: {wall_time(d)} (`{os.path.basename(d)}`)." for d in dirs] + [""]
   present = report_lib.present_columns(report.runs)
   columns = [c for c in dict.fromkeys(TABLE + claim.panels) if c in present]

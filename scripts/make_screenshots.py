@@ -38,7 +38,7 @@ from typing import Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # `python scripts/make_screenshots.py` from anywhere: this checkout's Occam
 
-from trainer.experiments import report  # noqa: E402
+from trainer.experiments import plots, report  # noqa: E402
 
 IMAGES = os.path.join(REPO, "docs", "images")
 RENDER_BUDGET_MS = 20000  # Chromium's virtual time for the page's scripts and data requests
@@ -168,14 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   quickstart, sweep_dir = train(args.root, args.parallel)
   os.makedirs(IMAGES, exist_ok=True)
 
-  style = report.PlotStyle(dpi=args.dpi)
+  style = plots.PlotStyle(dpi=args.dpi)
   built = report.build([sweep_dir], os.path.join(args.root, "report"), style=style)
   print(built.markdown, file=sys.stderr)
   for name, panels in (("vs_strength", len(report.DEFAULT_PANELS)), ("curves", len(report.DEFAULT_CURVES))):
     path = os.path.join(IMAGES, f"report_{name}.png")
     shutil.copyfile(built.files[f"{name}.png"], path)
-    check_image(path, (round(report.PANEL_INCHES[0] * args.dpi * panels),
-                       round(report.PANEL_INCHES[1] * args.dpi)))
+    check_image(path, (round(plots.PANEL_INCHES[0] * args.dpi * panels),
+                       round(plots.PANEL_INCHES[1] * args.dpi)))
 
   # The quickstart's run directory holds train/ and eval/; the sweep's, one session per point.
   logdirs = {"quickstart": (quickstart, 2), "sweep": (sweep_dir, len(built.runs))}

@@ -21,7 +21,7 @@ import tensorflow as tf
 from scipy import stats
 
 from tests.helpers import REPO, server_scalars
-from trainer.experiments import event_files, intervals, report, sweep
+from trainer.experiments import event_files, intervals, plots, report, sweep
 from trainer.metrics import summaries
 
 STRENGTHS = ("0", "1e-3", "1e-2")
@@ -85,7 +85,7 @@ def three_seeds(tmp_path_factory) -> Reported:
   root = tmp_path_factory.mktemp("report")
   sweep_dir, out_dir = str(root / "l2"), str(root / "out")
   written = write_sweep(sweep_dir, (0, 1, 2), np.random.default_rng(0))
-  style = report.PlotStyle(formats=("png", "svg", "pdf"), dpi=DPI, font_size=FONT_SIZE)
+  style = plots.PlotStyle(formats=("png", "svg", "pdf"), dpi=DPI, font_size=FONT_SIZE)
   return Reported(sweep_dir, out_dir, written, report.build([sweep_dir], out_dir, style=style))
 
 
@@ -165,7 +165,7 @@ def test_plots_are_written_in_every_format_at_the_dpi(three_seeds):
   files = three_seeds.report.files
   for name, panels in (("vs_strength", len(report.DEFAULT_PANELS)), ("curves", len(report.DEFAULT_CURVES))):
     pixels = image.imread(files[f"{name}.png"])
-    assert pixels.shape[:2] == (report.PANEL_INCHES[1] * DPI, report.PANEL_INCHES[0] * DPI * panels), name
+    assert pixels.shape[:2] == (plots.PANEL_INCHES[1] * DPI, plots.PANEL_INCHES[0] * DPI * panels), name
     assert pixels[..., :3].std() > 0.05, name  # not a blank image
     with open(files[f"{name}.pdf"], "rb") as file:
       pdf = file.read()
@@ -201,7 +201,7 @@ def _band_at(axis, x: float) -> tuple[float, float]:
 
 def test_vs_strength_draws_the_mean_its_band_and_stars_the_best(three_seeds):
   groups = three_seeds.report.groups
-  figure = report.plot_vs_strength(groups, ["eval_acc"], "L2.scale", report.PlotStyle())
+  figure = plots.plot_vs_strength(groups, [report.COLUMN_BY_NAME["eval_acc"]], "L2.scale", plots.PlotStyle())
   axis = figure.axes[0]
   mean_line = next(line for line in axis.lines if line.get_marker() == "o")
   assert list(mean_line.get_ydata()) == [g.mean["eval_acc"] for g in groups]
@@ -218,7 +218,7 @@ def test_vs_strength_draws_the_mean_its_band_and_stars_the_best(three_seeds):
 
 def test_curves_are_one_mean_line_per_point_not_one_per_seed(three_seeds):
   groups = three_seeds.report.groups
-  figure = report.plot_curves(groups, ["eval/eval/accuracy"], "L2.scale", report.PlotStyle())
+  figure = plots.plot_curves(groups, ["eval/eval/accuracy"], "L2.scale", plots.PlotStyle())
   axis = figure.axes[0]
   lines = [line for line in axis.lines if line.get_marker() == "o"]
   assert len(lines) == len(STRENGTHS)  # 9 runs, 3 points
@@ -233,11 +233,11 @@ def test_curves_are_one_mean_line_per_point_not_one_per_seed(three_seeds):
 
 
 def test_a_panel_without_data_is_left_out(three_seeds):
-  figure = report.plot_vs_strength(three_seeds.report.groups, ["eval_acc", "sparsity"], "L2.scale",
-                                   report.PlotStyle())
+  columns = [report.COLUMN_BY_NAME[name] for name in ("eval_acc", "sparsity")]
+  figure = plots.plot_vs_strength(three_seeds.report.groups, columns, "L2.scale", plots.PlotStyle())
   assert [axis.get_title() for axis in figure.axes] == ["eval_acc"]
-  assert report.plot_curves(three_seeds.report.groups, ["train/norms/weights_l2"], None,
-                            report.PlotStyle()) is None
+  assert plots.plot_curves(three_seeds.report.groups, ["train/norms/weights_l2"], None,
+                           plots.PlotStyle()) is None
 
 
 @pytest.mark.parametrize("flag, message", [("--formats=png,gif", "--formats=png,gif: choose from"),

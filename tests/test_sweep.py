@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import REPO, checkpoint_values, read_scalars, server_scalars
 from tests.sweep_fixtures import GRID, POINTS, TINY, run_module
-from trainer.experiments import report, sweep
+from trainer.experiments import plots, report, sweep
 from trainer.metrics import tags
 
 # The column names docs/EXPERIMENTS.md and scripts/make_experiments_doc.py use.
@@ -79,8 +79,8 @@ def test_plots_decode_to_images_of_the_expected_size(swept):
   for name, panels in (("vs_strength.png", 3), ("curves.png", 2)):
     pixels = image.imread(os.path.join(swept.out_dir, name))
     height, width = pixels.shape[:2]
-    assert (width, height) == (report.PANEL_INCHES[0] * report.DEFAULT_DPI * panels,
-                               report.PANEL_INCHES[1] * report.DEFAULT_DPI), name
+    assert (width, height) == (plots.PANEL_INCHES[0] * plots.DEFAULT_DPI * panels,
+                               plots.PANEL_INCHES[1] * plots.DEFAULT_DPI), name
 
 
 def test_missing_tags_are_missing_columns():

@@ -22,8 +22,8 @@ The columns derive from the tag registry (`trainer.metrics.tags`): each tag with
 that column (its value at the run's last step) and, if every evaluation writes it and it has a better
 direction, `best_<column>` (its best value over the evaluations). `test_acc_at_best` is the test
 accuracy of the best-validation weights (runs with early stopping). Runs are read without TensorFlow
-(`trainer.experiments.event_files`). Plotting needs matplotlib (the `experiments` extra); loading and
-the tables do not.
+(`trainer.experiments.event_files`). The figures are drawn by `trainer.experiments.plots`, which
+needs matplotlib (the `experiments` extra); loading and the tables do not.
 
 The strength is `--x` (default, per sweep: its first varying numeric grid key other than the seed).
 Other varying keys, and each sweep directory when several are given, make separate series. A tag
@@ -33,7 +33,6 @@ that no run wrote is a missing column, not an error, so the report works for any
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import dataclasses
 import json
@@ -42,9 +41,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-import numpy as np
-
-from trainer.experiments import event_files, intervals, sweep, tune
+from trainer.experiments import event_files, intervals, plots, sweep, tune
 from trainer.metrics import tags
 
 Scalars = dict[str, list[tuple[int, float]]]  # "dir/tag" -> [(step, value), ...], in the order written
@@ -101,10 +98,6 @@ COLUMN_BY_NAME = {column.name: column for column in COLUMNS}
 DEFAULT_PANELS = ("eval_acc", "train_eval_acc", "gap_acc")
 DEFAULT_CURVES = ("eval/train_eval/accuracy", "eval/eval/accuracy")
 DEFAULT_TABLE = ("test_acc", "test_acc_at_best", "best_eval_acc", "train_eval_acc", "gap_acc")
-FORMATS = ("png", "pdf", "svg")
-PANEL_INCHES = (4.0, 3.0)  # One panel: a column of a two-column paper page, or a third of a slide.
-DEFAULT_DPI = 150  # A 4 x 3 inch panel is 600 x 450 pixels.
-DEFAULT_FONT_SIZE = 10.0  # points, at PANEL_INCHES: readable in print at full size and on a slide
 INTERVAL_NOTE = ("± is the half-width of the 95% confidence interval of the mean over seeds (Student t, "
                  "n - 1 degrees of freedom); n/a: one seed.")
 
@@ -139,15 +132,6 @@ class Group:
     """The point's name in a legend: its series and strength."""
     parts = ([] if self.series == "all" else [self.series]) + ([] if math.isnan(self.x) else [f"{self.x:g}"])
     return " ".join(parts) or "all"
-
-
-@dataclasses.dataclass(frozen=True)
-class PlotStyle:
-  """How plots are written: `formats` (png, pdf, svg), raster `dpi`, `font_size` in points, a title."""
-  formats: tuple[str, ...] = ("png",)
-  dpi: float = DEFAULT_DPI
-  font_size: float = DEFAULT_FONT_SIZE
-  title: str = ""
 
 
 def read_run(model_dir: str) -> Scalars:
@@ -282,170 +266,6 @@ def _cell(group: Group, column: str) -> str:
   return f"{group.mean[column]:.4g} ± {'n/a' if math.isnan(spread) else f'{spread:.2g}'}"
 
 
-# ----------------------------------------------------------------------------------------------
-# Plots: bare matplotlib `Figure`s, not pyplot, so importing the report (as `results` does in a
-# notebook) neither needs matplotlib nor changes the caller's backend; each format's own canvas
-# (Agg for PNG) writes the file.
-
-
-@contextlib.contextmanager
-def _style(style: PlotStyle):
-  """Fonts at `style.font_size`; text stays text in SVG and TrueType in PDF (editable, searchable)."""
-  import matplotlib
-  size = style.font_size
-  with matplotlib.rc_context({
-      "font.size": size, "axes.titlesize": size, "axes.labelsize": size, "xtick.labelsize": size * 0.9,
-      "ytick.labelsize": size * 0.9, "legend.fontsize": size * 0.8, "figure.titlesize": size * 1.1,
-      "svg.fonttype": "none", "pdf.fonttype": 42, "axes.grid": True, "grid.alpha": 0.3}):
-    yield
-
-
-def _figure(num_panels: int):
-  """A row of `num_panels` panels of PANEL_INCHES each: (figure, list of axes)."""
-  from matplotlib import figure as mpl_figure
-  fig = mpl_figure.Figure(figsize=(PANEL_INCHES[0] * num_panels, PANEL_INCHES[1]))
-  return fig, list(fig.subplots(1, num_panels, squeeze=False)[0])
-
-
-def _x_positions(xs: Sequence[float]) -> tuple[Callable[[float], float], list[float], list[str]]:
-  """Maps strengths to a log axis on which 0 sits one decade left of the smallest positive one."""
-  positive = sorted({x for x in xs if x > 0})
-  zero_at = positive[0] / 10 if positive else 1.0
-  ticks = sorted(set(xs))
-  to_position = lambda x: zero_at if x == 0 else x  # noqa: E731
-  return to_position, [to_position(x) for x in ticks], [f"{x:g}" for x in ticks]
-
-
-def _mark_best(axis, xs: Sequence[float], means: Sequence[float], higher_is_better: bool | None,
-               colour) -> bool:
-  """A star on the best of `means` (by the tag's direction); False (nothing drawn) for a tag without one."""
-  finite = [(x, m) for x, m in zip(xs, means) if not math.isnan(m)]
-  if higher_is_better is None or not finite:
-    return False
-  x, mean = (max if higher_is_better else min)(finite, key=lambda point: point[1])
-  axis.plot([x], [mean], marker="*", markersize=12, color=colour, markeredgecolor="black",
-            linestyle="none", zorder=3)
-  return True
-
-
-def _legend(axis, title: str | None, best: bool) -> None:
-  """The axis' legend, with one white star standing for every series' best point."""
-  if best:
-    axis.plot([], [], marker="*", markersize=10, color="white", markeredgecolor="black", linestyle="none",
-              label="best")
-  axis.legend(title=title)
-
-
-def _band(axis, xs, means, halfwidths, colour, label: str) -> None:
-  """The mean as a line with markers and its 95% interval as a band (none where it is undefined)."""
-  means, halfwidths = np.asarray(means, float), np.asarray(halfwidths, float)
-  axis.plot(xs, means, marker="o", markersize=3, linewidth=1.2, color=colour, label=label)
-  if not np.all(np.isnan(halfwidths)):
-    axis.fill_between(xs, means - halfwidths, means + halfwidths, color=colour, alpha=0.2, linewidth=0)
-
-
-def _colours(count: int, sequential: bool):
-  from matplotlib import colormaps
-  if sequential:  # strengths of one series: dark to light in order
-    return colormaps["viridis"](np.linspace(0, 0.85, max(count, 1)))
-  return [colormaps["tab10"](index % 10) for index in range(count)]
-
-
-def plot_vs_strength(groups: Sequence[Group], panels: Sequence[str], x_key: str, style: PlotStyle):
-  """One panel per present column: mean over seeds against strength, its 95% band, the best starred.
-
-  Returns the figure (its axes titled with the columns drawn), or None when no panel has data.
-  """
-  panels = [p for p in panels if any(p in g.mean for g in groups)]
-  if not panels or not groups:
-    return None
-  to_position, ticks, labels = _x_positions([g.x for g in groups])
-  series_names = list(dict.fromkeys(g.series for g in groups))
-  best = False
-  with _style(style):
-    figure, axes = _figure(len(panels))
-    for axis, name in zip(axes, panels):
-      column = COLUMN_BY_NAME[name]
-      for colour, series in zip(_colours(len(series_names), False), series_names):
-        members = [g for g in groups if g.series == series and name in g.mean]
-        xs = [to_position(g.x) for g in members]
-        means = [g.mean[name] for g in members]
-        _band(axis, xs, means, [g.ci[name] for g in members], colour,
-              "mean, 95% CI" if series == "all" else series)
-        best = _mark_best(axis, xs, means, column.higher_is_better, colour) or best
-      axis.set_xscale("log")
-      axis.set_xticks(ticks, labels, rotation=45)
-      axis.minorticks_off()
-      axis.set_title(name)
-      axis.set_xlabel(x_key)
-      axis.set_ylabel(column.label)
-    _legend(axes[0], None, best)
-    _finish(figure, style)
-  return figure
-
-
-def _mean_curves(group: Group, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(steps, mean over seeds, 95% half-width) of `tag` in `group`'s runs; a step a run wrote twice
-  counts with its last value; a step only some runs reached is averaged over those."""
-  import pandas as pd
-  rows = [(index, step, value) for index, run in enumerate(group.runs)
-          for step, value in run.scalars.get(tag, [])]
-  frame = pd.DataFrame(rows, columns=["run", "step", "value"]).drop_duplicates(["run", "step"], keep="last")
-  stats = frame.groupby("step")["value"].agg(["mean", "std", "count"])
-  halfwidths = [intervals.halfwidth(std, int(n)) for std, n in zip(stats["std"], stats["count"])]
-  return stats.index.to_numpy(), stats["mean"].to_numpy(), np.asarray(halfwidths, float)
-
-
-def _direction(tag: str) -> bool | None:
-  """Whether higher is better for a 'dir/tag' curve (None: neither, or not a registered tag)."""
-  try:
-    return tags.find(tag.split("/", 1)[1]).higher_is_better
-  except tags.UnknownTagError:
-    return None
-
-
-def plot_curves(groups: Sequence[Group], curves: Sequence[str], x_key: str | None, style: PlotStyle):
-  """One panel per present `dir/tag`: per group the mean over its seeds against step, the 95% band and
-  the best point starred; the legend is titled with the strength key. Returns the figure (axes titled
-  with the tags drawn), or None."""
-  curves = [t for t in curves if any(t in run.scalars for g in groups for run in g.runs)]
-  if not curves:
-    return None
-  colours = _colours(len(groups), sequential=len({g.series for g in groups}) == 1)
-  best = False
-  with _style(style):
-    figure, axes = _figure(len(curves))
-    for axis, tag in zip(axes, curves):
-      direction = _direction(tag)
-      for colour, group in zip(colours, groups):
-        if any(tag in run.scalars for run in group.runs):
-          steps, means, halfwidths = _mean_curves(group, tag)
-          _band(axis, steps, means, halfwidths, colour, group.label)
-          best = _mark_best(axis, steps, means, direction, colour) or best
-      axis.set_title(tag.split("/", 1)[1])
-      axis.set_xlabel("step")
-      axis.set_ylabel(tag.split("/", 1)[1])
-    _legend(axes[0], x_key, best)
-    _finish(figure, style)
-  return figure
-
-
-def _finish(figure, style: PlotStyle) -> None:
-  if style.title:
-    figure.suptitle(style.title)
-  figure.tight_layout()
-
-
-def save(figure, out_dir: str, name: str, style: PlotStyle) -> dict[str, str]:
-  """Writes `figure` as `out_dir/name.FORMAT` for each of `style.formats`; {file name: path}."""
-  files = {}
-  with _style(style):
-    for extension in style.formats:
-      files[f"{name}.{extension}"] = path = os.path.join(out_dir, f"{name}.{extension}")
-      figure.savefig(path, dpi=style.dpi)
-  return files
-
-
 @dataclasses.dataclass
 class Report:
   """What `build` produced: the data, for callers that check claims, and the written files."""
@@ -459,7 +279,7 @@ class Report:
 def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
           seed_key: str = "Trainer.seed", panels: Sequence[str] = DEFAULT_PANELS,
           curves: Sequence[str] = DEFAULT_CURVES, table: Sequence[str] = DEFAULT_TABLE,
-          style: PlotStyle = PlotStyle()) -> Report:
+          style: plots.PlotStyle = plots.DEFAULT_STYLE) -> Report:
   """Loads the sweeps and writes the tables and plots into `out_dir`."""
   runs = [run for sweep_dir in sweep_dirs for run in load_sweep(sweep_dir)]
   if not runs:
@@ -476,11 +296,12 @@ def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
   markdown = markdown_table(groups, [c for c in table if c in columns], label)
   with open(files["summary.md"], "w") as file:
     file.write(markdown)
-  figures = {"vs_strength": plot_vs_strength(groups, panels, label, style) if label else None,
-             "curves": plot_curves(groups, curves, label, style)}
+  panel_columns = [COLUMN_BY_NAME[name] for name in panels]
+  figures = {"vs_strength": plots.plot_vs_strength(groups, panel_columns, label, style) if label else None,
+             "curves": plots.plot_curves(groups, curves, label, style)}
   for name, figure in figures.items():
     if figure is not None:
-      files.update(save(figure, out_dir, name, style))
+      files.update(plots.save(figure, out_dir, name, style))
   for sweep_dir in sweep_dirs:  # A study (occam-tune) adds its own views: history, importances, slice.
     views = tune.write_record_views(sweep_dir, out_dir)
     files.update({os.path.basename(path): path for path in views.values()})
@@ -505,11 +326,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                       help="'dir/tag' curves against step, e.g. train/penalty/model_losses")
   parser.add_argument("--table", default=",".join(DEFAULT_TABLE),
                       help="the columns of summary.md (summary.csv and runs.csv have every column)")
-  parser.add_argument("--formats", default="png", help=f"plot file formats, any of {', '.join(FORMATS)}")
-  parser.add_argument("--dpi", type=float, default=DEFAULT_DPI,
-                      help=f"pixels per inch of PNGs (a panel is {PANEL_INCHES[0]:g} x "
-                           f"{PANEL_INCHES[1]:g} inches)")
-  parser.add_argument("--font_size", type=float, default=DEFAULT_FONT_SIZE, help="points, for every text")
+  parser.add_argument("--formats", default="png",
+                      help=f"plot file formats, any of {', '.join(plots.FORMATS)}")
+  parser.add_argument("--dpi", type=float, default=plots.DEFAULT_DPI,
+                      help=f"pixels per inch of PNGs (a panel is {plots.PANEL_INCHES[0]:g} x "
+                           f"{plots.PANEL_INCHES[1]:g} inches)")
+  parser.add_argument("--font_size", type=float, default=plots.DEFAULT_FONT_SIZE,
+                      help="points, for every text")
   parser.add_argument("--title", default="", help="figure title")
   args = parser.parse_args(argv)
   args.panels, args.table, args.curves = _names(args.panels), _names(args.table), _names(args.curves)
@@ -518,8 +341,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if unknown:
       parser.error(f"--{flag}: unknown columns {unknown}; known: {list(COLUMN_BY_NAME)}")
   args.formats = _names(args.formats)
-  if not args.formats or set(args.formats) - set(FORMATS):
-    parser.error(f"--formats={','.join(args.formats)}: choose from {', '.join(FORMATS)}")
+  if not args.formats or set(args.formats) - set(plots.FORMATS):
+    parser.error(f"--formats={','.join(args.formats)}: choose from {', '.join(plots.FORMATS)}")
   for flag in ("dpi", "font_size"):
     if not getattr(args, flag) > 0:
       parser.error(f"--{flag} must be positive, got {getattr(args, flag)}")
@@ -529,7 +352,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of `occam-report`: reports on the sweeps in `argv` (default: sys.argv[1:]); exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  style = PlotStyle(tuple(args.formats), args.dpi, args.font_size, args.title)
+  style = plots.PlotStyle(tuple(args.formats), args.dpi, args.font_size, args.title)
   try:
     report = build(args.sweep_dirs, args.out_dir, x_key=args.x, seed_key=args.seed_key,
                    panels=args.panels, curves=args.curves, table=args.table, style=style)
