@@ -4,11 +4,11 @@ r"""Occam's performance benchmark: throughput against a bare loop and Keras `fit
     python scripts/benchmark.py --quick    # tiny models, one repeat: a smoke run, numbers meaningless
     python scripts/benchmark.py --sections=frameworks,costs   # only some sections
 
-Everything runs in one process (the startup section times one child process). Variants that are
-compared with each other are built together and then timed interleaved (A B C A B C ...) and
-repeated; each figure is the median over repeats, so load that comes and goes on a shared machine
-hits every variant alike and the *ratios* are what to read. Absolute steps/sec are printed for the
-record.
+Everything runs in one process (the startup section times child processes: Occam's command line
+and the same run as a Keras `fit` script). Variants that are compared with each other are built
+together and then timed interleaved (A B C A B C ...) and repeated; each figure is the median over
+repeats, so load that comes and goes on a shared machine hits every variant alike and the *ratios*
+are what to read. Absolute steps/sec are printed for the record.
 
 Occam is measured through its public seams, as `trainer.train` runs: `register_all()`, gin bindings
 parsed by `trainer.config.parsing.parse`, `Trainer()` under the strategy's scope, `builder.build`,
@@ -653,29 +653,118 @@ def section_scaling(compute: ModelGroup, settings: Settings, report: Report, mod
                rates(terms, plain), show=show_cost)
 
 
-def section_startup(report: Report, model_dir: str) -> None:
-  """`python -m trainer.main` on the quickstart: wall time to the first `train | step:` line, peak RSS."""
+# The quickstart as a Keras `fit` script: the same data (the digits train split), model factory,
+# L2 on the kernels, Adam on warmup + cosine and batch size. It prints a marker after its imports,
+# after `compile` and when the first step has finished (read back through the step counter).
+FIT_STARTUP_SCRIPT = """\
+import tensorflow as tf
+import models
+from trainer.data.digits import digits
+print("startup | imported", flush=True)
+train = digits().train
+dataset = (tf.data.Dataset.from_tensor_slices((train.features, train.labels))
+           .shuffle(len(train.labels), seed=0).repeat().batch(64, drop_remainder=True))
+tf.keras.utils.set_random_seed(0)
+model = models.MLP(hidden_sizes=(128, 128), kernel_regularizer=tf.keras.regularizers.L2(1e-4))
+schedule = tf.keras.optimizers.schedules.CosineDecay(0.0, 2000, warmup_target=3e-3, warmup_steps=100)
+model.compile(optimizer=tf.keras.optimizers.Adam(schedule), metrics=["accuracy"],
+              loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+print("startup | built", flush=True)
+
+class FirstStep(tf.keras.callbacks.Callback):
+  def on_train_batch_end(self, batch, logs=None):
+    if batch == 0 and int(self.model.optimizer.iterations) == 1:
+      print("startup | first step", flush=True)
+
+model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[FirstStep()])
+"""
+# What marks the end of each start-up phase in a child's output: imports (and for Occam: gin parsed,
+# the strategy created), building the model/run, and the first training step done.
+STARTUP_PHASES = ("imports", "build", "first step")
+OCCAM_MARKERS = (r"\] strategy: ", r"\] starting from ", r"\] train \| step: 1/")
+FIT_MARKERS = ("startup | imported", "startup | built", "startup | first step")
+
+
+def _cpu_seconds(pid: int) -> float:
+  """CPU seconds (user + system, all threads) the running process `pid` has used so far; NaN where
+  /proc is missing (not Linux)."""
+  try:
+    with open(f"/proc/{pid}/stat") as file:
+      fields = file.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+  except OSError:
+    return math.nan
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def time_child(command: Sequence[str], markers: Sequence[str]) -> tuple[np.ndarray, float]:
+  """Runs `command` from the repo root: ([wall, cpu] seconds from process start to the first output line
+  matching each of `markers`, in order, shape [markers, 2]; wall seconds to exit). Lines are timed when
+  they arrive (stderr is unbuffered); the CPU time is the child's own, read from /proc at that moment,
+  so it is nearly immune to other processes' load."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  command = [sys.executable, "-m", "trainer.main", "--gin_file=gin_configs/quickstart.gin",
-             f"--model_dir={tempfile.mkdtemp(dir=model_dir)}", "--gin_bindings=Trainer.train_steps=2",
-             "--gin_bindings=Trainer.steps_per_loop=1"]
   started = time.perf_counter()
-  first_step = None
+  seen: list[tuple[float, float]] = []
+  output = []
   with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                         text=True) as child:
-    output = []
     for line in child.stdout:
       output.append(line)
-      if first_step is None and re.search(r"train \| step: ", line):
-        first_step = time.perf_counter() - started
+      if len(seen) < len(markers) and re.search(markers[len(seen)], line):
+        seen.append((time.perf_counter() - started, _cpu_seconds(child.pid)))
   total = time.perf_counter() - started
-  if child.returncode or first_step is None:
-    raise RuntimeError(f"startup run failed ({child.returncode}):\n{''.join(output[-20:])}")
+  if child.returncode or len(seen) < len(markers):
+    raise RuntimeError(f"{command[:3]} failed ({child.returncode}) or lacked {markers[len(seen):]}:\n"
+                       + "".join(output[-20:]))
+  return np.array(seen), total
+
+
+def show_seconds(value: float) -> str:
+  return f"{value:.2f} s"
+
+
+def show_signed_seconds(value: float) -> str:
+  return f"{value:+.2f} s"
+
+
+def section_startup(report: Report, model_dir: str, repeats: int) -> None:
+  """From process start to the first training step: `python -m trainer.main` on the quickstart against
+  the same run as a Keras `fit` script, interleaved after one warm-up each, `repeats` times each
+  (medians); where the time goes (imports, building, first step) and peak RSS.
+
+  Occam's first step is the first `train | step: 1/` log line (steps_per_loop=1), so it includes what
+  Occam does at the first loop's end (the Monitor's statistics, the summaries); `fit`'s is its first
+  `on_train_batch_end` after the step counter reads 1. Each figure is [wall, the child's CPU time].
+  """
+  def occam_command() -> list[str]:  # a fresh model_dir each time
+    return [sys.executable, "-m", "trainer.main", "--gin_file=gin_configs/quickstart.gin",
+            f"--model_dir={tempfile.mkdtemp(dir=model_dir)}", "--gin_bindings=Trainer.train_steps=2",
+            "--gin_bindings=Trainer.steps_per_loop=1"]
+
+  fit_command = [sys.executable, "-c", FIT_STARTUP_SCRIPT]
+  # One untimed warm-up each (the first process reads TensorFlow's libraries from disk); the largest
+  # RSS of any child so far is then the Occam run's.
+  time_child(occam_command(), OCCAM_MARKERS)
   peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  report.add("startup", "process start -> first train step logged", f"{first_step:.1f} s",
-             "(quickstart, steps_per_loop=1)")
-  report.add("startup", "whole 2-step quickstart run", f"{total:.1f} s")
-  report.add("startup", "peak RSS of that run", f"{peak_kib / 1024:.0f} MiB")
+  time_child(fit_command, FIT_MARKERS)
+  occam, fit, whole = [], [], []
+  for _ in range(repeats):
+    seen, total = time_child(occam_command(), OCCAM_MARKERS)
+    occam.append(seen)
+    whole.append(total)
+    fit.append(time_child(fit_command, FIT_MARKERS)[0])
+  occam, fit = np.array(occam), np.array(fit)  # [repeats, phases, (wall, cpu)]
+  occam_median, fit_median = np.median(occam, axis=0), np.median(fit, axis=0)
+  report.add("startup", "occam: process start -> first train step", occam_median[-1],
+             f"(quickstart, steps_per_loop=1; median of {repeats}; cpu: the child's own)", show=show_seconds)
+  report.add("startup", "fit: process start -> first train step", fit_median[-1],
+             "(same data, model, L2, Adam, schedule, batch)", show=show_seconds)
+  report.add("startup", "occam - fit", np.median(occam[:, -1] - fit[:, -1], axis=0),
+             "(median of the paired differences)", show=show_signed_seconds)
+  for name, times in (("occam", occam_median), ("fit", fit_median)):
+    for phase, seconds in zip(STARTUP_PHASES, np.diff(times, axis=0, prepend=0.0)):
+      report.add("startup", f"{name} phase: {phase}", seconds, show=show_seconds)
+  report.add("startup", "occam: whole 2-step quickstart run", f"{np.median(whole):.1f} s")
+  report.add("startup", "occam: peak RSS of that run", f"{peak_kib / 1024:.0f} MiB")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -740,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> None:
               if "replicas" in sections else None)
   with tempfile.TemporaryDirectory() as model_dir:
     if "startup" in sections:
-      section_startup(report, model_dir)
+      section_startup(report, model_dir, settings.repeats)
     groups = []
     for spec in settings.models:
       group = build_group(spec, settings, sections, mirrored, model_dir)

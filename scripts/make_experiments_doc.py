@@ -23,6 +23,7 @@ import subprocess
 import sys
 from typing import Callable, Sequence
 
+from trainer.experiments import plots
 from trainer.experiments import report as report_lib
 from trainer.experiments import sweep as sweep_lib
 
@@ -34,6 +35,7 @@ APPENDIX = os.path.join(PLOTS, "tuning.md")
 SEEDS = "Trainer.seed=[0, 1, 2]"
 # Columns every claim's table shows, before its own panels (the full table is in summary.csv).
 TABLE = ("eval_acc", "best_eval_acc", "test_acc", "train_acc", "gap_acc", "weights_l2")
+DOC_DPI = 100  # The plots are committed: readable on screen, a fraction of the size of print resolution.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,11 @@ def _series(report: report_lib.Report) -> dict[str, list[report_lib.Group]]:
 
 
 def _cell(group: report_lib.Group, column: str) -> str:
-  return f"{group.mean[column]:.3f} ± {group.std[column]:.3f}" if column in group.mean else "n/a"
+  """`mean ± sample std` over seeds, `mean ± n/a` for one seed, `n/a` when no run has the column."""
+  if column not in group.mean:
+    return "n/a"
+  std = group.std[column]
+  return f"{group.mean[column]:.3f} ± {'n/a' if math.isnan(std) else f'{std:.3f}'}"
 
 
 def _best(groups: Sequence[report_lib.Group], column: str = "eval_acc") -> report_lib.Group:
@@ -268,7 +274,8 @@ def claim_section(claim: Claim, root: str, parallel: int) -> str:
   if missing:
     return "\n".join(lines + [f"**Not measured yet:** no sweep in {missing}.", ""])
   report = report_lib.build(dirs, os.path.join(root, claim.key), x_key=claim.x_key,
-                            panels=claim.panels, curves=claim.curves, title=claim.title)
+                            panels=claim.panels, curves=claim.curves,
+                            style=plots.PlotStyle(dpi=DOC_DPI, title=claim.title))
   lines += [f"Wall time: {wall_time(d)} (`{os.path.basename(d)}`)." for d in dirs] + [""]
   present = report_lib.present_columns(report.runs)
   columns = [c for c in dict.fromkeys(TABLE + claim.panels) if c in present]
@@ -312,8 +319,9 @@ Setup (`gin_configs/experiments/noisy_digits.gin`): 500 training digits of the b
 on the validation split at the last step (`best_*`: best over evaluations), `train_acc` the running
 training accuracy on the noisy labels over the last 100 steps, `train_eval_acc` the same in
 inference mode, `gap_acc` = train_eval − eval accuracy, `weights_l2` the global L2 norm of the
-penalized kernels, `sparsity` the fraction of exactly-zero kernel entries. Cells are mean ± sample
-std over seeds (`n`).
+penalized kernels, `sparsity` the fraction of exactly-zero kernel entries. Table cells are the mean ±
+the half-width of its 95% confidence interval over the `n` seeds (Student t; `n/a` for one seed);
+the verdicts quote mean ± sample std over seeds.
 """
 
 

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.backend.event_processing import plugin_event_accumulator
 
 from trainer.metrics.events import read_scalars, read_texts  # noqa: F401  (re-exported for the tests)
 from trainer.runtime import compat
@@ -29,6 +30,24 @@ def run_cli(args: Sequence[str], *, cwd: str = REPO, timeout: float = 240) -> su
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
   return subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=cwd, env=env, timeout=timeout,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def server_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
+  """The float scalars of `event_dir` as the TensorBoard server reads them (its reader, every value kept).
+
+  Unlike `read_scalars` (TensorBoard's older `EventAccumulator`), it drops what a killed run logged
+  after the checkpoint its resume started from, as TensorBoard shows it.
+  """
+  accumulator = plugin_event_accumulator.EventAccumulator(
+      event_dir, size_guidance={plugin_event_accumulator.TENSORS: 0})
+  accumulator.Reload()
+  scalars = {}
+  for tag in accumulator.Tags()["tensors"]:
+    events = accumulator.Tensors(tag)
+    values = [tf.make_ndarray(event.tensor_proto) for event in events]
+    if all(value.shape == () and value.dtype.kind == "f" for value in values):
+      scalars[tag] = [(event.step, float(value)) for event, value in zip(events, values)]
+  return scalars
 
 
 def checkpoint_values(model_dir: str) -> dict[str, np.ndarray]:

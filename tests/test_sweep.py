@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, checkpoint_values, read_scalars
+from tests.helpers import REPO, checkpoint_values, read_scalars, server_scalars
 from tests.sweep_fixtures import GRID, POINTS, TINY, run_module
-from trainer.experiments import report, sweep
+from trainer.experiments import plots, report, sweep
 from trainer.metrics import tags
 
 # The column names docs/EXPERIMENTS.md and scripts/make_experiments_doc.py use.
@@ -60,12 +61,15 @@ def test_report_values_equal_the_event_files(swept):
     assert float(row["best_eval_loss"]) == min(v for _, v in evaluation["eval/loss"])
     assert float(row["test_acc"]) == evaluation["test/accuracy"][-1][1]
     assert float(row["train_acc"]) == train["train/accuracy"][-1][1]
+    scalars = report.read_run(os.path.join(sweep_dir, name))  # without TensorFlow, as the server reads
+    assert scalars == {f"{d}/{tag}": series for d in ("train", "eval")
+                       for tag, series in server_scalars(os.path.join(sweep_dir, name, d)).items()}
   assert float(rows["L2.scale=0"]["penalty"]) == 0.0 < float(rows["L2.scale=1e-2"]["penalty"])
   with open(os.path.join(out_dir, "summary.md")) as file:
     table = file.read()
   header = table.splitlines()[0].strip("| ").split(" | ")
-  assert header[:3] == ["series", "L2.scale", "n"] and "eval_acc" in header
-  assert f"{float(rows['L2.scale=1e-2']['eval_acc']):.4g} ± 0" in table
+  assert header == ["L2.scale", "n", *(c for c in report.DEFAULT_TABLE if c != "test_acc_at_best")]
+  assert f"| 0.01 | 1 | {float(rows['L2.scale=1e-2']['test_acc']):.4g} ± n/a |" in table  # one seed
 
 
 @pytest.mark.slow
@@ -75,17 +79,17 @@ def test_plots_decode_to_images_of_the_expected_size(swept):
   for name, panels in (("vs_strength.png", 3), ("curves.png", 2)):
     pixels = image.imread(os.path.join(swept.out_dir, name))
     height, width = pixels.shape[:2]
-    assert (width, height) == (report.PANEL_INCHES[0] * report.DPI * panels,
-                               report.PANEL_INCHES[1] * report.DPI), name
+    assert (width, height) == (plots.PANEL_INCHES[0] * plots.DEFAULT_DPI * panels,
+                               plots.PANEL_INCHES[1] * plots.DEFAULT_DPI), name
 
 
-def test_missing_tags_are_missing_columns(tmp_path):
+def test_missing_tags_are_missing_columns():
   runs = [report.Run("s", "a", {"L2.scale": "0"}, {}, {"eval_acc": 0.5}),
           report.Run("s", "b", {"L2.scale": "1"}, {}, {"eval_acc": 0.7})]
-  groups = report.group_runs(runs, {"s": "L2.scale"}, "Trainer.seed")
   assert report.present_columns(runs) == ["eval_acc"]
-  assert report.plot_vs_strength(str(tmp_path / "p.png"), groups, ["eval_acc", "sparsity"],
-                                 "L2.scale") == ["eval_acc"]
+  groups = report.group_runs(runs, {"s": "L2.scale"}, "Trainer.seed")
+  assert [(g.x, g.mean) for g in groups] == [(0.0, {"eval_acc": 0.5}), (1.0, {"eval_acc": 0.7})]
+  assert all(math.isnan(g.std["eval_acc"]) and math.isnan(g.ci["eval_acc"]) for g in groups)  # one seed
 
 
 def test_columns_derive_from_the_tag_registry():

@@ -1,21 +1,29 @@
 r"""Tables and plots of one or more sweeps (`occam-sweep`), read from their event files.
 
     occam-report /tmp/sweeps/l2 [/tmp/sweeps/adamw ...] --out_dir=/tmp/sweeps/report
+    occam-report /tmp/sweeps/l2 --out_dir=/tmp/paper --formats=pdf,svg --font_size=9   # for a paper
 
 Writes to `--out_dir`:
   runs.csv            one row per run: its bindings and every column below (full float precision)
-  summary.csv         one row per grid point without the seed: n, mean and std of every column
-  summary.md          the same as a Markdown table, `mean ± std` (sample std over seeds)
-  vs_strength.png     each `--panels` column against the strength (log x axis; 0 drawn at the left)
-  curves.png          training curves (`--curves` tags against step), one line per run
+  summary.csv         one row per grid point without the seed: n, and per column the mean, the sample
+                      std and the half-width of the 95% confidence interval of the mean (empty for n = 1)
+  summary.md          the `--table` columns as a Markdown table, `mean ± half-width` (`n/a`: one seed)
+  vs_strength.FORMAT  each `--panels` column against the strength (log x axis; 0 drawn at the left):
+                      the mean over seeds, a band for its 95% interval, the best point starred
+  curves.FORMAT       training curves (`--curves` tags against step): per grid point the mean over
+                      seeds with its 95% band, the best point starred
   NAME_history.png    for a study directory (`occam-tune`): its optimization history, parameter
   NAME_importances.png  importances and slice plot, drawn by Optuna (when it has 2+ complete trials)
   NAME_slice.png
 
+The interval is Student t's (`trainer.experiments.intervals`): mean ± t(n-1) * std / sqrt(n).
+
 The columns derive from the tag registry (`trainer.metrics.tags`): each tag with a column name gives
 that column (its value at the run's last step) and, if every evaluation writes it and it has a better
-direction, `best_<column>` (its best value over the evaluations). Plotting needs matplotlib (the
-`experiments` extra); loading and the tables do not.
+direction, `best_<column>` (its best value over the evaluations). `test_acc_at_best` is the test
+accuracy of the best-validation weights (runs with early stopping). Runs are read without TensorFlow
+(`trainer.experiments.event_files`). The figures are drawn by `trainer.experiments.plots`, which
+needs matplotlib (the `experiments` extra); loading and the tables do not.
 
 The strength is `--x` (default, per sweep: its first varying numeric grid key other than the seed).
 Other varying keys, and each sweep directory when several are given, make separate series. A tag
@@ -30,13 +38,10 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import sys
 from typing import Callable, Sequence
 
-import numpy as np
-
-from trainer.experiments import sweep, tune
+from trainer.experiments import event_files, intervals, plots, sweep, tune
 from trainer.metrics import tags
 
 Scalars = dict[str, list[tuple[int, float]]]  # "dir/tag" -> [(step, value), ...], in the order written
@@ -50,6 +55,12 @@ class Column:
   event_dir: str
   tag: str
   reduce: Callable[[list[tuple[int, float]]], float]
+  higher_is_better: bool | None = None
+
+  @property
+  def label(self) -> str:
+    """What the column holds, for an axis: the tag, and 'best' when it is the best over evaluations."""
+    return f"best {self.tag}" if self.reduce is not final else self.tag
 
 
 def final(series: list[tuple[int, float]]) -> float:
@@ -74,18 +85,21 @@ def derive_columns(registry: dict[str, tags.Tag]) -> tuple[Column, ...]:
   """
   columns = []
   for name, tag in registry.items():
-    columns.append(Column(name, tag.directory, tag.pattern, final))
+    columns.append(Column(name, tag.directory, tag.pattern, final, tag.higher_is_better))
     if tag.evaluated and tag.higher_is_better is not None:
       columns.append(Column(f"best_{name}", tag.directory, tag.pattern,
-                            best_max if tag.higher_is_better else best_min))
+                            best_max if tag.higher_is_better else best_min, tag.higher_is_better))
   return tuple(columns)
 
 
 COLUMNS = derive_columns(tags.columns())
 COLUMN_BY_NAME = {column.name: column for column in COLUMNS}
-DEFAULT_PANELS = ("eval_acc", "train_acc", "gap_acc")
-DEFAULT_CURVES = ("train/train/data_loss", "eval/eval/accuracy")
-PANEL_INCHES, DPI = (4.0, 3.0), 72  # One panel is 288 x 216 pixels.
+# Inference-mode training accuracy (`train_eval`), not the training-mode running average.
+DEFAULT_PANELS = ("eval_acc", "train_eval_acc", "gap_acc")
+DEFAULT_CURVES = ("eval/train_eval/accuracy", "eval/eval/accuracy")
+DEFAULT_TABLE = ("test_acc", "test_acc_at_best", "best_eval_acc", "train_eval_acc", "gap_acc")
+INTERVAL_NOTE = ("± is the half-width of the 95% confidence interval of the mean over seeds (Student t, "
+                 "n - 1 degrees of freedom); n/a: one seed.")
 
 
 @dataclasses.dataclass
@@ -100,25 +114,34 @@ class Run:
 
 @dataclasses.dataclass
 class Group:
-  """Runs that differ only in the seed: the series they belong to, the strength, and statistics."""
+  """Runs that differ only in the seed: the series they belong to, the strength, and statistics.
+
+  `std` is the sample standard deviation over the runs and `ci` the half-width of the 95% confidence
+  interval of the mean (`intervals`); both NaN for a single run.
+  """
   series: str
   x: float
   bindings: dict[str, str]
   runs: list[Run]
   mean: dict[str, float]
   std: dict[str, float]
+  ci: dict[str, float]
+
+  @property
+  def label(self) -> str:
+    """The point's name in a legend: its series and strength."""
+    parts = ([] if self.series == "all" else [self.series]) + ([] if math.isnan(self.x) else [f"{self.x:g}"])
+    return " ".join(parts) or "all"
 
 
 def read_run(model_dir: str) -> Scalars:
   """Every float scalar of the run in `model_dir` as {'dir/tag': [(step, value), ...]}, in the order written.
 
-  The one reader of a run's scalars, for the report and for `trainer.experiments.results`. A resumed
-  run may hold a step twice; the later value is the one that counts.
+  The one reader of a run's scalars, for the report and for `trainer.experiments.results`; it needs
+  no TensorFlow. A resumed run may hold a step twice; the later value is the one that counts.
   """
-  # Imported here: TensorBoard's reader pulls in TensorFlow, which only loading needs.
-  from trainer.metrics import events
   return {f"{directory}/{tag}": series for directory in EVENT_DIRS
-          for tag, series in events.read_scalars(os.path.join(model_dir, directory)).items()}
+          for tag, series in event_files.read_scalars(os.path.join(model_dir, directory)).items()}
 
 
 def load_sweep(sweep_dir: str) -> list[Run]:
@@ -181,19 +204,23 @@ def group_runs(runs: Sequence[Run], x_keys: dict[str, str | None], seed_key: str
 
 
 def _group(series: str, x: float, runs: list[Run], seed_key: str) -> Group:
-  mean, std = {}, {}
+  mean, std, ci = {}, {}, {}
   for column in COLUMNS:
     values = [run.values[column.name] for run in runs if column.name in run.values]
     if values:
-      mean[column.name] = statistics.fmean(values)
-      std[column.name] = statistics.stdev(values) if len(values) > 1 else 0.0
+      mean[column.name], std[column.name], ci[column.name] = intervals.summarize(values)
   bindings = {k: v for k, v in runs[0].bindings.items() if k != seed_key}
-  return Group(series, x, bindings, runs, mean, std)
+  return Group(series, x, bindings, runs, mean, std, ci)
 
 
 def present_columns(runs: Sequence[Run]) -> list[str]:
   """The names of the columns that at least one of `runs` has a value for, in `COLUMNS` order."""
   return [c.name for c in COLUMNS if any(c.name in run.values for run in runs)]
+
+
+def _number(value: float | None) -> str:
+  """A CSV cell: full precision, empty for a missing or undefined (NaN) value."""
+  return "" if value is None or math.isnan(value) else repr(value)
 
 
 def write_runs_csv(path: str, runs: Sequence[Run]) -> None:
@@ -204,103 +231,39 @@ def write_runs_csv(path: str, runs: Sequence[Run]) -> None:
     writer.writerow(["sweep", "run"] + keys + columns)
     for run in runs:
       writer.writerow([run.sweep, run.name] + [run.bindings.get(k, "") for k in keys]
-                      + [repr(run.values[c]) if c in run.values else "" for c in columns])
+                      + [_number(run.values.get(c)) for c in columns])
 
 
 def write_summary_csv(path: str, groups: Sequence[Group], columns: Sequence[str]) -> None:
   with open(path, "w", newline="") as file:
     writer = csv.writer(file)
-    writer.writerow(["series", "x", "n"] + [f"{c}_{stat}" for c in columns for stat in ("mean", "std")])
+    stats = ("mean", "std", "ci95")
+    writer.writerow(["series", "x", "n"] + [f"{c}_{stat}" for c in columns for stat in stats])
     for g in groups:
       writer.writerow([g.series, g.x, len(g.runs)] + [
-          repr(stats[c]) if c in stats else "" for c in columns for stats in (g.mean, g.std)])
+          _number(stats.get(c)) for c in columns for stats in (g.mean, g.std, g.ci)])
 
 
 def markdown_table(groups: Sequence[Group], columns: Sequence[str], x_key: str | None) -> str:
-  """`| series | x | n | col ... |` with `mean ± std` cells (std over seeds; 0 for one seed)."""
-  header = ["series", x_key or "x", "n"] + list(columns)
+  """`| [series |] x | n | column ... |` with `mean ± half-width` cells (`INTERVAL_NOTE`), then the note.
+
+  The series column is left out when there is one series; a cell is empty when no run has the value.
+  """
+  several = len({g.series for g in groups}) > 1
+  header = (["series"] if several else []) + [x_key or "x", "n"] + list(columns)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for g in groups:
-    cells = [g.series, f"{g.x:g}", str(len(g.runs))]
-    cells += [f"{g.mean[c]:.4g} ± {g.std[c]:.2g}" if c in g.mean else "" for c in columns]
+    cells = ([g.series] if several else []) + [f"{g.x:g}", str(len(g.runs))]
+    cells += [_cell(g, c) for c in columns]
     lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines) + f"\n\n{INTERVAL_NOTE}\n"
 
 
-def _x_positions(xs: Sequence[float]) -> tuple[Callable[[float], float], list[float], list[str]]:
-  """Maps strengths to a log axis on which 0 sits one decade left of the smallest positive one."""
-  positive = sorted({x for x in xs if x > 0})
-  zero_at = positive[0] / 10 if positive else 1.0
-  ticks = sorted(set(xs))
-  to_position = lambda x: zero_at if x == 0 else x  # noqa: E731
-  return to_position, [to_position(x) for x in ticks], [f"{x:g}" for x in ticks]
-
-
-def plot_vs_strength(path: str, groups: Sequence[Group], panels: Sequence[str], x_key: str,
-                     title: str = "") -> list[str]:
-  """One panel per present column, mean ± std over seeds against strength; returns the panels drawn."""
-  panels = [p for p in panels if any(p in g.mean for g in groups)]
-  if not panels or not groups:
-    return []
-  to_position, ticks, labels = _x_positions([g.x for g in groups])
-  figure, axes = _figure(len(panels))
-  for axis, column in zip(axes[0], panels):
-    for series in dict.fromkeys(g.series for g in groups):
-      members = [g for g in groups if g.series == series and column in g.mean]
-      axis.errorbar([to_position(g.x) for g in members], [g.mean[column] for g in members],
-                    yerr=[g.std[column] for g in members], marker="o", markersize=3, capsize=2,
-                    label=series)
-    axis.set_xscale("log")
-    axis.set_xticks(ticks, labels, rotation=45, fontsize=7)
-    axis.minorticks_off()
-    axis.set_title(column, fontsize=9)
-    axis.set_xlabel(x_key, fontsize=8)
-    axis.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=6)
-  _save(figure, path, title)
-  return panels
-
-
-def plot_curves(path: str, runs: Sequence[Run], curves: Sequence[str], groups: Sequence[Group],
-                title: str = "") -> list[str]:
-  """One panel per present `dir/tag`, one line per run; a group's runs share a colour."""
-  curves = [t for t in curves if any(t in run.scalars for run in runs)]
-  if not curves:
-    return []
-  from matplotlib import colormaps
-  colours = colormaps["viridis"](np.linspace(0, 0.9, max(len(groups), 1)))
-  figure, axes = _figure(len(curves))
-  for axis, tag in zip(axes[0], curves):
-    for colour, group in zip(colours, groups):
-      for index, run in enumerate(group.runs):
-        steps, values = zip(*sorted(run.scalars.get(tag, [(0, math.nan)])))
-        label = f"{group.series} {group.x:g}" if index == 0 else None
-        axis.plot(steps, values, color=colour, linewidth=0.8, label=label)
-    axis.set_title(tag.split("/", 1)[1], fontsize=9)
-    axis.set_xlabel("step", fontsize=8)
-    axis.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=5)
-  _save(figure, path, title)
-  return curves
-
-
-def _figure(num_panels: int):
-  """A row of `num_panels` panels of PANEL_INCHES each: (figure, axes of shape [1, num_panels]).
-
-  A bare `Figure`, not pyplot: importing the report (as `results` does in a notebook) neither needs
-  matplotlib nor changes the caller's backend.
-  """
-  from matplotlib import figure as mpl_figure
-  fig = mpl_figure.Figure(figsize=(PANEL_INCHES[0] * num_panels, PANEL_INCHES[1]))
-  return fig, fig.subplots(1, num_panels, squeeze=False)
-
-
-def _save(figure, path: str, title: str) -> None:
-  """Small PNGs (they are committed with the docs): low dpi, tight layout."""
-  if title:
-    figure.suptitle(title, fontsize=9)
-  figure.tight_layout()
-  figure.savefig(path, dpi=DPI)
+def _cell(group: Group, column: str) -> str:
+  if column not in group.mean:
+    return ""
+  spread = group.ci[column]
+  return f"{group.mean[column]:.4g} ± {'n/a' if math.isnan(spread) else f'{spread:.2g}'}"
 
 
 @dataclasses.dataclass
@@ -315,7 +278,8 @@ class Report:
 
 def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
           seed_key: str = "Trainer.seed", panels: Sequence[str] = DEFAULT_PANELS,
-          curves: Sequence[str] = DEFAULT_CURVES, title: str = "") -> Report:
+          curves: Sequence[str] = DEFAULT_CURVES, table: Sequence[str] = DEFAULT_TABLE,
+          style: plots.PlotStyle = plots.DEFAULT_STYLE) -> Report:
   """Loads the sweeps and writes the tables and plots into `out_dir`."""
   runs = [run for sweep_dir in sweep_dirs for run in load_sweep(sweep_dir)]
   if not runs:
@@ -329,47 +293,69 @@ def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
   files = {name: os.path.join(out_dir, name) for name in ("runs.csv", "summary.csv", "summary.md")}
   write_runs_csv(files["runs.csv"], runs)
   write_summary_csv(files["summary.csv"], groups, columns)
-  markdown = markdown_table(groups, columns, label)
+  markdown = markdown_table(groups, [c for c in table if c in columns], label)
   with open(files["summary.md"], "w") as file:
     file.write(markdown)
-  if label and plot_vs_strength(os.path.join(out_dir, "vs_strength.png"), groups, panels, label, title):
-    files["vs_strength.png"] = os.path.join(out_dir, "vs_strength.png")
-  if plot_curves(os.path.join(out_dir, "curves.png"), runs, curves, groups, title):
-    files["curves.png"] = os.path.join(out_dir, "curves.png")
+  panel_columns = [COLUMN_BY_NAME[name] for name in panels]
+  figures = {"vs_strength": plots.plot_vs_strength(groups, panel_columns, label, style) if label else None,
+             "curves": plots.plot_curves(groups, curves, label, style)}
+  for name, figure in figures.items():
+    if figure is not None:
+      files.update(plots.save(figure, out_dir, name, style))
   for sweep_dir in sweep_dirs:  # A study (occam-tune) adds its own views: history, importances, slice.
     views = tune.write_record_views(sweep_dir, out_dir)
     files.update({os.path.basename(path): path for path in views.values()})
   return Report(runs, groups, label, markdown, files)
 
 
+def _names(text: str) -> list[str]:
+  return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  """The command line of `occam-report`, with `--panels` checked against the known columns."""
+  """The command line of `occam-report`; columns, formats, dpi and font size are checked."""
   parser = argparse.ArgumentParser(prog="occam-report", description=__doc__.split("\n\n")[0].strip(),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("sweep_dirs", nargs="+", help="sweep directories written by occam-sweep")
   parser.add_argument("--out_dir", required=True, help="where the tables and plots are written")
   parser.add_argument("--x", default=None, help="the strength key (default: detected)")
-  parser.add_argument("--seed_key", default="Trainer.seed", help="averaged over (mean ± std)")
+  parser.add_argument("--seed_key", default="Trainer.seed", help="averaged over (mean and 95%% CI)")
   parser.add_argument("--panels", default=",".join(DEFAULT_PANELS),
                       help=f"columns plotted against strength; any of {', '.join(COLUMN_BY_NAME)}")
   parser.add_argument("--curves", default=",".join(DEFAULT_CURVES),
                       help="'dir/tag' curves against step, e.g. train/penalty/model_losses")
+  parser.add_argument("--table", default=",".join(DEFAULT_TABLE),
+                      help="the columns of summary.md (summary.csv and runs.csv have every column)")
+  parser.add_argument("--formats", default="png",
+                      help=f"plot file formats, any of {', '.join(plots.FORMATS)}")
+  parser.add_argument("--dpi", type=float, default=plots.DEFAULT_DPI,
+                      help=f"pixels per inch of PNGs (a panel is {plots.PANEL_INCHES[0]:g} x "
+                           f"{plots.PANEL_INCHES[1]:g} inches)")
+  parser.add_argument("--font_size", type=float, default=plots.DEFAULT_FONT_SIZE,
+                      help="points, for every text")
   parser.add_argument("--title", default="", help="figure title")
   args = parser.parse_args(argv)
-  args.panels = [p for p in args.panels.split(",") if p]
-  unknown = sorted(set(args.panels) - set(COLUMN_BY_NAME))
-  if unknown:
-    parser.error(f"--panels: unknown columns {unknown}; known: {list(COLUMN_BY_NAME)}")
-  args.curves = [c for c in args.curves.split(",") if c]
+  args.panels, args.table, args.curves = _names(args.panels), _names(args.table), _names(args.curves)
+  for flag in ("panels", "table"):
+    unknown = sorted(set(getattr(args, flag)) - set(COLUMN_BY_NAME))
+    if unknown:
+      parser.error(f"--{flag}: unknown columns {unknown}; known: {list(COLUMN_BY_NAME)}")
+  args.formats = _names(args.formats)
+  if not args.formats or set(args.formats) - set(plots.FORMATS):
+    parser.error(f"--formats={','.join(args.formats)}: choose from {', '.join(plots.FORMATS)}")
+  for flag in ("dpi", "font_size"):
+    if not getattr(args, flag) > 0:
+      parser.error(f"--{flag} must be positive, got {getattr(args, flag)}")
   return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of `occam-report`: reports on the sweeps in `argv` (default: sys.argv[1:]); exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  style = plots.PlotStyle(tuple(args.formats), args.dpi, args.font_size, args.title)
   try:
     report = build(args.sweep_dirs, args.out_dir, x_key=args.x, seed_key=args.seed_key,
-                   panels=args.panels, curves=args.curves, title=args.title)
+                   panels=args.panels, curves=args.curves, table=args.table, style=style)
   except (ValueError, OSError) as error:
     print(f"report: error: {error}", file=sys.stderr)
     return sweep.EXIT_BAD_INPUT

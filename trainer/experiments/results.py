@@ -7,7 +7,7 @@
     table.groupby("L2.scale")[["eval_acc", "best_eval_acc"]].agg(["mean", "std"])
 
 Both read the event files through `occam-report`'s loader (`report.read_run`, `report.load_sweep`),
-so a notebook sees the numbers the report tables show.
+so a notebook sees the numbers the report tables show, without importing TensorFlow.
 """
 
 from __future__ import annotations

@@ -417,10 +417,10 @@ def write_study_plots(study, out_dir: str, prefix: str = "") -> dict[str, str]:
 def write_record_views(study_dir: str, out_dir: str) -> dict[str, str]:
   """The study views of the study recorded in `study_dir/sweep.json`, as `<dir name>_<view>.png` in
   `out_dir` (for `occam-report`); {} for a grid sweep's directory or a study without enough trials."""
-  import optuna
   record = sweep.read_record(study_dir)
-  if "study" not in record:
+  if "study" not in record:  # before importing Optuna, which a grid sweep's report does not need
     return {}
+  import optuna
   study = optuna.load_study(study_name=record["study"], storage=record["storage"])
   return write_study_plots(study, out_dir, prefix=f"{os.path.basename(os.path.normpath(study_dir))}_")
 

@@ -46,8 +46,9 @@ class MetricSet:
     with strategy.scope():
       self._metrics = {name: WeightedMean(name) for name in names}
     self._strategy = strategy
-    self._reset = tf.function(self._reset_fn)
-    self._results = tf.function(self._results_fn)
+    # No tensor-dependent control flow: without AutoGraph, tracing does not rewrite the functions first.
+    self._reset = tf.function(self._reset_fn, autograph=False)
+    self._results = tf.function(self._results_fn, autograph=False)
 
   def _reset_replica(self) -> None:
     for metric in self._metrics.values():

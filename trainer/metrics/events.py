@@ -1,8 +1,9 @@
-"""Reading a run's TensorBoard event files back, with TensorBoard's own reader.
+"""Reading a run's TensorBoard event files back, with TensorBoard's own reader (and TensorFlow).
 
-For scripts and notebooks that analyse runs (`occam-report` (`trainer/experiments/report.py`)) and for
-the tests. Occam writes scalars as TF2 tensor summaries, so they are read from the accumulator's
-tensors, not its legacy `scalars`.
+For the tests, which check what a run wrote against it, and for texts and tag lists. `occam-report`
+and the DataFrame loaders read scalars with `trainer.experiments.event_files` instead, which needs no
+TensorFlow; the tests check on real runs that both read the same series. Occam writes scalars as TF2
+tensor summaries, so they are read from the accumulator's tensors, not its legacy `scalars`.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ TAGS: tuple[Tag, ...] = (
     Tag("best/test/loss", EVAL, "test loss of the best-validation weights (early stopping), at their step",
         higher_is_better=_LOSS),
     Tag("best/test/accuracy", EVAL, "test accuracy of the best-validation weights (early stopping), at "
-        "their step", higher_is_better=_ACCURACY, hparams_metric=True),
+        "their step", higher_is_better=_ACCURACY, column="test_acc_at_best", hparams_metric=True),
     # The HParams session (TensorBoard's own tag in model_dir's event file).
     Tag("custom_scalars__config__", TRAIN, "the custom-scalars layout (trainer/metrics/dashboard.py), once",
         kind=LAYOUT),
@@ -177,9 +177,16 @@ def description(tag: str) -> str:
 
 
 def hparams_metrics(*, classification: bool = True) -> tuple[Tag, ...]:
-  """The tags the HParams dashboard declares as metrics (accuracies only for classification)."""
-  return tuple(entry for entry in TAGS if entry.hparams_metric
-               and (classification or not entry.pattern.endswith("accuracy")))
+  """The tags the HParams dashboard declares as metrics (accuracies only for classification).
+
+  Held-out results first (the evaluation directory's accuracies, then its losses), then the training
+  side, otherwise in registry order: TensorBoard's HParams table shows only the first five metrics
+  until more are ticked, and those should be the ones runs are compared by.
+  """
+  chosen = [entry for entry in TAGS if entry.hparams_metric
+            and (classification or not entry.pattern.endswith("accuracy"))]
+  return tuple(sorted(chosen, key=lambda entry: (entry.directory != EVAL,
+                                                 not entry.pattern.endswith("accuracy"))))
 
 
 def columns() -> dict[str, Tag]:
