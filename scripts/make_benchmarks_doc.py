@@ -58,7 +58,8 @@ class Sweep:
 PAPER = Sweep("mnist1d_paper", f"{MNIST1D}/paper.gin",
               (f"Trainer.model=[{', '.join('@' + model for model in PAPER_ACCURACY)}]", SEEDS),
               ("mnist1d.validation_size=1",))
-L2_SWEEP = Sweep("claims_l2", f"{MNIST1D}/mlp.gin", ("L2.scale=[0, 1e-4, 1e-3, 1e-2, 1e-1]", SEEDS),
+L2_SWEEP = Sweep("claims_l2", f"{MNIST1D}/mlp.gin",
+                 ("L2.scale=[0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1]", SEEDS),
                  NOISY + ("Trainer.regularizers=[@L2()]",))
 DECOUPLED_SWEEP = Sweep("claims_decoupled", f"{MNIST1D}/mlp.gin",
                         ("DecoupledWeightDecay.rate=[1e-2, 1e-1, 1, 10]", SEEDS),
@@ -101,9 +102,17 @@ def wall_time(root: str, sweep: Sweep) -> str:
           f"{len(invocations)} invocation(s), --parallel={invocations[-1]['parallel']}")
 
 
+def _numeric_first(column: pd.Series) -> pd.Series:
+  """Sort key: a binding's values as numbers when they all are (gin text '1e-3' < '1e-2'), else as text."""
+  numbers = pd.to_numeric(column, errors="coerce")
+  return numbers if numbers.notna().all() else column
+
+
 def summarize(points: pd.DataFrame, keys: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
-  """Mean, sample std and count over seeds of `columns`, one row per combination of `keys`."""
-  grouped = points.groupby(list(keys), sort=False)[list(columns)]
+  """Mean, sample std and count over seeds of `columns`, one row per combination of `keys`, in
+  increasing order of the keys (strengths as numbers)."""
+  ordered = points.sort_values(list(keys), key=_numeric_first, kind="stable")
+  grouped = ordered.groupby(list(keys), sort=False)[list(columns)]
   table = grouped.agg(["mean", "std"])
   table[("n", "")] = grouped.size()
   return table
@@ -277,8 +286,9 @@ The claims of [EXPERIMENTS.md](EXPERIMENTS.md) (measured there on noisy digits),
 paper's MLP with the paper's protocol (`mlp.gin`: Adam 1e-2, batch 100, 6,000 steps) and
 `mnist1d.label_noise=0.2` (20% of the 3,500 training labels replaced by a wrong class; the 500
 validation and 1,000 test labels stay clean), three seeds per point. To fit the 2-core budget of one
-regeneration (about half an hour), the strength grids are coarse (two to five values a decade
-apart), so a best point is known only to within a grid step. `eval_acc` is on the clean
+regeneration (about half an hour), the strength grids are coarse (L2 in steps of about half a
+decade, the others a decade apart, two strengths for L1 and bias exclusion), so a best point is
+known only to within a grid step. `eval_acc` is on the clean
 validation split at the last step, `train_acc` the running accuracy on the noisy training labels,
 `weights_l2` the global norm of the kernels, `sparsity` the fraction of exactly-zero kernel entries
 (`near_zero`: |w| < 1e-3).
