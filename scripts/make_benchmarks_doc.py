@@ -62,7 +62,7 @@ L2_SWEEP = Sweep("claims_l2", f"{MNIST1D}/mlp.gin",
                  ("L2.scale=[0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1]", SEEDS),
                  NOISY + ("Trainer.regularizers=[@L2()]",))
 DECOUPLED_SWEEP = Sweep("claims_decoupled", f"{MNIST1D}/mlp.gin",
-                        ("DecoupledWeightDecay.rate=[1e-2, 1e-1, 1, 10]", SEEDS),
+                        ("DecoupledWeightDecay.rate=[1e-2, 1e-1, 3e-1, 1, 3, 10]", SEEDS),
                         NOISY + ("Trainer.regularizers=[@DecoupledWeightDecay()]",))
 L1_SWEEP = Sweep("claims_l1", f"{MNIST1D}/mlp.gin",
                  ("Trainer.regularizers=[[@L1()], [@ProximalL1()]]", "L1_STRENGTH=[1e-2, 1e-1]", SEEDS),
@@ -286,8 +286,8 @@ The claims of [EXPERIMENTS.md](EXPERIMENTS.md) (measured there on noisy digits),
 paper's MLP with the paper's protocol (`mlp.gin`: Adam 1e-2, batch 100, 6,000 steps) and
 `mnist1d.label_noise=0.2` (20% of the 3,500 training labels replaced by a wrong class; the 500
 validation and 1,000 test labels stay clean), three seeds per point. To fit the 2-core budget of one
-regeneration (about half an hour), the strength grids are coarse (L2 in steps of about half a
-decade, the others a decade apart, two strengths for L1 and bias exclusion), so a best point is
+regeneration (about half an hour), the strength grids are coarse (L2 and decoupled decay in steps of
+about half a decade, two strengths a decade apart for L1 and for bias exclusion), so a best point is
 known only to within a grid step. `eval_acc` is on the clean
 validation split at the last step, `train_acc` the running accuracy on the noisy training labels,
 `weights_l2` the global norm of the kernels, `sparsity` the fraction of exactly-zero kernel entries
