@@ -238,11 +238,11 @@ CLAIMS = (
           verdict_u_curve),
     Claim("2. Decoupled weight decay is not L2 for Adam", (L2_SWEEP, DECOUPLED_SWEEP),
           (("L2.scale",), ("DecoupledWeightDecay.rate",)), verdict_decoupled,
-          note="The L2 arm is claim 1's sweep (reused, not rerun). The rule asks whether tuning either "
-               "term can reach the other's best accuracy; where it can, the terms still differ in which "
-               "strengths get there and in the training fit they leave at equal accuracy (columns "
-               "`train_acc` and `weights_l2`), since Adam rescales the L2 gradient per coordinate and "
-               "leaves decoupled decay untouched."),
+          note="The L2 arm is claim 1's sweep (reused, not rerun). The rule asks only whether tuning "
+               "either term reaches the other's best accuracy; the strengths that get there, and the "
+               "training fit and weight norm at the best points (`train_acc`, `weights_l2`), are in "
+               "the tables. Adam rescales the L2 gradient per coordinate and leaves decoupled decay "
+               "untouched, which is why the two are different terms."),
     Claim("3. L1 zeroes weights only when applied proximally", (L1_SWEEP,),
           (("Trainer.regularizers", "L1_STRENGTH"),), verdict_sparsity,
           ("sparsity", "near_zero", "eval_acc", "test_acc")),
