@@ -1,0 +1,1 @@
+"""CIFAR-10 recipes with published hyperparameters (a package so gin resolves them)."""

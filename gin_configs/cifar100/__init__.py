@@ -1,0 +1,1 @@
+"""CIFAR-100 recipes with published hyperparameters (a package so gin resolves them)."""
