@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
+from trainer.metrics import events
 from trainer.metrics.events import read_scalars, read_texts  # noqa: F401  (re-exported for the tests)
 from trainer.runtime import compat
 
@@ -41,13 +42,7 @@ def server_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
   accumulator = plugin_event_accumulator.EventAccumulator(
       event_dir, size_guidance={plugin_event_accumulator.TENSORS: 0})
   accumulator.Reload()
-  scalars = {}
-  for tag in accumulator.Tags()["tensors"]:
-    events = accumulator.Tensors(tag)
-    values = [tf.make_ndarray(event.tensor_proto) for event in events]
-    if all(value.shape == () and value.dtype.kind == "f" for value in values):
-      scalars[tag] = [(event.step, float(value)) for event, value in zip(events, values)]
-  return scalars
+  return events.float_scalars(accumulator)
 
 
 def checkpoint_values(model_dir: str) -> dict[str, np.ndarray]:

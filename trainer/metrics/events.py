@@ -32,7 +32,12 @@ def read_scalars(event_dir: str) -> dict[str, list[tuple[int, float]]]:
   """{tag: [(step, value), ...]} of every float scalar in `event_dir`'s event files ({} if no such dir)."""
   if not os.path.isdir(event_dir):
     return {}
-  accumulator = _accumulator(event_dir)
+  return float_scalars(_accumulator(event_dir))
+
+
+def float_scalars(accumulator) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value), ...]} of the float scalar tensors a loaded TensorBoard accumulator holds
+  (either of TensorBoard's accumulators: the legacy one or the server's plugin one)."""
   scalars = {}
   for tag in accumulator.Tags()["tensors"]:
     events = accumulator.Tensors(tag)
