@@ -31,21 +31,19 @@ import dataclasses
 import os
 import sys
 import tempfile
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from benchmark import Variant, build_run, clock, time_interleaved  # noqa: E402  (scripts/benchmark.py)
 
 import models  # noqa: E402
-from trainer.config import parsing, registry  # noqa: E402
 from trainer.data import ArrayData, Splits, pipeline  # noqa: E402
 from trainer.data.preprocessing import ImagePreprocessing  # noqa: E402
-from trainer.loop import builder, runners  # noqa: E402
-from trainer.loop.trainer import Trainer  # noqa: E402
+from trainer.loop import runners  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -98,25 +96,6 @@ def preprocessing() -> ImagePreprocessing:
   return ImagePreprocessing(train_crop="pad_and_crop", flip=True, mean=CIFAR10_MEAN, std=CIFAR10_STD)
 
 
-def clock() -> np.ndarray:
-  """[wall seconds, this process's CPU seconds]."""
-  return np.array([time.perf_counter(), time.process_time()])
-
-
-@dataclasses.dataclass
-class Variant:
-  """One loop to time: `measure()` trains `steps` steps and returns the `clock()` delta."""
-  label: str
-  measure: Callable[[], np.ndarray]
-  steps: int
-  seconds: list[np.ndarray] = dataclasses.field(default_factory=list)
-
-  @property
-  def rate(self) -> np.ndarray:
-    """[steps per wall second, steps per CPU second] from the median times over repeats."""
-    return self.steps / np.median(np.array(self.seconds), axis=0)
-
-
 def occam_bindings(settings: Settings) -> list[str]:
   return [
       "Trainer.data = @cifar_shaped_data",
@@ -138,13 +117,8 @@ def occam_bindings(settings: Settings) -> list[str]:
 
 def occam_variant(label: str, settings: Settings, model_dir: str, extra: Sequence[str] = ()) -> Variant:
   """A run built as `trainer.train` builds it, timed per host loop through `TrainRunner.train`."""
-  registry.register_all()
-  parsing.parse([], occam_bindings(settings) + list(extra))
-  strategy = tf.distribute.get_strategy()
-  with strategy.scope():
-    trainer_settings = Trainer()
-  runner = runners.TrainRunner(builder.build(trainer_settings, strategy=strategy,
-                                             model_dir=tempfile.mkdtemp(dir=model_dir), is_chief=True))
+  runner = runners.TrainRunner(build_run(occam_bindings(settings) + list(extra), tf.distribute.get_strategy(),
+                                         tempfile.mkdtemp(dir=model_dir)))
 
   def measure() -> np.ndarray:
     started = clock()
@@ -185,15 +159,6 @@ def fit_variant(settings: Settings) -> Variant:
     return timer.times[-1] - timer.times[0]
 
   return Variant(f"Keras fit (steps_per_execution={settings.steps_per_loop})", measure, settings.steps)
-
-
-def time_interleaved(variants: Sequence[Variant], repeats: int) -> None:
-  """One untimed warm-up each (tracing, prefetch), then `repeats` rounds A B A B ..."""
-  for variant in variants:
-    variant.measure()
-  for _ in range(repeats):
-    for variant in variants:
-      variant.seconds.append(variant.measure())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
