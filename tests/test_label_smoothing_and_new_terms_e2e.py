@@ -1,4 +1,4 @@
-"""Label smoothing against Keras, and the new terms in real runs: exact resume, logging, HParams, bad input."""
+"""Label smoothing against Keras; the new terms in real runs: exact resume, logging, HParams, bad input."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ LABELS = np.array([0, 3, 1, 1, 2], np.int32)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5, 1.0])
 def test_label_smoothing_equals_keras_categorical_cross_entropy(smoothing):
   got = losses.softmax_cross_entropy(tf.constant(LABELS), tf.constant(LOGITS), label_smoothing=smoothing)
-  keras = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing, reduction="none")
+  keras = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing,
+                                                  reduction="none")
   np.testing.assert_allclose(got.numpy(), keras(np.eye(4)[LABELS], LOGITS).numpy(), rtol=1e-6)
 
 
@@ -37,8 +38,9 @@ def test_smoothing_outside_0_1_is_refused_naming_the_binding(smoothing):
 
 
 EVERY_NEW_TERM = ["Trainer.regularizers=[@L2(), @SAM(), @Mixup()]", "SAM.rho=0.05", "Mixup.alpha=0.4",
-                  "softmax_cross_entropy.label_smoothing=0.1", "Trainer.train_steps=40", "Trainer.steps_per_loop=10",
-                  "Trainer.eval_every=20", "Trainer.checkpoint_every=20", "MLP.hidden_sizes=(32,)"]
+                  "softmax_cross_entropy.label_smoothing=0.1", "Trainer.train_steps=40",
+                  "Trainer.steps_per_loop=10", "Trainer.eval_every=20", "Trainer.checkpoint_every=20",
+                  "MLP.hidden_sizes=(32,)"]
 
 
 @pytest.mark.slow  # three short runs, ~8 s
@@ -71,9 +73,9 @@ def test_a_resumed_run_with_sam_mixup_and_label_smoothing_equals_the_uninterrupt
 def test_the_weight_statistics_ignore_sam_and_mixup(tmp_path):
   """`norms/weights_l2` covers what shrinks weights: SAM's perturbed biases and Mixup's nothing do not
   count, so a run with only them reports the default selection (the kernels)."""
-  run, _ = train_in_process(str(tmp_path), ["Trainer.regularizers=[@SAM(), @Mixup()]", "SAM.rho=0.05",
-                                            "Mixup.alpha=0.2", "Trainer.train_steps=1", "Trainer.steps_per_loop=1",
-                                            "Trainer.eval_every=1", "MLP.hidden_sizes=(8,)"])
+  run, _ = train_in_process(str(tmp_path), [
+      "Trainer.regularizers=[@SAM(), @Mixup()]", "SAM.rho=0.05", "Mixup.alpha=0.2", "Trainer.train_steps=1",
+      "Trainer.steps_per_loop=1", "Trainer.eval_every=1", "MLP.hidden_sizes=(8,)"])
   kernels = [v.numpy() for v in run.model.trainable_variables if len(v.shape) == 2]
   written = dict(read_scalars(os.path.join(tmp_path, "train"))["norms/weights_l2"])[1]
   assert written == pytest.approx(np.sqrt(sum(np.sum(k.astype(np.float64) ** 2) for k in kernels)), rel=1e-5)
@@ -82,8 +84,10 @@ def test_the_weight_statistics_ignore_sam_and_mixup(tmp_path):
 
 @pytest.mark.parametrize("bindings, message", [
     (["Trainer.regularizers=[@Mixup(), @CutMix()]", "Mixup.alpha=1.0", "CutMix.alpha=1.0"],
-     r"Trainer.regularizers: at most one batch transform \(Mixup, CutMix\) per run, got \['mixup', 'cutmix'\]"),
-    (["Trainer.regularizers=[@SAM()]", "SAM.rho=0.05", "SAM.perturbation='local'"], "sam: unknown perturbation"),
+     r"Trainer.regularizers: at most one batch transform \(Mixup, CutMix\) per run, "
+     r"got \['mixup', 'cutmix'\]"),
+    (["Trainer.regularizers=[@SAM()]", "SAM.rho=0.05", "SAM.perturbation='local'"],
+     "sam: unknown perturbation"),
     (["Trainer.regularizers=[@SAM()]", "SAM.rho=0.05", "VariableSelector.layer_scales={'logits': 2.0}"],
      "sam: SAM's ascent has one radius"),
 ])
