@@ -3,7 +3,9 @@ r"""Runs the experiment sweeps of docs/EXPERIMENTS.md and regenerates the doc fr
     python scripts/make_experiments_doc.py --root=/tmp/occam_experiments --run --parallel=2
 
 With `--run` each claim's sweeps are run (resumably: finished points are skipped) with exactly the
-commands printed in the doc; without it the doc is rebuilt from sweeps already on disk. Tables,
+commands printed in the doc; without it the doc is rebuilt from sweeps already on disk. With
+`--only=claim8,claim9 --update` only those claims' sections are rebuilt; the header and every other
+section stay as the existing doc has them, and the header gains a line saying what was regenerated. Tables,
 plots and verdicts are computed from the event files by `occam-report`; nothing in the doc's
 results is typed by hand. A claim whose sweep is missing is listed as not measured. Plots are copied
 to `docs/experiments/`, the doc written to `docs/EXPERIMENTS.md`.
@@ -17,6 +19,7 @@ import datetime
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -292,7 +295,7 @@ LATER_CLAIMS = (
           (BASELINE,
            Sweep("claim8_sam", f"{EXPERIMENTS}/claim8_sam_flatness.gin", ("SAM.rho=[0.05, 0.2]", SEEDS)),
            Sweep("claim8_asam", f"{EXPERIMENTS}/claim8_sam_flatness.gin",
-                 ("SAM.adaptive=[True]", "SAM.rho=[1.0]", SEEDS))),
+                 ("SAM.adaptive=[True]", "SAM.rho=[0.5]", SEEDS))),
           verdict_sam_flatness,
           panels=("hessian_top", "sam", "sam_magnitude_aware", "weights_l2", "eval_acc", "gap_acc"),
           note="Three seeds per point. SAM and ASAM wrap the same Adam (1e-3, full batch); the probes run "
@@ -408,14 +411,24 @@ std over seeds (`n`).
 """
 
 
+def split_doc(text: str) -> tuple[str, dict[str, str]]:
+  """The doc's header (before the first `## ` line) and its sections by heading line, as written."""
+  parts = re.split(r"(?m)^(?=## )", text)
+  return parts[0], {part.splitlines()[0]: part for part in parts[1:]}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
   parser.add_argument("--root", default="/tmp/occam_experiments", help="where the sweeps live")
   parser.add_argument("--run", action="store_true", help="run (or resume) the sweeps first")
   parser.add_argument("--parallel", type=int, default=2, help="points trained at once")
   parser.add_argument("--only", default="", help="comma-separated claim keys to run (doc has all)")
+  parser.add_argument("--update", action="store_true", help="with --only: rebuild only those claims' "
+                      "sections, keep the rest of the existing doc")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   only = set(filter(None, args.only.split(",")))
+  if args.update and not only:
+    parser.error("--update needs --only (the claims whose sections to rebuild)")
   if args.run:
     failed = run_sweeps([c for c in CLAIMS + LATER_CLAIMS if not only or c.key in only], args.root,
                         args.parallel)
@@ -424,13 +437,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             "above); rerun the same command to resume them", file=sys.stderr)
       return 1
   os.makedirs(PLOTS, exist_ok=True)
-  sections = [claim_section(claim, args.root, args.parallel) for claim in CLAIMS]
+  date = datetime.date.today().isoformat()
+  kept_header, kept = "", {}
+  if args.update:
+    with open(DOC) as file:
+      kept_header, kept = split_doc(file.read())
+
+  def section(claim: Claim) -> str:
+    if args.update and claim.key not in only and f"## {claim.title}" in kept:
+      return kept[f"## {claim.title}"].rstrip("\n") + "\n"
+    return claim_section(claim, args.root, args.parallel)
+
+  sections = [section(claim) for claim in CLAIMS]
   if os.path.exists(APPENDIX):
     with open(APPENDIX) as file:
       sections.append(file.read())
-  sections += [claim_section(claim, args.root, args.parallel) for claim in LATER_CLAIMS]
-  header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(),
-                         date=datetime.date.today().isoformat())
+  sections += [section(claim) for claim in LATER_CLAIMS]
+  if args.update:
+    command = (f"python scripts/make_experiments_doc.py --root={args.root} --run --parallel={args.parallel} "
+               f"--only={args.only} --update")
+    header = (kept_header.rstrip("\n") + f"\n\nUpdated on {date}: the sections of {args.only} regenerated "
+              f"by `{command}` on {machine()}.\n")
+  else:
+    header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(), date=date)
   with open(DOC, "w") as file:
     file.write(header + "\n" + "\n".join(sections))
   print(f"wrote {DOC}", file=sys.stderr)
