@@ -3,6 +3,7 @@ r"""Occam's performance benchmark: throughput against a bare loop and Keras `fit
     python scripts/benchmark.py            # the full run (a few minutes on 2 cores)
     python scripts/benchmark.py --quick    # tiny models, one repeat: a smoke run, numbers meaningless
     python scripts/benchmark.py --sections=frameworks,costs   # only some sections
+    python scripts/benchmark.py --sections=sam                # what SAM's second pass costs
 
 Everything runs in one process (the startup section times child processes: Occam's command line
 and the same run as a Keras `fit` script). Variants that are compared with each other are built
@@ -28,6 +29,10 @@ per-loop statistics off (the probe batch has at least one example), so "the chea
 settings would still run a forward and backward pass per loop and understate the cost. The cost of
 the built-in metric accumulators is not measured: no public setting builds a `TrainProgram` without
 them, and the benchmark does not patch Occam's internals.
+
+SAM's cost (the `sam` section) is its step time over the plain step's, both with L2 and built and timed
+side by side like every other comparison: SAM makes two forward and backward passes per step, and one
+optimizer step.
 
 The CPU is split into 2 logical devices before TensorFlow starts, for the replica-scaling section;
 everything else runs on the default strategy (device 0; the thread pools are shared, so the split
@@ -65,11 +70,13 @@ NUM_LOGICAL_CPUS = 2
 L2_SCALE = 1e-4
 DECAY_RATE = 1e-4
 PROXIMAL_SCALE = 1e-6
+MIXUP_ALPHA = 0.2
+SAM_RHO, ASAM_RHO = 0.05, 0.5  # the papers' radii
 LEARNING_RATE = 1e-3
 NUM_CLASSES = 10
 # In print order. `--quick` leaves out startup: a second process importing TensorFlow would be most
 # of the smoke run's time.
-SECTIONS = ("startup", "frameworks", "flops", "costs", "scaling", "replicas")
+SECTIONS = ("startup", "frameworks", "flops", "costs", "scaling", "sam", "replicas")
 QUICK_SECTIONS = SECTIONS[1:]
 # The costs section's terms, each against no regularizer (the L2 row is the default `occam` run).
 REGULARIZER_SETS = {
@@ -77,8 +84,12 @@ REGULARIZER_SETS = {
     "DecoupledWeightDecay": "@DecoupledWeightDecay()",
     "ProximalL1": "@ProximalL1()",
     "L2 + DecoupledWeightDecay + ProximalL1": "@L2(), @DecoupledWeightDecay(), @ProximalL1()",
+    "Mixup": "@L2(), @Mixup()",
 }
 ALL_TERMS = "L2 + DecoupledWeightDecay + ProximalL1"
+# The sam section's variants, each timed against the `occam` run (L2 alone): SAM adds a second forward
+# and backward pass per step (and the ascent), not a second optimizer step or metric update.
+SAM_SETS = {"SAM": "@L2(), @SAM()", "ASAM": "@L2(), @asam/SAM()"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -137,6 +148,7 @@ class Settings:
     jit: which of Occam's and the other loops' XLA settings to time (False, True or both).
     term_sets: the keys of `REGULARIZER_SETS` the costs section times; ALL_TERMS among them (the
       targets and the scaling section read it).
+    sam_sets: the keys of `SAM_SETS` the sam section times.
     widths: hidden widths of the scaling section, besides the compute-bound model's own.
     repeats: timed rounds after the warm-up.
     num_examples: synthetic training examples.
@@ -148,6 +160,7 @@ class Settings:
   dispatch: ModelSpec | None
   jit: tuple[bool, ...]
   term_sets: tuple[str, ...]
+  sam_sets: tuple[str, ...]
   widths: tuple[int, ...]
   repeats: int
   num_examples: int
@@ -164,13 +177,15 @@ FULL = Settings(
     # dispatch-bound model uses 100, the number the targets were stated for.
     compute=ModelSpec("compute", 784, (1024, 1024), 256, steps_per_loop=20, loops_per_measurement=1),
     dispatch=ModelSpec("dispatch", 64, (128,), 32, steps_per_loop=100, loops_per_measurement=3),
-    jit=(False, True), term_sets=tuple(REGULARIZER_SETS), widths=(128, 512, 2048), repeats=3,
+    jit=(False, True), term_sets=tuple(REGULARIZER_SETS), sam_sets=tuple(SAM_SETS),
+    widths=(128, 512, 2048), repeats=3,
     num_examples=4096, matmul_size=2048, quick=False)
 # Every timed variant costs about a second of tracing (XLA: two or three more) however small the
 # model, so the smoke run builds each code path once: one model, no XLA, one term set, one extra width.
 QUICK = Settings(
     compute=ModelSpec("compute", 784, (64, 64), 32, steps_per_loop=2, loops_per_measurement=1),
-    dispatch=None, jit=(False,), term_sets=(ALL_TERMS,), widths=(32,), repeats=1, num_examples=256,
+    dispatch=None, jit=(False,), term_sets=(ALL_TERMS,), sam_sets=("SAM",), widths=(32,), repeats=1,
+    num_examples=256,
     matmul_size=256, quick=True)
 
 
@@ -279,6 +294,10 @@ def occam_bindings(spec: ModelSpec, settings: Settings, *, regularizers: str = "
       f"L1.scale = {L2_SCALE}",
       f"DecoupledWeightDecay.rate = {DECAY_RATE}",
       f"ProximalL1.scale = {PROXIMAL_SCALE}",
+      f"Mixup.alpha = {MIXUP_ALPHA}",
+      f"SAM.rho = {SAM_RHO}",
+      f"asam/SAM.rho = {ASAM_RHO}",
+      "asam/SAM.adaptive = True",
   ]
   return (bindings + (["Trainer.jit_compile = True"] if jit_compile else [])
           + ([] if monitor else ["Trainer.monitor = @MonitorOff()"]))
@@ -506,6 +525,7 @@ def variants_needed(spec: ModelSpec, settings: Settings, sections: Sequence[str]
                 *(["no regularizer jit", "all terms jit"] if True in jits else [])],
       "scaling": ["no regularizer", ALL_TERMS] if compute else [],
       "replicas": ["occam", "2 replicas"],
+      "sam": ["occam", *settings.sam_sets],
   }
   return list(dict.fromkeys(key for section in sections for key in needed.get(section, [])))
 
@@ -544,6 +564,7 @@ def build_group(spec: ModelSpec, settings: Settings, sections: Sequence[str],
       "all terms jit": occam("all terms jit", regularizers=REGULARIZER_SETS[ALL_TERMS], jit_compile=True),
       "monitor off": occam("monitor off", regularizers="", monitor=False),
       "2 replicas": occam("2 replicas", strategy=mirrored),
+      **{name: occam(name, regularizers=value) for name, value in SAM_SETS.items()},
       "peak": lambda: matmul_variant(settings.matmul_size),
   }
   for jit in (False, True):
@@ -635,6 +656,19 @@ def report_replicas(group: ModelGroup, report: Report) -> None:
   two, one = group["2 replicas"], group["occam"]
   report.add("replicas", f"{group.spec.name}: 2 replicas (Mirrored) / 1 replica (default)", ratio(two, one),
              rates(two, one))
+
+
+def report_sam(group: ModelGroup, settings: Settings, report: Report) -> None:
+  """SAM's step time over the plain step's (both with L2), measured side by side in one run.
+
+  SAM adds a second forward and backward pass at w + e, the ascent step, and restoring w: about 2x where
+  forward and backward dominate the step, less where the optimizer and the bookkeeping weigh too.
+  """
+  plain = group["occam"]
+  for name in settings.sam_sets:
+    sam = group[name]
+    report.add(f"{group.spec.name} sam", f"{name} step time / plain step time", ratio(plain, sam),
+               rates(sam, plain) + "; 2 forward-backward passes per step instead of 1")
 
 
 def section_scaling(compute: ModelGroup, settings: Settings, report: Report, model_dir: str) -> None:
@@ -846,6 +880,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         report_costs(group, settings, report)
     if "scaling" in sections:
       section_scaling(compute, settings, report, model_dir)
+    if "sam" in sections:
+      for group in groups:
+        report_sam(group, settings, report)
     if "replicas" in sections:
       for group in groups:
         report_replicas(group, report)

@@ -3,7 +3,9 @@ r"""Runs the experiment sweeps of docs/EXPERIMENTS.md and regenerates the doc fr
     python scripts/make_experiments_doc.py --root=/tmp/occam_experiments --run --parallel=2
 
 With `--run` each claim's sweeps are run (resumably: finished points are skipped) with exactly the
-commands printed in the doc; without it the doc is rebuilt from sweeps already on disk. Tables,
+commands printed in the doc; without it the doc is rebuilt from sweeps already on disk. With
+`--only=claim8,claim9 --update` only those claims' sections are rebuilt; the header and every other
+section stay as the existing doc has them, and the header gains a line saying what was regenerated. Tables,
 plots and verdicts are computed from the event files by `occam-report`; nothing in the doc's
 results is typed by hand. A claim whose sweep is missing is listed as not measured. Plots are copied
 to `docs/experiments/`, the doc written to `docs/EXPERIMENTS.md`.
@@ -17,6 +19,7 @@ import datetime
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -169,6 +172,79 @@ def verdict_flatness(report: report_lib.Report) -> str:
           "across strengths.")
 
 
+def _baseline(report: report_lib.Report) -> report_lib.Group:
+  """The unregularized group of claim 8's baseline sweep (`L2.scale=0`), the reference of claims 8 and 9."""
+  return next(g for g in report.groups if g.series == BASELINE_SWEEP and g.x == 0)
+
+
+def _arm(group: report_lib.Group) -> str:
+  """A group's name in a verdict: its sweep and the bindings that set its strength (`SAM.rho=0.05`)."""
+  strength = ", ".join(f"{k}={v}" for k, v in group.bindings.items() if k in STRENGTH_KEYS)
+  return f"{group.series} ({strength})"
+
+
+def verdict_sam_flatness(report: report_lib.Report) -> str:
+  """Claim 5's measurement for SAM: sharpness next to the weight norm, against no regularization."""
+  groups = report.groups
+  if "hessian_top" not in groups[0].mean:
+    return "**Not measured:** the runs carry no `sharpness/*` tags (the trainer did not write them)."
+  none = _baseline(report)
+  trained = [g for g in groups if g.series != BASELINE_SWEEP]
+  best = _best(trained)
+  flatter = best.mean["hessian_top"] < none.mean["hessian_top"] and best.mean["sam"] < none.mean["sam"]
+  rows = [f"- {_arm(g)}: Hessian top eigenvalue {_cell(g, 'hessian_top')}, SAM {_cell(g, 'sam')}, "
+          f"magnitude-aware SAM {_cell(g, 'sam_magnitude_aware')}, weight norm {_cell(g, 'weights_l2')}, "
+          f"training accuracy on the noisy labels {_cell(g, 'train_acc')}, eval accuracy "
+          f"{_cell(g, 'eval_acc')}, gap {_cell(g, 'gap_acc')}" for g in groups]
+  memorized = min(g.mean["train_acc"] for g in trained)
+  l2 = next(g for g in groups if g.series == BASELINE_SWEEP and g.x > 0)
+  probes = ("hessian_top", "sam", "sam_magnitude_aware")
+  flatter_than_l2 = all(g.mean[p] < l2.mean[p] for g in trained for p in probes)
+  early = _best(trained, "best_eval_acc")
+  return (f"{_holds(flatter)} (holds = the SAM or ASAM setting with the best eval accuracy, "
+          f"{_arm(best)}, has a smaller top eigenvalue and SAM sharpness than no regularization; the "
+          f"rule of claim 5)\n\n" + "\n".join(rows) + "\n\n"
+          f"The lowest training accuracy on the noisy labels among the SAM and ASAM settings is "
+          f"{memorized:.3f} (unregularized: {none.mean['train_acc']:.3f}). A network that fits every "
+          "label with near-zero loss sits where the cross-entropy Hessian, which scales with p(1 - p), "
+          f"vanishes (claim 5). Against claim 1's best L2 ({_arm(l2)}), every SAM and ASAM setting is "
+          f"{'flatter' if flatter_than_l2 else 'not flatter'} by all three probes"
+          f"{', but the two sit at different training losses' if flatter_than_l2 else ''}. As in claim 5, "
+          "read sharpness next to the weight norm (Dinh et al., 2017). Before the noise is fitted, the "
+          f"best eval accuracy over the run reaches {_cell(early, 'best_eval_acc')} with {_arm(early)}, "
+          f"against {_cell(none, 'best_eval_acc')} "
+          "without regularization (`best_eval_acc`).")
+
+
+def verdict_beyond_penalties(report: report_lib.Report) -> str:
+  """Each new regularizer's eval accuracy and gap against no regularization (claim 8's baseline)."""
+  none = _baseline(report)
+  lines, helped = [], []
+  for series, groups in _series(report).items():
+    if series == BASELINE_SWEEP:
+      continue
+    best = _best(groups)
+    gain = best.mean["eval_acc"] - none.mean["eval_acc"]
+    better = (gain > best.std["eval_acc"] + none.std["eval_acc"]
+              and best.mean["gap_acc"] < none.mean["gap_acc"])
+    helped += [series] if better else []
+    lines.append(f"{_arm(best)}: eval accuracy {_cell(best, 'eval_acc')} ({gain:+.3f} against no "
+                 f"regularization), gap {_cell(best, 'gap_acc')}, training accuracy on the noisy labels "
+                 f"{_cell(best, 'train_acc')}; " + "; ".join(
+                     f"at {g.x:g}: eval {_cell(g, 'eval_acc')}, gap {_cell(g, 'gap_acc')}" for g in groups))
+  l2 = next(g for g in report.groups if g.series == BASELINE_SWEEP and g.x > 0)
+  verdict = (f"**Holds for {', '.join(helped)}.**" if helped else _holds(False))
+  missed = [s for s in _series(report) if s not in helped and s != BASELINE_SWEEP]
+  if helped and missed:
+    verdict += f" **Not for {', '.join(missed)}.**"
+  return (f"{verdict} (holds = the regularizer's best setting raises the final eval accuracy above no "
+          f"regularization, {_cell(none, 'eval_acc')} with gap {_cell(none, 'gap_acc')}, by more than "
+          f"the two seed spreads, and shrinks the accuracy gap)\n\n"
+          + "\n".join(f"- {line}" for line in lines)
+          + f"\n\nFor scale: claim 1's best L2 ({_arm(l2)}) reaches eval accuracy {_cell(l2, 'eval_acc')}, "
+          f"gap {_cell(l2, 'gap_acc')}.")
+
+
 def verdict_layer_penalty(report: report_lib.Report) -> str:
   """`train/loss = data_loss + model_losses` at every logged step, and a nonzero penalty."""
   worst, smallest = 0.0, math.inf
@@ -187,6 +263,11 @@ def verdict_layer_penalty(report: report_lib.Report) -> str:
 
 
 EXPERIMENTS = "gin_configs/experiments"
+BASELINE_SWEEP = "claim8_baseline"
+STRENGTH_KEYS = ("L2.scale", "SAM.adaptive", "SAM.rho", "softmax_cross_entropy.label_smoothing",
+                 "Mixup.alpha", "CutMix.alpha")
+# Claims 8 and 9 share their reference: no regularization and claim 1's best L2, with the probes.
+BASELINE = Sweep(BASELINE_SWEEP, f"{EXPERIMENTS}/claim5_flatness.gin", ("L2.scale=[0, 1e-2]", SEEDS))
 L2_GRID = "L2.scale=[0, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]"
 CLAIMS = (
     Claim("claim1", "1. Too little regularization overfits, too much underfits",
@@ -227,6 +308,37 @@ CLAIMS = (
                  ("KerasL2.l2=[1e-3, 1e-2, 3e-2]", "Trainer.seed=[0]")),),
           verdict_layer_penalty, panels=("eval_acc", "weights_l2", "model_losses"),
           curves=("train/train/loss", "train/train/data_loss", "train/penalty/model_losses")),
+)
+
+
+# After the tuning appendix (claim 7): the regularizers beyond penalties (SAM, label smoothing, Mixup,
+# CutMix), each against the same unregularized runs.
+LATER_CLAIMS = (
+    Claim("claim8", "8. SAM trains for flatness",
+          (BASELINE,
+           Sweep("claim8_sam", f"{EXPERIMENTS}/claim8_sam_flatness.gin", ("SAM.rho=[0.05, 0.2]", SEEDS)),
+           Sweep("claim8_asam", f"{EXPERIMENTS}/claim8_sam_flatness.gin",
+                 ("SAM.adaptive=[True]", "SAM.rho=[0.5, 1.0]", SEEDS))),
+          verdict_sam_flatness,
+          panels=("hessian_top", "sam", "sam_magnitude_aware", "weights_l2", "eval_acc", "gap_acc",
+                  "sam_train"),
+          note="Three seeds per point. SAM and ASAM wrap the same Adam (1e-3, full batch); the probes run "
+               "once, at the last step, on 256 training examples with their noisy labels, as in claim 5. "
+               "The baseline sweep is claim 5's config at `L2.scale` 0 (no regularization) and 1e-2 "
+               "(claim 1's best). Each SAM step costs two forward and backward passes. `sam_train` is "
+               "the loss increase at SAM's own ascent step on the training batch (`sharpness/sam_train`)."),
+    Claim("claim9", "9. Label smoothing, Mixup and CutMix on noisy labels",
+          (BASELINE,
+           Sweep("claim9_smoothing", f"{EXPERIMENTS}/claim9_label_smoothing.gin",
+                 ("softmax_cross_entropy.label_smoothing=[0.1, 0.3]", SEEDS)),
+           Sweep("claim9_mixup", f"{EXPERIMENTS}/claim9_mixup.gin", ("Mixup.alpha=[0.2, 1.0]", SEEDS)),
+           Sweep("claim9_cutmix", f"{EXPERIMENTS}/claim9_cutmix.gin", ("CutMix.alpha=[0.2, 1.0]", SEEDS))),
+          verdict_beyond_penalties, panels=("eval_acc", "gap_acc", "train_acc", "test_acc"),
+          note="Three seeds per point; the baseline runs are claim 8's (reused, not rerun). The x axis "
+               "is each sweep's own strength (label smoothing, or the Beta parameter alpha): different "
+               "units, compare each arm with the baseline. With label smoothing `eval/loss` is the "
+               "smoothed loss, so the losses are not comparable across arms; the accuracies are. "
+               "`train_acc` on a mixed batch credits the own label lam and the partner's 1 - lam."),
 )
 
 
@@ -325,27 +437,55 @@ the verdicts quote mean ± sample std over seeds.
 """
 
 
+def split_doc(text: str) -> tuple[str, dict[str, str]]:
+  """The doc's header (before the first `## ` line) and its sections by heading line, as written."""
+  parts = re.split(r"(?m)^(?=## )", text)
+  return parts[0], {part.splitlines()[0]: part for part in parts[1:]}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
   parser.add_argument("--root", default="/tmp/occam_experiments", help="where the sweeps live")
   parser.add_argument("--run", action="store_true", help="run (or resume) the sweeps first")
   parser.add_argument("--parallel", type=int, default=2, help="points trained at once")
   parser.add_argument("--only", default="", help="comma-separated claim keys to run (doc has all)")
+  parser.add_argument("--update", action="store_true", help="with --only: rebuild only those claims' "
+                      "sections, keep the rest of the existing doc")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   only = set(filter(None, args.only.split(",")))
+  if args.update and not only:
+    parser.error("--update needs --only (the claims whose sections to rebuild)")
   if args.run:
-    failed = run_sweeps([c for c in CLAIMS if not only or c.key in only], args.root, args.parallel)
+    failed = run_sweeps([c for c in CLAIMS + LATER_CLAIMS if not only or c.key in only], args.root,
+                        args.parallel)
     if failed:
       print(f"not writing {DOC}: sweeps with failed points: {', '.join(failed)} (their logs are listed "
             "above); rerun the same command to resume them", file=sys.stderr)
       return 1
   os.makedirs(PLOTS, exist_ok=True)
-  sections = [claim_section(claim, args.root, args.parallel) for claim in CLAIMS]
+  date = datetime.date.today().isoformat()
+  kept_header, kept = "", {}
+  if args.update:
+    with open(DOC) as file:
+      kept_header, kept = split_doc(file.read())
+
+  def section(claim: Claim) -> str:
+    if args.update and claim.key not in only and f"## {claim.title}" in kept:
+      return kept[f"## {claim.title}"].rstrip("\n") + "\n"
+    return claim_section(claim, args.root, args.parallel)
+
+  sections = [section(claim) for claim in CLAIMS]
   if os.path.exists(APPENDIX):
     with open(APPENDIX) as file:
       sections.append(file.read())
-  header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(),
-                         date=datetime.date.today().isoformat())
+  sections += [section(claim) for claim in LATER_CLAIMS]
+  if args.update:
+    command = (f"python scripts/make_experiments_doc.py --root={args.root} --run --parallel={args.parallel} "
+               f"--only={args.only} --update")
+    header = (kept_header.rstrip("\n") + f"\n\nUpdated on {date}: the sections of {args.only} regenerated "
+              f"by `{command}` on {machine()}.\n")
+  else:
+    header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(), date=date)
   with open(DOC, "w") as file:
     file.write(header + "\n" + "\n".join(sections))
   print(f"wrote {DOC}", file=sys.stderr)

@@ -42,6 +42,7 @@ EXPECTED_ROWS = [
     ("compute costs", "default Monitor metric set (per-loop statistics)"),
     ("scaling", "all terms at width 32"),
     ("scaling", "all terms at width 64"),
+    ("compute sam", "SAM step time / plain step time"),
     ("replicas", "compute: 2 replicas (Mirrored) / 1 replica (default)"),
 ]
 EXPECTED_TARGETS = [

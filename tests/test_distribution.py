@@ -31,10 +31,13 @@ from tests.helpers import (
 from trainer.runtime import compat
 from trainer.runtime import strategy as strategy_lib
 
-EVERY_TERM = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1()]", "L2.scale=1e-4",
-              "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-2", "ProximalL1.scale=1e-4",
-              "Trainer.train_steps=60", "Trainer.steps_per_loop=20", "Trainer.eval_every=60",
-              "Trainer.checkpoint_every=60", "Trainer.batch_size=64"]
+# Every term whose semantics are replica-invariant: the penalties and decays, SAM with its default global
+# perturbation, label smoothing. (Mixup and CutMix mix within each replica's batch: not invariant.)
+TERMS = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM()]",
+         "L2.scale=1e-4", "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-2", "ProximalL1.scale=1e-4",
+         "SAM.rho=0.05", "softmax_cross_entropy.label_smoothing=0.1"]
+EVERY_TERM = TERMS + ["Trainer.train_steps=60", "Trainer.steps_per_loop=20", "Trainer.eval_every=60",
+                      "Trainer.checkpoint_every=60", "Trainer.batch_size=64"]
 
 
 def _args(model_dir: str, *extra: str) -> list[str]:
@@ -100,7 +103,8 @@ def test_penalties_and_losses_in_tensorboard_are_replica_invariant(runs, replica
   dirs, _, _ = runs
   expected = read_scalars(os.path.join(dirs["1"], "train"))
   got = read_scalars(os.path.join(dirs[replicas], "train"))
-  for tag in ("train/loss", "train/data_loss", "penalty/l2", "penalty/l1", "penalty/total"):
+  for tag in ("train/loss", "train/data_loss", "penalty/l2", "penalty/l1", "penalty/total",
+              "sharpness/sam_train"):
     assert [s for s, _ in got[tag]] == [s for s, _ in expected[tag]], tag
     np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in expected[tag]], rtol=1e-5,
                                err_msg=tag)
@@ -128,8 +132,7 @@ def test_strategy_and_replicas_are_logged(runs):
 
 def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
   """Checkpoints do not depend on the strategy: what a TPU/GPU job writes, a CPU job can read."""
-  bindings = EVERY_TERM[:5] + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10",
-                               "Trainer.checkpoint_every=10"]
+  bindings = TERMS + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10"]
   train_in_process(str(tmp_path), bindings, strategy=mirrored(2))
   trainer, _ = train_in_process(str(tmp_path),
                                 bindings[:-3] + ["Trainer.train_steps=30", "Trainer.steps_per_loop=10"])
@@ -140,10 +143,12 @@ def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
 @pytest.mark.parametrize("model", ["@MLP", "@ResNet"])
 @pytest.mark.parametrize("precision", ["'mixed_bfloat16'", "None"])
 def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, model, precision):
-  """TPU proxy: with jit_compile the whole replica step (every term, bfloat16) compiles and trains."""
-  bindings = EVERY_TERM[:5] + [f"Trainer.model={model}", f"Trainer.mixed_precision={precision}",
-                               "Trainer.jit_compile=True", "Trainer.train_steps=10",
-                               "Trainer.steps_per_loop=10"]
+  """TPU proxy: with jit_compile the whole replica step (every term, CutMix's draws, bfloat16) compiles
+  and trains."""
+  every = "@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM(), @CutMix()"
+  bindings = TERMS + [f"Trainer.regularizers=[{every}]", "CutMix.alpha=1.0",
+                      f"Trainer.model={model}", f"Trainer.mixed_precision={precision}",
+                      "Trainer.jit_compile=True", "Trainer.train_steps=10", "Trainer.steps_per_loop=10"]
   trainer, results = train_in_process(str(tmp_path), bindings)
   assert np.isfinite(results["train/loss"]) and results["penalty/l2"] > 0
   if precision != "None":
@@ -152,7 +157,7 @@ def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, mod
 
 
 def test_mixed_float16_trains_with_loss_scaling(tmp_path):
-  bindings = EVERY_TERM[:5] + ["Trainer.mixed_precision='mixed_float16'", "Trainer.train_steps=20",
+  bindings = TERMS + ["Trainer.mixed_precision='mixed_float16'", "Trainer.train_steps=20",
                                "Trainer.steps_per_loop=10"]
   trainer, results = train_in_process(str(tmp_path), bindings)
   assert "LossScale" in type(trainer.optimizer).__name__

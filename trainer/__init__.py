@@ -5,7 +5,8 @@ The package's parts, from the bottom up (a module imports only from its own part
   common/          argument checks, atomic file writes
   runtime/         strategies, Keras 2/3 compatibility, checkpoints, preemption, SavedModel export
   data/            loaders (digits, teacher-student, TFRecord, TFDS) and the tf.data pipeline
-  regularization/  terms (L2, L1, DecoupledWeightDecay, ProximalL1), the variable selector, tfa
+  regularization/  terms (L2, L1, DecoupledWeightDecay, ProximalL1, Mixup, CutMix, SAM), the variable
+                   selector, tfa
   metrics/         the tag registry, the Monitor, weight statistics, sharpness, HParams, event I/O
   loop/            the gin root `Trainer`, the run builder, runners, Controller, actions, programs
   config/          gin parsing, the resume guard, `register_all()`

@@ -27,7 +27,9 @@ CONFIGURABLE_MODULES = (
     "trainer.loop.schedules",
     "trainer.loop.trainer",
     "trainer.metrics.monitor",
+    "trainer.regularization.mixing",
     "trainer.regularization.selectors",
+    "trainer.regularization.sharpness_aware",
     "trainer.regularization.terms",
 )
 KERAS_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "Nadam", "Lion")

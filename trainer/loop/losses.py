@@ -1,7 +1,9 @@
 """Per-example losses and their matching accuracy, gin-selectable.
 
 A loss maps (labels, outputs) to one value per example; the Trainer averages it over the *global*
-batch with `tf.nn.compute_average_loss`, which is what keeps gradients replica-invariant.
+batch with `tf.nn.compute_average_loss`, which is what keeps gradients replica-invariant. The same
+loss (with its gin bindings, e.g. label smoothing) is what evaluation, the gap and the sharpness
+probes measure.
 """
 
 from __future__ import annotations
@@ -9,12 +11,27 @@ from __future__ import annotations
 import gin
 import tensorflow as tf
 
+from trainer.common import checks
+
 
 @gin.configurable
-def softmax_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-  """Cross entropy between integer class labels and logits, per example (float32)."""
-  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
-                                                        logits=tf.cast(logits, tf.float32))
+def softmax_cross_entropy(labels: tf.Tensor, logits: tf.Tensor, *, label_smoothing: float = 0.0) -> tf.Tensor:
+  """Cross entropy between integer class labels and logits, per example (float32).
+
+  With `label_smoothing = s` in [0, 1] the target is `(1 - s) * onehot(label) + s / K`, K the number
+  of logits: Keras' `CategoricalCrossentropy(from_logits=True, label_smoothing=s)` on one-hot labels.
+  Bind it as `softmax_cross_entropy.label_smoothing = 0.1`; evaluation reports the smoothed loss too
+  (as Keras' `evaluate` does), so compare accuracies, not losses, across smoothing strengths.
+  """
+  labels, logits = tf.cast(labels, tf.int32), tf.cast(logits, tf.float32)
+  if not label_smoothing:
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+  smoothing = checks.nonnegative("softmax_cross_entropy", "label_smoothing", label_smoothing)
+  if smoothing > 1:
+    raise ValueError(f"softmax_cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+  num_classes = tf.shape(logits)[-1]
+  targets = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / tf.cast(num_classes, tf.float32)
+  return tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
 @gin.configurable

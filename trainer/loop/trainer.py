@@ -37,7 +37,9 @@ class Trainer:
     learning_rate: a float or a schedule (`@Constant()`, `@WarmupCosine()`, `@Piecewise()`).
     loss: per-example loss `(labels, outputs) -> [batch]` (`@softmax_cross_entropy`).
     regularizers: loss terms (`@L2()`, `@L1()`) and update terms (`@DecoupledWeightDecay()`,
-      `@ProximalL1()`); layers' own `kernel_regularizer`s are added as `penalty/model_losses`.
+      `@ProximalL1()`, a batch transform `@Mixup()` or `@CutMix()`, `@SAM()`); layers' own
+      `kernel_regularizer`s are added as `penalty/model_losses`. Label smoothing is a loss option
+      (`softmax_cross_entropy.label_smoothing`).
     batch_size: global batch size (split evenly across replicas).
     eval_batch_size: global batch size for evaluation.
     train_steps: total optimizer steps (a resumed run continues up to this number).

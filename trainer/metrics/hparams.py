@@ -3,9 +3,11 @@
 Keys (public interface, documented in docs/METRICS.md):
 
   model, optimizer, lr_schedule, learning_rate, batch_size, train_steps, seed, data, label_noise,
-  regularizers (comma-separated term names, "none" without terms), and per term
-  `reg/<term>/type` plus each of its strength settings that exists: `reg/<term>/scale` (L2, L1,
-  ProximalL1), `reg/<term>/rate` and `reg/<term>/convention` (DecoupledWeightDecay).
+  loss, label_smoothing, regularizers (comma-separated term names, "none" without terms), and per
+  term `reg/<term>/type` plus each of its settings that exists: `reg/<term>/scale` (L2, L1,
+  ProximalL1), `reg/<term>/rate` and `reg/<term>/convention` (DecoupledWeightDecay),
+  `reg/<term>/alpha` (Mixup, CutMix), `reg/<term>/rho`, `reg/<term>/adaptive`, `reg/<term>/eta`
+  (ASAM only) and `reg/<term>/perturbation` (SAM).
 
 Values are read from the built objects (the schedule's base rate, the terms' validated strengths),
 not from gin text, so they are the values the run actually used. The metrics are not listed here:
@@ -20,7 +22,7 @@ import gin
 from trainer.runtime import compat
 
 # Term attributes that are hyperparameters, reported as `reg/<term>/<attribute>` when present.
-_TERM_SETTINGS = ("scale", "rate", "convention")
+_TERM_SETTINGS = ("scale", "rate", "convention", "alpha", "rho", "adaptive", "eta", "perturbation")
 
 HParamValue = bool | int | float | str
 
@@ -41,6 +43,8 @@ def collect(*, model, optimizer, schedule, settings, data_name: str, terms) -> d
       "seed": settings.seed,
       "data": data_name,
       "label_noise": label_noise(data_name),
+      "loss": getattr(settings.loss, "__name__", type(settings.loss).__name__),
+      "label_smoothing": loss_setting(settings.loss, "label_smoothing"),
       "regularizers": ",".join(term.name for term in terms) or "none",
   }
   for term in terms:
@@ -50,6 +54,17 @@ def collect(*, model, optimizer, schedule, settings, data_name: str, terms) -> d
       if value is not None:
         hparams[f"reg/{term.name}/{setting}"] = value
   return hparams
+
+
+def loss_setting(loss_fn, setting: str) -> float:
+  """`<loss>.<setting>` as bound in gin (e.g. `softmax_cross_entropy.label_smoothing`); 0.0 when unbound.
+
+  The loss is a gin-configurable function, called with its bindings, so they are read where they were set.
+  """
+  try:
+    return float(gin.get_bindings(getattr(loss_fn, "__name__", "")).get(setting, 0.0))
+  except (ValueError, KeyError):  # not a registered configurable (a loss bound from Python)
+    return 0.0
 
 
 def label_noise(loader: str) -> float:

@@ -181,7 +181,12 @@ class Monitor:
 
 
 def regularized_variables(terms, model) -> list:
-  """The union of the variables the terms cover (first-seen order), or the default selection."""
+  """The union of the variables the terms cover (first-seen order), or the default selection.
+
+  Only terms that shrink the weights they select count (`shrinks_weights`): Mixup, CutMix and SAM
+  regularize without choosing weights to shrink, so a run with only them reports the default selection.
+  """
+  terms = [term for term in terms if term.shrinks_weights]
   if not terms:
     return [s.variable for s in selectors.VariableSelector().select(model)]
   found: dict[int, object] = {}

@@ -73,8 +73,11 @@ TAGS: tuple[Tag, ...] = (
         higher_is_better=_LOSS, console=True, hparams_metric=True),
     Tag("train/data_loss", TRAIN, "mean per-example loss on the training batches (training mode)",
         higher_is_better=_LOSS, console=True),
-    Tag("train/accuracy", TRAIN, "mean accuracy on the training batches (training mode)",
+    Tag("train/accuracy", TRAIN, "mean accuracy on the training batches (training mode; on a mixed batch a "
+        "prediction scores lam for the own label and 1 - lam for the partner's)",
         higher_is_better=_ACCURACY, console=True, column="train_acc", hparams_metric=True),
+    Tag("train/mixing_lambda", TRAIN, "Mixup/CutMix: mean over the loop's steps and replicas of the weight "
+        "lam of each example's own label (CutMix: the area kept)"),
     Tag("penalty/total", TRAIN, "the sum of the unscaled penalties of the loss terms and model_losses",
         higher_is_better=_LOSS, column="penalty", hparams_metric=True),
     Tag("penalty/model_losses", TRAIN, "the sum of the layers' own regularizer penalties (model.losses)",
@@ -106,6 +109,11 @@ TAGS: tuple[Tag, ...] = (
         higher_is_better=_LOSS, column="sam"),
     Tag("sharpness/sam_magnitude_aware", TRAIN, "magnitude-aware (ASAM) sharpness on the probe batch",
         higher_is_better=_LOSS, column="sam_magnitude_aware"),
+    Tag("sharpness/sam_train", TRAIN, "SAM: mean over the loop of the objective's increase L(w + e) - L(w) "
+        "on the training batches, at the ascent step SAM trains against", higher_is_better=_LOSS,
+        column="sam_train"),
+    Tag("sharpness/sam_train_perturbation_norm", TRAIN, "SAM: mean norm ||e|| of the ascent step (rho for "
+        "plain SAM; ASAM's follows the weights)"),
     Tag("weights/<path>", TRAIN, "histogram of one regularized variable", kind=HISTOGRAM),
     Tag("config/operative_gin", TRAIN, "the resolved gin config of the run", kind=TEXT),
     Tag("regularizers/<term>", TRAIN, "the variables a term covers, with multipliers", kind=TEXT),

@@ -41,6 +41,29 @@ def assign_once(updates: Sequence[tuple[object, Rule]], args: Sequence[tf.Tensor
     tf.distribute.get_replica_context().merge_call(merge_fn, args=tuple(args))
 
 
+def assign_values(variables: Sequence, values: Sequence[tf.Tensor]) -> None:
+  """Assigns `values[i]` (computed in the replica function) to `variables[i]`, once, in one `merge_call`.
+
+  Each variable component gets its own replica's value, so replicas may hold different values until
+  the next assignment (SAM's per-replica perturbation relies on this). Values are cast to the
+  variable's dtype. Traceable inside `tf.function`.
+  """
+  targets = [compat.tf_variable(variable) for variable in variables]
+
+  def merge_fn(strategy, *merged_values):
+    for variable, value in zip(targets, merged_values):
+      strategy.extended.update(variable, _assign_value, args=(value,))
+
+  if tf.distribute.in_cross_replica_context():
+    merge_fn(tf.distribute.get_strategy(), *values)
+  else:
+    tf.distribute.get_replica_context().merge_call(merge_fn, args=tuple(values))
+
+
+def _assign_value(variable: tf.Variable, value: tf.Tensor) -> tf.Operation:
+  return variable.assign(tf.cast(value, variable.dtype))
+
+
 def _assign(variable: tf.Variable, *args, rule: Rule) -> tf.Operation:
   new_value = rule(tf.cast(variable, tf.float32), *args)
   return variable.assign(tf.cast(new_value, variable.dtype))

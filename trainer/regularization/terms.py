@@ -5,9 +5,14 @@ or normalization parameters):
 
 * `LossTerm` (`L2`, `L1`): `penalty()` is read inside the gradient tape, so it flows through the
   optimizer (for Adam it is rescaled per coordinate, which is why Adam + L2 is not weight decay).
-* `UpdateTerm` (`DecoupledWeightDecay`, `ProximalL1`): modifies the variables directly, before or
-  after `optimizer.apply_gradients`, independently of the optimizer's preconditioning. This composes
-  with any optimizer, like optax's `add_decayed_weights`, instead of one subclass per optimizer.
+* `UpdateTerm`: changes the training step itself instead of adding to the loss. `DecoupledWeightDecay`
+  and `ProximalL1` modify the variables directly, before or after `optimizer.apply_gradients`,
+  independently of the optimizer's preconditioning. This composes with any optimizer, like optax's
+  `add_decayed_weights`, instead of one subclass per optimizer. The batch transforms (`Mixup`,
+  `CutMix`, `trainer/regularization/mixing.py`) change the step's batch and `SAM`
+  (`trainer/regularization/sharpness_aware.py`) the point its gradient is taken at; they shrink no
+  chosen weights (`shrinks_weights = False`), so the weight statistics and the overlap warning ignore
+  them.
 
 The Trainer binds each term to the model once (`bind`), then per step calls `penalty()` in the
 tape (and scales the sum once with `tf.nn.scale_regularization_loss`), and `before_step` /
@@ -53,6 +58,10 @@ _REGULARIZED_ATTRIBUTES = {
 class _Term:
   """What both kinds of term share: a name, a selector, and the variables it selected."""
 
+  # Whether the term penalizes or shrinks the variables it selects: those are the run's "regularized
+  # weights" that `norms/*` and `sparsity/*` describe (trainer/metrics/monitor.py).
+  shrinks_weights = True
+
   def __init__(self, *, name: str, selector: selectors.VariableSelector | None):
     self.name = name
     self.selector = selector if selector is not None else selectors.VariableSelector()
@@ -90,7 +99,11 @@ class LossTerm(_Term):
 
 
 class UpdateTerm(_Term):
-  """An update applied to the variables around the optimizer step, in replica context."""
+  """A change to the training step itself, applied in replica context (not a penalty in the loss).
+
+  The hooks here are the decoupled updates around `apply_gradients`; `BatchMixing` and `SAM` are
+  update terms with their own hooks, which `trainer.loop.programs.TrainProgram` calls.
+  """
 
   # The no-op defaults run inside the compiled step; not converting them keeps AutoGraph from warning
   # that it "could not transform" a body without statements.
@@ -102,12 +115,13 @@ class UpdateTerm(_Term):
   def after_step(self, learning_rate: tf.Tensor, base_learning_rate: float) -> None:
     """Runs after `apply_gradients`. Default: nothing."""
 
-  def objective_penalty(self, base_learning_rate: float) -> tf.Tensor:
+  def objective_penalty(self, base_learning_rate: float) -> tf.Tensor | None:
     """What this term adds to the objective, as a float32 scalar from the current weights (`penalty/<term>`).
 
     An update term is not differentiated, so `train/loss` does not contain it; this is logged next to it.
+    None (the default) for a term that adds no penalty to the objective (`Mixup`, `SAM`).
     """
-    raise NotImplementedError
+    return None
 
   def effective_decay(self, learning_rate, base_learning_rate) -> tf.Tensor:
     """The multiplicative decay per step applied at multiplier 1 (`optimizer/weight_decay`)."""
@@ -273,6 +287,8 @@ def overlap_warning(terms: Sequence[LossTerm | UpdateTerm], model) -> str | None
   regularized = {id(v) for v in layer_regularized_variables(model)}
   lines = []
   for term in terms:
+    if not term.shrinks_weights:
+      continue
     selected = term.selected if term.selected is not None else term.selector.select(model)
     paths = [s.path for s in selected if id(s.variable) in regularized]
     if paths:

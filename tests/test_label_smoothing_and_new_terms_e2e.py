@@ -1,0 +1,97 @@
+"""Label smoothing against Keras; the new terms in real runs: exact resume, logging, HParams, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import trainer
+from tests.helpers import DROPOUT, assert_same_weights, model_weights, read_scalars, train_in_process
+from trainer.loop import losses
+from trainer.metrics import tags
+
+LOGITS = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+LABELS = np.array([0, 3, 1, 1, 2], np.int32)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.5, 1.0])
+def test_label_smoothing_equals_keras_categorical_cross_entropy(smoothing):
+  got = losses.softmax_cross_entropy(tf.constant(LABELS), tf.constant(LOGITS), label_smoothing=smoothing)
+  keras = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing,
+                                                  reduction="none")
+  np.testing.assert_allclose(got.numpy(), keras(np.eye(4)[LABELS], LOGITS).numpy(), rtol=1e-6)
+
+
+def test_no_smoothing_is_the_sparse_cross_entropy_bit_for_bit():
+  got = losses.softmax_cross_entropy(tf.constant(LABELS), tf.constant(LOGITS))
+  expected = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=LABELS, logits=LOGITS)
+  np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5, float("nan")])
+def test_smoothing_outside_0_1_is_refused_naming_the_binding(smoothing):
+  with pytest.raises(ValueError, match="softmax_cross_entropy: label_smoothing"):
+    losses.softmax_cross_entropy(tf.constant(LABELS), tf.constant(LOGITS), label_smoothing=smoothing)
+
+
+EVERY_NEW_TERM = ["Trainer.regularizers=[@L2(), @SAM(), @Mixup()]", "SAM.rho=0.05", "Mixup.alpha=0.4",
+                  "softmax_cross_entropy.label_smoothing=0.1", "Trainer.train_steps=40",
+                  "Trainer.steps_per_loop=10", "Trainer.eval_every=20", "Trainer.checkpoint_every=20",
+                  "MLP.hidden_sizes=(32,)"]
+
+
+@pytest.mark.slow  # three short runs, ~8 s
+def test_a_resumed_run_with_sam_mixup_and_label_smoothing_equals_the_uninterrupted_one(tmp_path):
+  """Mixup's draws are stateless in (seed, step, replica) and SAM keeps no state: resuming at step 20
+  gives the uninterrupted run's weights (and dropout RNG state on Keras 3) bit for bit. The same runs
+  show what the terms log and report to HParams."""
+  bindings = EVERY_NEW_TERM + DROPOUT
+  straight, results = train_in_process(str(tmp_path / "straight"), bindings)
+  train_in_process(str(tmp_path / "split"), bindings + ["Trainer.train_steps=20"])
+  resumed, _ = train_in_process(str(tmp_path / "split"), bindings)
+  assert int(resumed.step.numpy()) == 40
+  assert_same_weights(model_weights(resumed), model_weights(straight))
+
+  scalars = read_scalars(os.path.join(tmp_path, "straight", "train"))
+  for tag in scalars:
+    tags.find(tag)  # every written tag is registered
+  assert [value for _, value in scalars["sharpness/sam_train_perturbation_norm"]] == pytest.approx([0.05] * 4)
+  assert all(value > 0 for _, value in scalars["sharpness/sam_train"])
+  assert all(0 < value < 1 for _, value in scalars["train/mixing_lambda"])
+  assert 0 < results["train/accuracy"] < 1
+  assert {"penalty/sam", "penalty/mixup"}.isdisjoint(scalars)  # no objective penalty of their own
+  hparams = straight.hparams
+  assert hparams["label_smoothing"] == pytest.approx(0.1) and hparams["loss"] == "softmax_cross_entropy"
+  assert (hparams["reg/sam/type"], hparams["reg/sam/rho"], hparams["reg/sam/adaptive"],
+          hparams["reg/sam/perturbation"]) == ("SAM", 0.05, False, "global")
+  assert "reg/sam/eta" not in hparams and hparams["reg/mixup/alpha"] == pytest.approx(0.4)
+
+
+def test_the_weight_statistics_ignore_sam_and_mixup(tmp_path):
+  """`norms/weights_l2` covers what shrinks weights: SAM's perturbed biases and Mixup's nothing do not
+  count, so a run with only them reports the default selection (the kernels)."""
+  run, _ = train_in_process(str(tmp_path), [
+      "Trainer.regularizers=[@SAM(), @Mixup()]", "SAM.rho=0.05", "Mixup.alpha=0.2", "Trainer.train_steps=1",
+      "Trainer.steps_per_loop=1", "Trainer.eval_every=1", "MLP.hidden_sizes=(8,)"])
+  kernels = [v.numpy() for v in run.model.trainable_variables if len(v.shape) == 2]
+  written = dict(read_scalars(os.path.join(tmp_path, "train"))["norms/weights_l2"])[1]
+  assert written == pytest.approx(np.sqrt(sum(np.sum(k.astype(np.float64) ** 2) for k in kernels)), rel=1e-5)
+  assert len(run.terms[0].selected) == 4  # SAM perturbs kernels and biases
+
+
+@pytest.mark.parametrize("bindings, message", [
+    (["Trainer.regularizers=[@Mixup(), @CutMix()]", "Mixup.alpha=1.0", "CutMix.alpha=1.0"],
+     r"Trainer.regularizers: at most one batch transform \(Mixup, CutMix\) per run, "
+     r"got \['mixup', 'cutmix'\]"),
+    (["Trainer.regularizers=[@SAM()]", "SAM.rho=0.05", "SAM.perturbation='local'"],
+     "sam: unknown perturbation"),
+    (["Trainer.regularizers=[@SAM()]", "SAM.rho=0.05", "VariableSelector.layer_scales={'logits': 2.0}"],
+     "sam: SAM's ascent has one radius"),
+])
+def test_bad_configurations_stop_before_anything_is_written(tmp_path, bindings, message):
+  with pytest.raises(trainer.InvalidRunError, match=message):
+    trainer.train(["gin_configs/quickstart.gin"], bindings, model_dir=str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")

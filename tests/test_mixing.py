@@ -1,0 +1,134 @@
+"""Mixup and CutMix against numpy references for fixed draws, their stateless draws, and where they mix.
+
+References: the mixed batch is recomputed with numpy (`lam * x + (1 - lam) * x[perm]`; CutMix's box by
+the reference `rand_bbox` arithmetic and a slice assignment), and the mixed loss is Keras'
+`CategoricalCrossentropy` on the mixed soft labels.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.stats
+import tensorflow as tf
+
+from tests.conftest import mirrored
+from trainer.loop import losses
+from trainer.regularization import mixing
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.random((6, 8, 8, 1)).astype(np.float32)
+LABELS = RNG.integers(0, 10, size=6).astype(np.int32)
+PARTNERS = np.array([3, 0, 5, 1, 2, 4], np.int32)
+
+
+def test_mixup_batch_equals_numpy_for_a_fixed_draw():
+  got = mixing.mixup(tf.constant(IMAGES), tf.constant(PARTNERS), tf.constant(0.3))
+  np.testing.assert_allclose(got.numpy(), 0.3 * IMAGES + 0.7 * IMAGES[PARTNERS], atol=1e-7, rtol=0)
+
+
+def _reference_box(lam: float, center_row: int, center_column: int, height: int, width: int):
+  """CutMix's reference `rand_bbox` arithmetic (Yun et al. 2019, official code), in numpy."""
+  ratio = np.sqrt(1.0 - lam)
+  cut_rows, cut_columns = int(height * ratio), int(width * ratio)
+  top, bottom = np.clip([center_row - cut_rows // 2, center_row + cut_rows // 2], 0, height)
+  left, right = np.clip([center_column - cut_columns // 2, center_column + cut_columns // 2], 0, width)
+  return int(top), int(bottom), int(left), int(right)
+
+
+@pytest.mark.parametrize("lam, center_row, center_column", [
+    (0.3, 4, 4), (0.7, 0, 7), (0.05, 6, 1), (0.999, 3, 3), (0.0, 7, 0)])
+def test_cutmix_box_batch_and_lam_equal_the_reference(lam, center_row, center_column):
+  box = mixing.cutmix_box(tf.constant(lam), tf.constant(center_row), tf.constant(center_column), 8, 8)
+  top, bottom, left, right = _reference_box(lam, center_row, center_column, 8, 8)
+  assert [int(v) for v in box] == [top, bottom, left, right]
+  got, kept = mixing.cutmix(tf.constant(IMAGES), tf.constant(PARTNERS), box)
+  expected = IMAGES.copy()
+  expected[:, top:bottom, left:right] = IMAGES[PARTNERS][:, top:bottom, left:right]
+  np.testing.assert_array_equal(got.numpy(), expected)
+  assert float(kept) == pytest.approx(1 - (bottom - top) * (right - left) / 64, abs=1e-7)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_mixed_loss_is_keras_cross_entropy_on_the_mixed_soft_labels(smoothing):
+  logits = RNG.normal(size=(6, 10)).astype(np.float32)
+  mixed = mixing.Mixed(tf.constant(IMAGES), tf.constant(LABELS[PARTNERS]), tf.constant(0.3))
+  loss_fn = functools.partial(losses.softmax_cross_entropy, label_smoothing=smoothing)
+  got = mixing.mixed_loss(loss_fn, tf.constant(LABELS), tf.constant(logits), mixed)
+  soft = 0.3 * np.eye(10)[LABELS] + 0.7 * np.eye(10)[LABELS[PARTNERS]]
+  keras = tf.keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing,
+                                                  reduction="none")
+  np.testing.assert_allclose(got.numpy(), keras(soft, logits).numpy(), rtol=1e-5)
+
+
+def test_draws_depend_on_seed_step_and_replica_only():
+  term = mixing.Mixup(0.4)
+  features, labels = tf.constant(IMAGES), tf.constant(LABELS)
+
+  def draw(seed, step, replica):
+    mixed = term(features, labels, seed=seed, step=tf.constant(step, tf.int64), replica=tf.constant(replica))
+    return float(mixed.lam), mixed.partner_labels.numpy().tolist()
+
+  first = draw(7, 11, 0)
+  assert draw(7, 11, 0) == first  # no state: the same draw again
+  assert all(draw(*other) != first for other in [(8, 11, 0), (7, 12, 0), (7, 11, 1)])
+  cutmix = mixing.CutMix(0.4)(features, labels, seed=7, step=tf.constant(11, tf.int64),
+                              replica=tf.constant(0))
+  assert float(cutmix.lam) != first[0]  # each transform has its own stream
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 2.0])  # both branches of the sampler (alpha < 1, >= 1)
+def test_gamma_draws_follow_gamma_alpha(alpha):
+  """2,000 consecutive steps' Gamma(alpha) draws against scipy's CDF (Kolmogorov-Smirnov). Beta draws
+  are `sigmoid(log g1 - log g2)` of two of them. (A KS test of lam itself would mostly see float32's
+  rounding of lam near 1, which numpy's own Beta draws cast to float32 fail as well.) That the draws
+  compile with XLA is tested with the whole step (tests/test_distribution.py)."""
+  @tf.function
+  def draws():
+    return tf.map_fn(lambda step: mixing.log_gamma(mixing.step_key(0, 1, step, 0), alpha),
+                     tf.range(2000, dtype=tf.int64), fn_output_signature=tf.float32)
+  gammas = np.exp(draws().numpy().astype(np.float64))
+  assert scipy.stats.kstest(gammas, scipy.stats.gamma(alpha).cdf).pvalue > 0.01
+  lam = mixing.beta(mixing.step_key(0, 1, tf.constant(0, tf.int64), 0), alpha)
+  assert 0.0 <= float(lam) <= 1.0
+
+
+def test_two_replicas_mix_their_own_batch_with_their_own_draw():
+  """The documented choice: within each replica's batch. Replica r's result is the single-device
+  transform of its own half with the draw of (seed, step, r); no example crosses replicas."""
+  strategy, term, step = mirrored(2), mixing.Mixup(1.0), tf.constant(5, tf.int64)
+  images, labels = IMAGES.reshape(6, -1)[:4], LABELS[:4]
+
+  def replica_fn(features, labels):
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    return tuple(term(features, labels, seed=3, step=step, replica=replica))
+
+  dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+  batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+  results = strategy.run(tf.function(replica_fn), args=batch)
+  per_replica = [[t.numpy() for t in parts] for parts in zip(*[strategy.experimental_local_results(r)
+                                                                for r in results])]
+  for replica, (features, partner_labels, lam) in enumerate(per_replica):
+    shard = slice(2 * replica, 2 * replica + 2)
+    expected = term(tf.constant(images[shard]), tf.constant(labels[shard]), seed=3, step=step,
+                    replica=tf.constant(replica))
+    # Eager against tf.function: the same draw, mixing arithmetic within float32 rounding.
+    np.testing.assert_allclose(features, expected.features.numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(partner_labels, expected.partner_labels.numpy())
+    assert lam == pytest.approx(float(expected.lam), abs=1e-6)
+  assert per_replica[0][2] != per_replica[1][2]
+
+
+def test_cutmix_refuses_features_that_are_not_images():
+  with pytest.raises(ValueError, match="cutmix: CutMix needs image features"):
+    mixing.CutMix(1.0)(tf.zeros((4, 64)), tf.zeros((4,), tf.int32), seed=0, step=tf.constant(0, tf.int64),
+                       replica=tf.constant(0))
+
+
+@pytest.mark.parametrize("term, message", [(lambda: mixing.Mixup(0.0), "mixup: alpha must be > 0"),
+                                           (lambda: mixing.CutMix(-1.0), "cutmix: alpha must be")])
+def test_bad_alpha_is_refused_naming_the_term(term, message):
+  with pytest.raises(ValueError, match=message):
+    term()

@@ -1,0 +1,234 @@
+"""Mixup and CutMix: batch transforms that train on mixtures of example pairs.
+
+Mixup (Zhang et al., ICLR 2018) trains on `lam * x_i + (1 - lam) * x_j`; CutMix (Yun et al., ICCV
+2019) pastes a box of image `x_j` into `x_i`. Either way the loss is
+
+    lam * loss(y_i, f(x)) + (1 - lam) * loss(y_j, f(x)),
+
+which for cross entropy (with or without label smoothing, both linear in the target) equals the loss
+on the soft target `lam * onehot(y_i) + (1 - lam) * onehot(y_j)`. As in the reference
+implementations, `lam ~ Beta(alpha, alpha)` is drawn once per batch and the partners `j` are a
+random permutation of the batch; CutMix's box is the reference's `rand_bbox` (side `sqrt(1 - lam)`
+of the image's, centred uniformly, clipped at the border) and its `lam` is then corrected to the
+area actually kept.
+
+**Within each replica's batch.** Under a distribution strategy each replica mixes its own batch with
+its own draw, as the reference implementations do per device and process: no example crosses
+replicas and nothing extra is communicated. The price is that a run depends on the replica count (2
+replicas pair examples within halves of the global batch and draw two lams), so mixing is not
+replica-invariant; everything else in the step stays exact (the loss is still averaged over the
+global batch).
+
+**Stateless draws.** The draw of a step is a pure function of (seed, step, replica):
+`stateless_fold_in` of the step and then of the replica id into the key `(seed, salt)`, split into
+one key per random quantity. No RNG state exists, so a resumed run, a restored one and a rerun mix
+exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import gin
+import tensorflow as tf
+
+from trainer.common import checks
+from trainer.regularization import terms
+
+
+class Mixed(typing.NamedTuple):
+  """A mixed batch: its features, each example's partner label, and the weight of its own label."""
+  features: tf.Tensor
+  partner_labels: tf.Tensor
+  lam: tf.Tensor  # float32 scalar: the loss weight of the example's own label
+
+
+class Box(typing.NamedTuple):
+  """Rows [top, bottom) and columns [left, right) of CutMix's pasted box (int32 scalars)."""
+  top: tf.Tensor
+  bottom: tf.Tensor
+  left: tf.Tensor
+  right: tf.Tensor
+
+
+def mixed_loss(loss_fn, labels: tf.Tensor, outputs: tf.Tensor, mixed: Mixed) -> tf.Tensor:
+  """`lam * loss(own label) + (1 - lam) * loss(partner's label)`, per example: any per-example loss."""
+  return mixed.lam * loss_fn(labels, outputs) + (1.0 - mixed.lam) * loss_fn(mixed.partner_labels, outputs)
+
+
+def step_key(seed: int, salt: int, step: tf.Tensor, replica: tf.Tensor) -> tf.Tensor:
+  """The stateless key of one replica's draw at `step`: `(seed, salt)` with step and replica folded in."""
+  key = tf.constant([seed, salt], tf.int64)
+  key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
+  return tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64))
+
+
+def beta(key: tf.Tensor, alpha: float) -> tf.Tensor:
+  """A Beta(alpha, alpha) draw (float32 scalar): `g1 / (g1 + g2)` for two Gamma(alpha) draws.
+
+  Computed as `sigmoid(log g1 - log g2)` from log-gamma draws, which neither underflows nor divides
+  0 by 0 for small alpha. `tf.random.stateless_gamma` has no XLA kernel, so the gammas come from
+  `_log_gamma` (stateless normal and uniform draws only): the replica step stays XLA- and TPU-compilable.
+  """
+  keys = tf.random.experimental.stateless_split(key, 2)
+  return tf.sigmoid(log_gamma(keys[0], alpha) - log_gamma(keys[1], alpha))
+
+
+_CANDIDATES = 16
+
+
+def log_gamma(key: tf.Tensor, alpha: float) -> tf.Tensor:
+  """log of a Gamma(alpha, 1) draw: Marsaglia and Tsang's method (ACM TOMS 2000), float32, stateless.
+
+  For shape `a >= 1`: `d = a - 1/3`, `c = 1 / sqrt(9 d)`, candidates `v = (1 + c x)^3` (x normal)
+  accepted when `log u < x^2 / 2 + d - d v + d log v`; the draw is `d v`. For `a < 1` the draw for
+  `a + 1` is multiplied by `u^(1/a)` (their boosting step). Instead of a loop, 16 candidates are drawn
+  at once and the first accepted one is taken: each is accepted with probability > 0.95, so all 16
+  are rejected with probability < 1e-20 (then the first candidate with v > 0 is used).
+  """
+  boosted = alpha if alpha >= 1 else alpha + 1.0
+  d = boosted - 1.0 / 3.0
+  c = 1.0 / (9.0 * d) ** 0.5
+  normal_key, uniform_key, boost_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+  x = tf.random.stateless_normal([_CANDIDATES], seed=normal_key)
+  u = 1.0 - tf.random.stateless_uniform([_CANDIDATES], seed=uniform_key)  # (0, 1]: log u is finite
+  v = (1.0 + c * x) ** 3
+  positive = v > 0
+  log_v = tf.math.log(tf.where(positive, v, 1.0))
+  accepted = tf.logical_and(positive, tf.math.log(u) < 0.5 * x * x + d - d * v + d * log_v)
+  usable = tf.where(tf.reduce_any(accepted), accepted, positive)
+  first = tf.minimum(tf.reduce_min(tf.where(usable, tf.range(_CANDIDATES), _CANDIDATES)), _CANDIDATES - 1)
+  log_draw = tf.math.log(d) + tf.gather(log_v, first)  # a gather: XLA would specialize a slice to `first`
+  if alpha < 1:
+    log_draw += tf.math.log(1.0 - tf.random.stateless_uniform([], seed=boost_key)) / alpha
+  return log_draw
+
+
+def permutation(key: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+  """A uniformly random permutation of `range(size)` (int32): the argsort of uniform draws."""
+  return tf.argsort(tf.random.stateless_uniform([size], seed=key), stable=True)
+
+
+def mixup(features: tf.Tensor, partners: tf.Tensor, lam: tf.Tensor) -> tf.Tensor:
+  """`lam * x + (1 - lam) * x[partners]`, computed in float32 and cast back to the features' dtype."""
+  x = tf.cast(features, tf.float32)
+  return tf.cast(lam * x + (1.0 - lam) * tf.gather(x, partners), features.dtype)
+
+
+def cutmix_box(lam: tf.Tensor, center_row: tf.Tensor, center_column: tf.Tensor, height: int,
+               width: int) -> Box:
+  """The reference CutMix box: side `floor(size * sqrt(1 - lam))`, centred, clipped to the image.
+
+  As in the reference `rand_bbox`, the box spans `center -/+ cut // 2`, so an odd cut loses a row or
+  column, and clipping at the border makes it smaller still; `cutmix` weights the labels by the area
+  actually pasted.
+  """
+  ratio = tf.sqrt(1.0 - tf.cast(lam, tf.float64))
+  cut_rows = tf.cast(tf.floor(height * ratio), tf.int32)
+  cut_columns = tf.cast(tf.floor(width * ratio), tf.int32)
+
+  def span(center, cut, size):
+    return (tf.clip_by_value(center - cut // 2, 0, size), tf.clip_by_value(center + cut // 2, 0, size))
+
+  top, bottom = span(tf.cast(center_row, tf.int32), cut_rows, height)
+  left, right = span(tf.cast(center_column, tf.int32), cut_columns, width)
+  return Box(top, bottom, left, right)
+
+
+def cutmix(features: tf.Tensor, partners: tf.Tensor, box: Box) -> tuple[tf.Tensor, tf.Tensor]:
+  """`x` with `box` replaced by `x[partners]`'s, and the kept area's fraction (the label weight lam).
+
+  `features` are images `(batch, height, width)` or `(batch, height, width, channels)`.
+  """
+  height, width = features.shape[1], features.shape[2]
+  rows, columns = tf.range(height), tf.range(width)
+  in_rows = tf.logical_and(rows >= box.top, rows < box.bottom)
+  in_columns = tf.logical_and(columns >= box.left, columns < box.right)
+  inside = tf.logical_and(in_rows[:, None], in_columns[None, :])
+  inside = tf.reshape(inside, [1, height, width] + [1] * (features.shape.rank - 3))
+  mixed = tf.where(inside, tf.gather(features, partners), features)
+  area = tf.cast((box.bottom - box.top) * (box.right - box.left), tf.float32)
+  return mixed, 1.0 - area / float(height * width)
+
+
+class BatchMixing(terms.UpdateTerm):
+  """A batch transform the train step applies to each replica's batch before the forward pass.
+
+  It shrinks no weights and selects none: `selected` is empty after `bind`.
+  """
+
+  shrinks_weights = False
+  _SALT = 0  # separates the draws of different transforms with the same seed
+
+  def __init__(self, alpha: float, *, name: str):
+    super().__init__(name=name, selector=None)
+    self.alpha = checks.positive(name, "alpha", alpha)
+
+  def bind(self, model) -> None:
+    del model  # acts on the batch, not on variables
+    self.selected = []
+
+  def describe(self) -> str:
+    return (f"{self.name}: {type(self).__name__}({self._settings()}), mixes each replica's batch with its "
+            "own draw per step (stateless in seed, step, replica)")
+
+  def _settings(self) -> str:
+    return f"alpha={self.alpha:g}"
+
+  def __call__(self, features: tf.Tensor, labels: tf.Tensor, *, seed: int, step: tf.Tensor,
+               replica: tf.Tensor) -> Mixed:
+    """This replica's batch mixed with the draw of (seed, step, replica)."""
+    lam_key, permutation_key, extra_key = tf.unstack(
+        tf.random.experimental.stateless_split(step_key(seed, self._SALT, step, replica), 3))
+    partners = permutation(permutation_key, tf.shape(labels)[0])
+    features, lam = self._mix(features, partners, beta(lam_key, self.alpha), extra_key)
+    return Mixed(features, tf.gather(labels, partners), lam)
+
+  def _mix(self, features, partners, lam, key) -> tuple[tf.Tensor, tf.Tensor]:
+    raise NotImplementedError
+
+
+@gin.configurable
+class Mixup(BatchMixing):
+  """Mixup (Zhang et al. 2018): `lam * x_i + (1 - lam) * x_j` with `lam ~ Beta(alpha, alpha)` per batch.
+
+  Args:
+    alpha: the Beta distribution's parameter (> 0); the paper uses 0.2 on ImageNet and 1 on CIFAR.
+    name: the term's name in logs and HParams (`reg/<name>/alpha`).
+  """
+
+  _SALT = 1
+
+  def __init__(self, alpha: float, *, name: str = "mixup"):
+    super().__init__(alpha, name=name)
+
+  def _mix(self, features, partners, lam, key):
+    del key
+    return mixup(features, partners, lam), lam
+
+
+@gin.configurable
+class CutMix(BatchMixing):
+  """CutMix (Yun et al. 2019): a box of `x_j` pasted into `x_i`, labels weighted by the kept area.
+
+  Needs image features, `(batch, height, width[, channels])`.
+
+  Args:
+    alpha: the Beta distribution's parameter (> 0) of the box's area fraction; the paper uses 1.
+    name: the term's name in logs and HParams (`reg/<name>/alpha`).
+  """
+
+  _SALT = 2
+
+  def __init__(self, alpha: float, *, name: str = "cutmix"):
+    super().__init__(alpha, name=name)
+
+  def _mix(self, features, partners, lam, key):
+    if features.shape.rank not in (3, 4) or None in features.shape[1:3]:
+      raise ValueError(f"{self.name}: CutMix needs image features (batch, height, width[, channels]) with "
+                       f"known height and width, got shape {features.shape}")
+    height, width = features.shape[1], features.shape[2]
+    row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    center_row = tf.random.stateless_uniform([], seed=row_key, maxval=height, dtype=tf.int32)
+    center_column = tf.random.stateless_uniform([], seed=column_key, maxval=width, dtype=tf.int32)
+    return cutmix(features, partners, cutmix_box(lam, center_row, center_column, height, width))

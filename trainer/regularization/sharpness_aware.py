@@ -1,0 +1,117 @@
+"""Sharpness-aware minimization (SAM, Foret et al. 2021) and its adaptive variant (ASAM, Kwon et al. 2021).
+
+SAM minimizes `max_{||e|| <= rho} L(w + e)` with one ascent step: at the weights `w` it takes the
+gradient `g` of the objective (the data loss plus every penalty in the gradient tape), moves to
+`w + e` with `e = rho * g / ||g||`, takes the objective's gradient there, restores `w` and lets the
+optimizer step from `w` with that gradient. It wraps any optimizer, as `optax.contrib.sam` does.
+ASAM measures the ball relative to each weight, `||e / T_w|| <= rho` with `T_w = |w| + eta`, whose
+ascent step is `e = rho * T_w^2 g / ||T_w g||` (elementwise products). As in ASAM's reference code,
+`T_w` applies to the weights of the default structural selection (kernels, embeddings) and is 1 for
+biases and normalization parameters. One step costs two forward and backward passes.
+
+The step (`trainer.loop.programs.TrainProgram`), in order:
+
+1. gradient `g` at `w` (this gives `train/*`), all-reduced over the replicas (`perturbation='global'`)
+   or this replica's own (`'per_replica'`: "m-sharpness" with m = the per-replica batch);
+2. `w <- w + e` on the selected variables (per replica with `'per_replica'`), a copy of `w` kept;
+3. gradient at `w + e` (the batch is the same, mixed or not);
+4. `w <- the copy`: restored bit for bit (assigning the saved value, not subtracting `e`);
+5. the update terms and the optimizer as without SAM: `DecoupledWeightDecay` on `w`, the optimizer step
+   with the gradient of step 3, then `ProximalL1`.
+
+The second pass leaves no trace in the model's non-trainable state: it starts from the state the
+first one started from (Keras 3 draws the same dropout masks again) and afterwards the state the first
+pass left (BatchNorm statistics of `w`, not of `w + e`) is put back.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gin
+import tensorflow as tf
+
+from trainer.common import checks
+from trainer.regularization import selectors, terms
+from trainer.runtime import compat
+
+PERTURBATIONS = ("global", "per_replica")
+
+
+@gin.configurable
+class SAM(terms.UpdateTerm):
+  """Sharpness-aware minimization around any optimizer; `adaptive=True` is ASAM.
+
+  Args:
+    rho: the radius of the ascent step (> 0). Foret et al. use 0.05 (0.01-0.1 for plain SAM); ASAM's
+      ball is relative, its paper uses 0.5 (1.0 on CIFAR-100).
+    adaptive: ASAM's scale-invariant ascent `e = rho * T_w^2 g / ||T_w g||`, `T_w = |w| + eta`.
+    eta: ASAM's offset in `T_w` (>= 0; the paper's 0.01), which keeps weights at 0 movable; unused
+      (and not reported) without `adaptive`.
+    perturbation: 'global' (the all-reduced gradient: every replica ascends to the same `w + e`, the
+      run is replica-invariant) or 'per_replica' (each replica ascends along its own gradient,
+      "m-sharpness" of Foret et al. with m = the per-replica batch; depends on the replica count).
+    selector: the variables perturbed; default every trainable variable, as in the papers. Layer
+      multipliers (`layer_scales`) are refused: the ball has one radius.
+    name: the term's name in logs and HParams (`reg/<name>/rho`, ...).
+  """
+
+  shrinks_weights = False
+
+  def __init__(self, rho: float, *, adaptive: bool = False, eta: float = 0.01, perturbation: str = "global",
+               selector: selectors.VariableSelector | None = None, name: str = "sam"):
+    if selector is None:
+      selector = selectors.VariableSelector(exclude_biases_and_norms=False)
+    super().__init__(name=name, selector=selector)
+    self.rho = checks.positive(name, "rho", rho)
+    self.adaptive = bool(adaptive)
+    eta = checks.nonnegative(name, "eta", eta)
+    self.eta = eta if self.adaptive else None  # plain SAM has no T_w (and HParams shows no eta)
+    if perturbation not in PERTURBATIONS:
+      raise ValueError(f"{name}: unknown perturbation {perturbation!r}; valid values are "
+                       f"{list(PERTURBATIONS)}")
+    self.perturbation = perturbation
+    self._normalized: list[bool] = []
+
+  def bind(self, model) -> None:
+    """Selects the perturbed variables; with ASAM, notes which of them `T_w = |w| + eta` scales."""
+    super().bind(model)
+    scaled = [s.path for s in self.selected if s.multiplier != 1.0]
+    if scaled:
+      raise ValueError(f"{self.name}: SAM's ascent has one radius rho; layer_scales multipliers are not "
+                       f"supported (got them on {scaled}); select variables with include/exclude instead")
+    excluded = {id(v) for v in selectors.excluded_variables(model)}
+    self._normalized = [self.adaptive and id(s.variable) not in excluded for s in self.selected]
+
+  @property
+  def variables(self) -> list:
+    """The perturbed variables, in `model.trainable_variables` order."""
+    return [s.variable for s in self._bound()]
+
+  def ascent(self, weights: Sequence[tf.Tensor], gradients: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    """The ascent step `e` (float32, one tensor per perturbed variable) from their values and gradients.
+
+    A zero gradient gives `e = 0` (not NaN); a non-finite one gives a non-finite `e`, which the
+    non-finite guard reports as non-finite gradients.
+    """
+    self._bound()
+    scales = [tf.abs(w) + self.eta if normalized else 1.0  # T_w; 1 where ASAM does not scale (and in SAM)
+              for w, normalized in zip(weights, self._normalized)]
+    scaled = [t * g for t, g in zip(scales, gradients)]
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(s)) for s in scaled]))
+    return [tf.math.divide_no_nan(self.rho * t * s, norm) for t, s in zip(scales, scaled)]
+
+  def _settings(self) -> str:
+    eta = f", eta={self.eta:g}" if self.adaptive else ""
+    return f"rho={self.rho:g}, adaptive={self.adaptive}{eta}, perturbation={self.perturbation!r}"
+
+
+def snapshot(variables: Sequence) -> list[tf.Tensor]:
+  """The current values of `variables` (this replica's copies in replica context)."""
+  return [compat.tf_variable(v).read_value() for v in variables]
+
+
+def restore(variables: Sequence, values: Sequence[tf.Tensor]) -> None:
+  """Assigns `snapshot`'s values back, each replica its own copy, as the layers update this state."""
+  for variable, value in zip(variables, values):
+    compat.tf_variable(variable).assign(value)
