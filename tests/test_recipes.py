@@ -72,7 +72,8 @@ EXPECTED = {
         "Piecewise.multipliers": [0.1, 0.01, 0.001], "ImagePreprocessing.train_crop": "random_resized",
         "ImagePreprocessing.image_size": 224},
     # DeiT (Touvron et al. 2021, Table 9): AdamW lr 5e-4 per 512, wd 0.05 (PyTorch AdamW = lr-coupled),
-    # batch 1024, 300 epochs, 5 warm-up epochs, cosine to 1e-5, stochastic depth 0.1, no dropout.
+    # batch 1024, 300 epochs, 5 warm-up epochs, cosine to 1e-5, stochastic depth 0.1, no dropout,
+    # label smoothing 0.1.
     "imagenet2012/vit_s16.gin": {
         "tfds.name": "imagenet2012", "Trainer.model": "ViT", "ViT.variant": "S", "ViT.patch_size": 16,
         "ViT.dropout": 0.0, "ViT.stochastic_depth_rate": 0.1, "Trainer.optimizer": "Adam",
@@ -81,7 +82,8 @@ EXPECTED = {
         "WarmupCosine.base_learning_rate": 5e-4 * 1024 / 512,
         "Trainer.train_steps": imagenet_epoch(300, 1024),
         "WarmupCosine.warmup_steps": imagenet_epoch(5, 1024),
-        "WarmupCosine.final_fraction": 1e-5 / (5e-4 * 1024 / 512)},
+        "WarmupCosine.final_fraction": 1e-5 / (5e-4 * 1024 / 512),
+        "softmax_cross_entropy.label_smoothing": 0.1},
 }
 
 
