@@ -12,22 +12,19 @@ from the runs' event files by `trainer.experiments.results`; only the paper's ac
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import os
-import platform
 import shlex
-import subprocess
 import sys
 from typing import Callable, Sequence
 
 import pandas as pd
+from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time
 
 from trainer.experiments import results
 from trainer.experiments import sweep as sweep_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout whose docs are written.
 DOC = os.path.join(REPO, "docs", "BENCHMARKS.md")
 SEEDS = "Trainer.seed=[0, 1, 2]"
 MNIST1D = "gin_configs/mnist1d"
@@ -38,21 +35,6 @@ RECIPE = {"MNIST1DLogistic": "logistic.gin", "MNIST1DMLP": "mlp.gin", "MNIST1DCN
           "MNIST1DGRU": "gru.gin"}
 # The claims' regime: the paper's MLP and protocol, with 20% of the training labels wrong.
 NOISY = ("mnist1d.label_noise=0.2",)
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-  """One `occam-sweep` invocation: its directory name under the root, config, fixed bindings and grid."""
-  name: str
-  gin_file: str
-  grid: tuple[str, ...]
-  bindings: tuple[str, ...] = ()
-
-  def argv(self, root: str, parallel: int) -> list[str]:
-    return (["occam-sweep", f"--gin_file={self.gin_file}"]
-            + [arg for entry in self.grid for arg in ("--grid", entry)]
-            + [f"--gin_bindings={binding}" for binding in self.bindings]
-            + [f"--sweep_dir={os.path.join(root, self.name)}", f"--parallel={parallel}"])
 
 
 PAPER = Sweep("mnist1d_paper", f"{MNIST1D}/paper.gin",
@@ -74,32 +56,12 @@ BIAS_SWEEP = Sweep("claims_bias", f"{MNIST1D}/mlp.gin",
 SWEEPS = (PAPER, L2_SWEEP, DECOUPLED_SWEEP, L1_SWEEP, BIAS_SWEEP)
 
 
-def run_sweeps(sweeps: Sequence[Sweep], root: str, parallel: int) -> list[str]:
-  """Runs each sweep from the repo root with this interpreter; returns the names of unfinished ones."""
-  failed = []
-  for sweep in sweeps:
-    argv = sweep.argv(root, parallel)
-    print(f"== {shlex.join(argv)}", file=sys.stderr, flush=True)
-    command = [sys.executable, "-m", sweep_lib.__name__] + argv[1:]
-    if subprocess.run(command, cwd=REPO, check=False).returncode:
-      failed.append(sweep.name)
-  return failed
-
-
 def load(root: str, sweep: Sweep) -> pd.DataFrame | None:
   """The finished points of `sweep` (one row each, bindings as typed), or None if it never ran."""
   directory = os.path.join(root, sweep.name)
   if not os.path.exists(os.path.join(directory, sweep_lib.SWEEP_FILE)):
     return None
   return results.sweep_scalars(directory)
-
-
-def wall_time(root: str, sweep: Sweep) -> str:
-  """Total wall time over the sweep's invocations and how many point runs they made."""
-  invocations = sweep_lib.read_record(os.path.join(root, sweep.name))["invocations"]
-  seconds = sum(i["wall_seconds"] for i in invocations)
-  return (f"{seconds / 60:.1f} min wall for {sum(i['ran'] for i in invocations)} point runs in "
-          f"{len(invocations)} invocation(s), --parallel={invocations[-1]['parallel']}")
 
 
 def _numeric_first(column: pd.Series) -> pd.Series:
@@ -163,7 +125,7 @@ def paper_section(root: str, parallel: int) -> str:
     return "\n".join(lines + ["**Not measured yet.**", ""])
   points["model"] = points["Trainer.model"].str.lstrip("@")
   table = summarize(points, ["model"], ["test_acc", "train_acc"])
-  lines += [f"Wall time: {wall_time(root, PAPER)}.", "",
+  lines += [f"Wall time: {wall_time(os.path.join(root, PAPER.name))}.", "",
             "| model | recipe | Occam test accuracy | paper | Occam − paper | Occam train accuracy | n |",
             "|---" * 7 + "|"]
   for model, paper in PAPER_ACCURACY.items():
@@ -258,21 +220,11 @@ def claim_section(claim: Claim, root: str, parallel: int) -> str:
   frames = [load(root, sweep) for sweep in claim.sweeps]
   if any(frame is None for frame in frames):
     return "\n".join(lines + ["**Not measured yet.**", ""])
-  lines += [f"Wall time: {wall_time(root, s)} (`{s.name}`)." for s in claim.sweeps] + [""]
+  lines += [f"Wall time: {wall_time(os.path.join(root, s.name))} (`{s.name}`)." for s in claim.sweeps] + [""]
   tables = [(keys, summarize(frame, keys, claim.columns)) for keys, frame in zip(claim.keys, frames)]
   lines += [claim.verdict(*(table for _, table in tables)), ""]
   lines += [markdown(table, keys, claim.columns) + "\n" for keys, table in tables]
   return "\n".join(lines)
-
-
-def machine() -> str:
-  import tensorflow as tf
-  cpu = platform.processor() or "unknown CPU"
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as file:
-      cpu = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), cpu)
-  return (f"{os.cpu_count()} CPU cores ({cpu}), {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
 
 
 HEADER = """# Benchmarks: MNIST-1D, measured
@@ -302,11 +254,8 @@ validation split at the last step, `train_acc` the running accuracy on the noisy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-  parser.add_argument("--root", default="/tmp/occam_benchmarks", help="where the sweeps live")
-  parser.add_argument("--run", action="store_true", help="run (or resume) the sweeps first")
-  parser.add_argument("--parallel", type=int, default=2, help="points trained at once")
-  parser.add_argument("--only", default="", help="comma-separated sweep names to run (the doc has all)")
+  parser = common_arguments(__doc__.split("\n\n")[0].strip(), "/tmp/occam_benchmarks",
+                            "comma-separated sweep names to run (the doc has all)")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   only = set(filter(None, args.only.split(",")))
   if args.run:

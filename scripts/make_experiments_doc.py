@@ -13,24 +13,22 @@ to `docs/experiments/`, the doc written to `docs/EXPERIMENTS.md`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from typing import Callable, Sequence
+
+from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time
 
 from trainer.experiments import plots
 from trainer.experiments import report as report_lib
 from trainer.experiments import sweep as sweep_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout whose docs are written.
 DOC = os.path.join(REPO, "docs", "EXPERIMENTS.md")
 PLOTS = os.path.join(REPO, "docs", "experiments")
 # Measurements made by other commands than the claims' sweeps (the tuning one): appended verbatim.
@@ -39,19 +37,6 @@ SEEDS = "Trainer.seed=[0, 1, 2]"
 # Columns every claim's table shows, before its own panels (the full table is in summary.csv).
 TABLE = ("eval_acc", "best_eval_acc", "test_acc", "train_acc", "gap_acc", "weights_l2")
 DOC_DPI = 100  # The plots are committed: readable on screen, a fraction of the size of print resolution.
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-  """One `occam-sweep` invocation: its directory name under the root, config and grid."""
-  name: str
-  gin_file: str
-  grid: tuple[str, ...]
-
-  def argv(self, root: str, parallel: int) -> list[str]:
-    return (["occam-sweep", f"--gin_file={self.gin_file}"]
-            + [arg for entry in self.grid for arg in ("--grid", entry)]
-            + [f"--sweep_dir={os.path.join(root, self.name)}", f"--parallel={parallel}"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,36 +327,6 @@ LATER_CLAIMS = (
 )
 
 
-def run_sweeps(claims: Sequence[Claim], root: str, parallel: int) -> list[str]:
-  """Runs each distinct sweep once, in claim order, from the repo root (as the doc shows; `occam-sweep`
-  is run as `python -m trainer.experiments.sweep` with this interpreter).
-
-  Returns the names of the sweeps that did not finish every point: a table built from them would
-  silently average fewer seeds, so the doc is not written until a rerun (which resumes) completes them.
-  """
-  seen, failed = set(), []
-  for claim in claims:
-    for sweep in claim.sweeps:
-      if sweep.name in seen:
-        continue
-      seen.add(sweep.name)
-      argv = sweep.argv(root, parallel)
-      print(f"== {claim.key}: {shlex.join(argv)}", file=sys.stderr, flush=True)
-      command = [sys.executable, "-m", sweep_lib.__name__] + argv[1:]
-      if subprocess.run(command, cwd=REPO, check=False).returncode:
-        failed.append(sweep.name)
-  return failed
-
-
-def wall_time(sweep_dir: str) -> str:
-  """Total wall time over the sweep's invocations, and how many points each ran."""
-  invocations = sweep_lib.read_record(sweep_dir)["invocations"]
-  seconds = sum(i["wall_seconds"] for i in invocations)
-  ran = sum(i["ran"] for i in invocations)
-  return (f"{seconds / 60:.1f} min wall for {ran} point runs (failed attempts included) in "
-          f"{len(invocations)} invocation(s), --parallel={invocations[-1]['parallel']}")
-
-
 def claim_section(claim: Claim, root: str, parallel: int) -> str:
   """The doc section of one claim: commands, wall time, verdict, table and plots."""
   dirs = [os.path.join(root, s.name) for s in claim.sweeps]
@@ -398,22 +353,6 @@ def claim_section(claim: Claim, root: str, parallel: int) -> str:
       shutil.copyfile(report.files[plot], os.path.join(PLOTS, name))
       lines += [f"![{claim.title}: {plot[:-4]}](experiments/{name})", ""]
   return "\n".join(lines)
-
-
-def cpu_model() -> str:
-  """The CPU model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as file:
-      for line in file:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  return platform.processor() or "unknown CPU"
-
-
-def machine() -> str:
-  import tensorflow as tf
-  return (f"{os.cpu_count()} CPU cores ({cpu_model()}), {platform.system()} {platform.release()}, "
-          f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
 
 
 HEADER = """# Experiments: regularization claims, measured
@@ -444,11 +383,8 @@ def split_doc(text: str) -> tuple[str, dict[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-  parser.add_argument("--root", default="/tmp/occam_experiments", help="where the sweeps live")
-  parser.add_argument("--run", action="store_true", help="run (or resume) the sweeps first")
-  parser.add_argument("--parallel", type=int, default=2, help="points trained at once")
-  parser.add_argument("--only", default="", help="comma-separated claim keys to run (doc has all)")
+  parser = common_arguments(__doc__.split("\n\n")[0].strip(), "/tmp/occam_experiments",
+                            "comma-separated claim keys to run (doc has all)")
   parser.add_argument("--update", action="store_true", help="with --only: rebuild only those claims' "
                       "sections, keep the rest of the existing doc")
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -456,8 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.update and not only:
     parser.error("--update needs --only (the claims whose sections to rebuild)")
   if args.run:
-    failed = run_sweeps([c for c in CLAIMS + LATER_CLAIMS if not only or c.key in only], args.root,
-                        args.parallel)
+    failed = run_sweeps([s for c in CLAIMS + LATER_CLAIMS if not only or c.key in only for s in c.sweeps],
+                        args.root, args.parallel)
     if failed:
       print(f"not writing {DOC}: sweeps with failed points: {', '.join(failed)} (their logs are listed "
             "above); rerun the same command to resume them", file=sys.stderr)
