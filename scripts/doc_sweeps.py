@@ -76,6 +76,14 @@ def machine() -> str:
           f"Python {platform.python_version()}, TensorFlow {tf.__version__}")
 
 
+def write_doc(path: str, header: str, sections: Sequence[str]) -> int:
+  """Writes the doc (header, then the sections) and says so; returns the exit status 0."""
+  with open(path, "w") as file:
+    file.write(header + "\n" + "\n".join(sections))
+  print(f"wrote {path}", file=sys.stderr)
+  return 0
+
+
 def common_arguments(description: str, default_root: str, only_help: str) -> argparse.ArgumentParser:
   """--root, --run, --parallel and --only, as both generators take them."""
   parser = argparse.ArgumentParser(description=description)

@@ -20,7 +20,7 @@ import sys
 from typing import Callable, Sequence
 
 import pandas as pd
-from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time
+from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time, write_doc
 
 from trainer.experiments import results
 from trainer.experiments import sweep as sweep_lib
@@ -268,10 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   sections += [claim_section(claim, args.root, args.parallel) for claim in CLAIMS]
   header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(),
                          date=datetime.date.today().isoformat())
-  with open(DOC, "w") as file:
-    file.write(header + "\n" + "\n".join(sections))
-  print(f"wrote {DOC}", file=sys.stderr)
-  return 0
+  return write_doc(DOC, header, sections)
 
 
 if __name__ == "__main__":

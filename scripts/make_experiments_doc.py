@@ -23,7 +23,7 @@ import shutil
 import sys
 from typing import Callable, Sequence
 
-from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time
+from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time, write_doc
 
 from trainer.experiments import plots
 from trainer.experiments import report as report_lib
@@ -422,10 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"by `{command}` on {machine()}.\n")
   else:
     header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(), date=date)
-  with open(DOC, "w") as file:
-    file.write(header + "\n" + "\n".join(sections))
-  print(f"wrote {DOC}", file=sys.stderr)
-  return 0
+  return write_doc(DOC, header, sections)
 
 
 if __name__ == "__main__":
