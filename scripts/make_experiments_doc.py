@@ -418,8 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.update:
     command = (f"python scripts/make_experiments_doc.py --root={args.root} --run --parallel={args.parallel} "
                f"--only={args.only} --update")
+    kept_header = re.sub(r"\n+Updated on [^\n]*\n?", "\n", kept_header)  # the previous update's line
     header = (kept_header.rstrip("\n") + f"\n\nUpdated on {date}: the sections of {args.only} regenerated "
-              f"by `{command}` on {machine()}.\n")
+              f"by `{command}` on {machine()}; their cells are mean ± the half-width of the 95% Student-t "
+              "interval over seeds (`n/a` for one seed), the other sections' as described above.\n")
   else:
     header = HEADER.format(root=args.root, parallel=args.parallel, machine=machine(), date=date)
   return write_doc(DOC, header, sections)
