@@ -76,7 +76,7 @@ def beta(key: tf.Tensor, alpha: float) -> tf.Tensor:
 
   Computed as `sigmoid(log g1 - log g2)` from log-gamma draws, which neither underflows nor divides
   0 by 0 for small alpha. `tf.random.stateless_gamma` has no XLA kernel, so the gammas come from
-  `log_gamma` (stateless normal and uniform draws only): the replica step stays XLA- and TPU-compilable.
+  `log_gamma` (from Philox integer draws only): the replica step stays XLA- and TPU-compilable.
   """
   keys = tf.random.experimental.stateless_split(key, 2, alg=_ALG)
   return tf.sigmoid(log_gamma(keys[0], alpha) - log_gamma(keys[1], alpha))
