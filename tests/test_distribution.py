@@ -31,11 +31,13 @@ from tests.helpers import (
 from trainer.runtime import compat
 from trainer.runtime import strategy as strategy_lib
 
+STRENGTHS = ["L2.scale=1e-4", "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-2", "ProximalL1.scale=1e-4",
+             "SAM.rho=0.05"]
+PENALTIES = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1()]", *STRENGTHS]
 # Every term whose semantics are replica-invariant: the penalties and decays, SAM with its default global
 # perturbation, label smoothing. (Mixup and CutMix mix within each replica's batch: not invariant.)
-TERMS = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM()]",
-         "L2.scale=1e-4", "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-2", "ProximalL1.scale=1e-4",
-         "SAM.rho=0.05", "softmax_cross_entropy.label_smoothing=0.1"]
+TERMS = ["Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM()]", *STRENGTHS,
+         "softmax_cross_entropy.label_smoothing=0.1"]
 EVERY_TERM = TERMS + ["Trainer.train_steps=60", "Trainer.steps_per_loop=20", "Trainer.eval_every=60",
                       "Trainer.checkpoint_every=60", "Trainer.batch_size=64"]
 
@@ -132,7 +134,8 @@ def test_strategy_and_replicas_are_logged(runs):
 
 def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
   """Checkpoints do not depend on the strategy: what a TPU/GPU job writes, a CPU job can read."""
-  bindings = TERMS + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10"]
+  bindings = PENALTIES + ["Trainer.train_steps=20", "Trainer.steps_per_loop=10",
+                          "Trainer.checkpoint_every=10"]
   train_in_process(str(tmp_path), bindings, strategy=mirrored(2))
   trainer, _ = train_in_process(str(tmp_path),
                                 bindings[:-3] + ["Trainer.train_steps=30", "Trainer.steps_per_loop=10"])
@@ -143,12 +146,10 @@ def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
 @pytest.mark.parametrize("model", ["@MLP", "@ResNet"])
 @pytest.mark.parametrize("precision", ["'mixed_bfloat16'", "None"])
 def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, model, precision):
-  """TPU proxy: with jit_compile the whole replica step (every term, CutMix's draws, bfloat16) compiles
-  and trains."""
-  every = "@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM(), @CutMix()"
-  bindings = TERMS + [f"Trainer.regularizers=[{every}]", "CutMix.alpha=1.0",
-                      f"Trainer.model={model}", f"Trainer.mixed_precision={precision}",
-                      "Trainer.jit_compile=True", "Trainer.train_steps=10", "Trainer.steps_per_loop=10"]
+  """TPU proxy: with jit_compile the whole replica step (every penalty and decay, bfloat16) compiles
+  and trains. (SAM and Mixup under XLA: tests/test_sharpness_aware.py.)"""
+  bindings = PENALTIES + [f"Trainer.model={model}", f"Trainer.mixed_precision={precision}",
+                          "Trainer.jit_compile=True", "Trainer.train_steps=10", "Trainer.steps_per_loop=10"]
   trainer, results = train_in_process(str(tmp_path), bindings)
   assert np.isfinite(results["train/loss"]) and results["penalty/l2"] > 0
   if precision != "None":

@@ -17,7 +17,7 @@ import tensorflow as tf
 from tests.conftest import mirrored
 from trainer.loop import losses, schedules
 from trainer.loop.programs import TrainProgram
-from trainer.regularization import terms
+from trainer.regularization import mixing, terms
 from trainer.regularization.sharpness_aware import SAM
 from trainer.runtime import compat
 
@@ -42,8 +42,8 @@ def _model(seed: int = 1, *, batch_norm: bool = False, dropout: float = 0.0) -> 
   return model
 
 
-def _program(model, optimizer, regularizers, *, strategy=None, learning_rate: float = LEARNING_RATE
-             ) -> TrainProgram:
+def _program(model, optimizer, regularizers, *, strategy=None, learning_rate: float = LEARNING_RATE,
+             jit_compile: bool = False) -> TrainProgram:
   strategy = strategy or tf.distribute.get_strategy()
   schedule = schedules.Scaled(schedules.Constant(learning_rate))
   with strategy.scope():
@@ -56,7 +56,8 @@ def _program(model, optimizer, regularizers, *, strategy=None, learning_rate: fl
                       loss_fn=losses.softmax_cross_entropy, global_batch_size=BATCH,
                       loss_terms=[t for t in regularizers if isinstance(t, terms.LossTerm)],
                       update_terms=[t for t in regularizers if isinstance(t, terms.UpdateTerm)],
-                      include_model_losses=False, classification=True, step=step, seed=0)
+                      include_model_losses=False, classification=True, step=step, seed=0,
+                      jit_compile=jit_compile)
 
 
 def _train(program: TrainProgram, features: np.ndarray, labels: np.ndarray, strategy=None) -> None:
@@ -207,3 +208,19 @@ def test_the_perturbed_pass_leaves_no_trace_in_weights_batch_norm_or_dropout_sta
   assert len(results[0]) >= 6 + compat.IS_KERAS_3  # kernels, biases, BatchNorm (4), the RNG state
   for got, expected in zip(*results):
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.slow  # XLA compilation, ~7 s
+def test_sam_and_mixup_compile_with_xla_and_match_the_graph_step():
+  """TPU proxy: the whole replica step with SAM's two passes, its restore of BatchNorm's statistics and
+  Mixup's stateless draws (not `stateless_gamma`, which XLA lacks) compiles with XLA and trains as the
+  step without XLA does: the same pairs, lams within float32 rounding."""
+  features, labels = _data(seed=5)
+  results = []
+  for jit_compile in (False, True):
+    model = _model(batch_norm=True)
+    _train(_program(model, tf.keras.optimizers.SGD, [SAM(0.05), mixing.Mixup(0.4)], jit_compile=jit_compile),
+           features, labels)
+    results.append(_weights(model))
+  for got, expected in zip(*results):
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)

@@ -15,8 +15,10 @@ def test_quickstart_reaches_95_percent_test_accuracy(tmp_path):
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(tmp_path):
-  """Data position, optimizer slots, schedule and the dropout RNG all continue: weights match bit for bit."""
-  bindings = FAST + DROPOUT
+  """Data position, optimizer slots, schedule, the dropout RNG and Mixup's draws (stateless in seed, step
+  and replica) all continue: weights match bit for bit."""
+  bindings = FAST + DROPOUT + ["Trainer.regularizers=[@L2(), @Mixup()]", "Mixup.alpha=0.4",
+                               "softmax_cross_entropy.label_smoothing=0.1"]
   straight, _ = train_in_process(str(tmp_path / "straight"), bindings)
   train_in_process(str(tmp_path / "split"), bindings + ["Trainer.train_steps=100"])
   resumed, _ = train_in_process(str(tmp_path / "split"), bindings)

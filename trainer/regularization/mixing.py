@@ -21,12 +21,13 @@ global batch).
 
 **Stateless draws.** The draw of a step is a pure function of (seed, step, replica):
 `stateless_fold_in` of the step and then of the replica id into the key `(seed, salt)`, split into
-one key per random quantity. No RNG state exists, so a resumed run, a restored one and a rerun mix
-exactly as the uninterrupted run did.
+one key per random quantity, all Philox integer draws (the same with and without XLA). No RNG state
+exists, so a resumed run, a restored one and a rerun mix exactly as the uninterrupted run did.
 """
 
 from __future__ import annotations
 
+import math
 import typing
 
 import gin
@@ -34,6 +35,13 @@ import tensorflow as tf
 
 from trainer.common import checks
 from trainer.regularization import terms
+
+# The counter-based generator of every draw, named rather than "auto_select" (which picks per device).
+# Only integer draws are used: XLA reproduces them bit for bit, not TensorFlow's float draws, so the same
+# (seed, step, replica) gives the same pairs and boxes with or without `jit_compile`, and lams equal to
+# float32 rounding.
+_ALG = "philox"
+_UNIT = 2**24  # float32 holds every multiple of 2^-24 in [0, 1) exactly
 
 
 class Mixed(typing.NamedTuple):
@@ -59,8 +67,8 @@ def mixed_loss(loss_fn, labels: tf.Tensor, outputs: tf.Tensor, mixed: Mixed) -> 
 def step_key(seed: int, salt: int, step: tf.Tensor, replica: tf.Tensor) -> tf.Tensor:
   """The stateless key of one replica's draw at `step`: `(seed, salt)` with step and replica folded in."""
   key = tf.constant([seed, salt], tf.int64)
-  key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
-  return tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64))
+  key = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64), alg=_ALG)
+  return tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64), alg=_ALG)
 
 
 def beta(key: tf.Tensor, alpha: float) -> tf.Tensor:
@@ -68,9 +76,9 @@ def beta(key: tf.Tensor, alpha: float) -> tf.Tensor:
 
   Computed as `sigmoid(log g1 - log g2)` from log-gamma draws, which neither underflows nor divides
   0 by 0 for small alpha. `tf.random.stateless_gamma` has no XLA kernel, so the gammas come from
-  `_log_gamma` (stateless normal and uniform draws only): the replica step stays XLA- and TPU-compilable.
+  `log_gamma` (from Philox integer draws only): the replica step stays XLA- and TPU-compilable.
   """
-  keys = tf.random.experimental.stateless_split(key, 2)
+  keys = tf.random.experimental.stateless_split(key, 2, alg=_ALG)
   return tf.sigmoid(log_gamma(keys[0], alpha) - log_gamma(keys[1], alpha))
 
 
@@ -89,9 +97,9 @@ def log_gamma(key: tf.Tensor, alpha: float) -> tf.Tensor:
   boosted = alpha if alpha >= 1 else alpha + 1.0
   d = boosted - 1.0 / 3.0
   c = 1.0 / (9.0 * d) ** 0.5
-  normal_key, uniform_key, boost_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-  x = tf.random.stateless_normal([_CANDIDATES], seed=normal_key)
-  u = 1.0 - tf.random.stateless_uniform([_CANDIDATES], seed=uniform_key)  # (0, 1]: log u is finite
+  normal_key, uniform_key, boost_key = tf.unstack(tf.random.experimental.stateless_split(key, 3, alg=_ALG))
+  x = _normal(normal_key, [_CANDIDATES])
+  u = 1.0 - _uniform(uniform_key, [_CANDIDATES])  # (0, 1]: log u is finite
   v = (1.0 + c * x) ** 3
   positive = v > 0
   log_v = tf.math.log(tf.where(positive, v, 1.0))
@@ -100,13 +108,27 @@ def log_gamma(key: tf.Tensor, alpha: float) -> tf.Tensor:
   first = tf.minimum(tf.reduce_min(tf.where(usable, tf.range(_CANDIDATES), _CANDIDATES)), _CANDIDATES - 1)
   log_draw = tf.math.log(d) + tf.gather(log_v, first)  # a gather: XLA would specialize a slice to `first`
   if alpha < 1:
-    log_draw += tf.math.log(1.0 - tf.random.stateless_uniform([], seed=boost_key)) / alpha
+    log_draw += tf.math.log(1.0 - _uniform(boost_key, [])) / alpha
   return log_draw
 
 
+def _uniform(key: tf.Tensor, shape) -> tf.Tensor:
+  """Uniform float32 draws in [0, 1) on the grid of multiples of 2^-24, from integer draws."""
+  bits = tf.random.stateless_uniform(shape, seed=key, minval=0, maxval=_UNIT, dtype=tf.int32, alg=_ALG)
+  return tf.cast(bits, tf.float32) / _UNIT
+
+
+def _normal(key: tf.Tensor, shape) -> tf.Tensor:
+  """Standard normal float32 draws by Box and Muller's transform of two `_uniform` draws (|x| < 5.8)."""
+  radius_key, angle_key = tf.unstack(tf.random.experimental.stateless_split(key, 2, alg=_ALG))
+  radius = tf.sqrt(-2.0 * tf.math.log(1.0 - _uniform(radius_key, shape)))
+  return radius * tf.cos(2.0 * math.pi * _uniform(angle_key, shape))
+
+
 def permutation(key: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """A uniformly random permutation of `range(size)` (int32): the argsort of uniform draws."""
-  return tf.argsort(tf.random.stateless_uniform([size], seed=key), stable=True)
+  """A uniformly random permutation of `range(size)` (int32): the stable argsort of 64-bit integer draws."""
+  draws = tf.random.stateless_uniform([size], seed=key, minval=None, maxval=None, dtype=tf.int64, alg=_ALG)
+  return tf.argsort(draws, stable=True)
 
 
 def mixup(features: tf.Tensor, partners: tf.Tensor, lam: tf.Tensor) -> tf.Tensor:
@@ -179,7 +201,7 @@ class BatchMixing(terms.UpdateTerm):
                replica: tf.Tensor) -> Mixed:
     """This replica's batch mixed with the draw of (seed, step, replica)."""
     lam_key, permutation_key, extra_key = tf.unstack(
-        tf.random.experimental.stateless_split(step_key(seed, self._SALT, step, replica), 3))
+        tf.random.experimental.stateless_split(step_key(seed, self._SALT, step, replica), 3, alg=_ALG))
     partners = permutation(permutation_key, tf.shape(labels)[0])
     features, lam = self._mix(features, partners, beta(lam_key, self.alpha), extra_key)
     return Mixed(features, tf.gather(labels, partners), lam)
@@ -228,7 +250,8 @@ class CutMix(BatchMixing):
       raise ValueError(f"{self.name}: CutMix needs image features (batch, height, width[, channels]) with "
                        f"known height and width, got shape {features.shape}")
     height, width = features.shape[1], features.shape[2]
-    row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-    center_row = tf.random.stateless_uniform([], seed=row_key, maxval=height, dtype=tf.int32)
-    center_column = tf.random.stateless_uniform([], seed=column_key, maxval=width, dtype=tf.int32)
+    row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(key, 2, alg=_ALG))
+    center_row = tf.random.stateless_uniform([], seed=row_key, maxval=height, dtype=tf.int32, alg=_ALG)
+    center_column = tf.random.stateless_uniform([], seed=column_key, maxval=width,
+                                                  dtype=tf.int32, alg=_ALG)
     return cutmix(features, partners, cutmix_box(lam, center_row, center_column, height, width))
