@@ -127,7 +127,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
       loss_terms=[t for t in terms if isinstance(t, terms_lib.LossTerm)],
       update_terms=[t for t in terms if isinstance(t, terms_lib.UpdateTerm)],
       include_model_losses=bool(model.losses), classification=classification, step=step,
-      jit_compile=settings.jit_compile)
+      seed=settings.seed, jit_compile=settings.jit_compile)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification)
   monitor.bind(strategy=strategy, model=model, terms=terms, train_examples=train_examples,

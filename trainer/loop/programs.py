@@ -34,7 +34,7 @@ class TrainProgram:
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf.keras.Model, optimizer,
                schedule, loss_fn: Callable, global_batch_size: int, loss_terms: Sequence,
                update_terms: Sequence, include_model_losses: bool, classification: bool,
-               step: tf.Variable, jit_compile: bool = False, seed: int | None = None):
+               step: tf.Variable, seed: int, jit_compile: bool = False):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -48,9 +48,8 @@ class TrainProgram:
     self.include_model_losses = include_model_losses
     self.classification = classification
     self.step = step
-    # The stateless draws of the batch transform: (seed, step, replica). The run's seed is TensorFlow's
-    # global seed, which the builder sets from `Trainer.seed` before building anything.
-    self.seed = seed if seed is not None else run_seed()
+    # The stateless draws of the batch transform: (seed, step, replica), `seed` being `Trainer.seed`.
+    self.seed = seed
     self.penalty_names = [term.name for term in self.loss_terms] + (
         ["model_losses"] if include_model_losses else [])
     names = ["train/loss", "train/data_loss", "penalty/total"] + [f"penalty/{n}" for n in self.penalty_names]
@@ -250,14 +249,6 @@ class EvalProgram:
     self._loop(dataset)
     return self.metrics.results()
 
-
-def run_seed() -> int:
-  """TensorFlow's global seed (`tf.random.set_seed`, which `tf.keras.utils.set_random_seed` calls with
-  `Trainer.seed` when a run is built); TensorFlow's fixed default when none was set.
-
-  `get_seed` with an explicit op seed reads the global seed without advancing any random state.
-  """
-  return int(tf.compat.v1.get_seed(0)[0])
 
 
 def _at_most_one(update_terms: Sequence, kind: type, what: str):
