@@ -171,7 +171,9 @@ def test_a_killed_trial_is_retried_once_and_two_workers_finish_the_study(tmp_pat
   assert len(set(model_dirs)) == 3 and all(done(d)["step"] == 3000 for d in model_dirs)
   assert len({tuple(t.params.items()) for t in complete}) == 3
   assert "ckpt-" in done(tune.trial_dir(study_dir, 0))["restored_from"]  # resumed, not restarted
-  assert "tune: worker 0:" in result.stdout and "tune: worker 1:" in result.stdout
+  # Both workers joined the one study (which of them runs which trial is a race: on a quiet machine
+  # the first may finish all three before the second has imported TensorFlow).
+  assert "tune: worker 0: joined study" in result.stdout and "tune: worker 1: joined study" in result.stdout
 
 
 def _free_port() -> int:
@@ -241,4 +243,7 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
   model_dirs = [t.user_attrs["model_dir"] for t in trials]
   assert len(set(model_dirs)) == 3 and all(sweep.is_done(d) for d in model_dirs)
   assert len({tuple(t.params.items()) for t in trials}) == 3
-  assert "tune: worker 0:" in result.stdout and "tune: worker 1:" in result.stdout
+  # Both workers joined the one study (which of them runs which trial is a race: on a quiet machine
+  # the first may finish all three before the second has imported TensorFlow).
+  assert "tune: worker 0: joined study 'pg'" in result.stdout
+  assert "tune: worker 1: joined study 'pg'" in result.stdout

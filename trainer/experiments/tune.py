@@ -362,6 +362,7 @@ def work(spec: Spec, worker: int = 0) -> int:
   """One worker: runs trials of the study until it has `spec.trials` finished ones. Its exit code."""
   from trainer.runtime import preemption
   study = load_study(spec, worker)
+  print(f"tune: worker {worker}: joined study {study.study_name!r}", file=sys.stderr, flush=True)
   while True:
     trial = next_trial(study, spec)
     if trial == "done":
