@@ -38,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gin  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from benchmark import Variant, build_run, clock, time_interleaved  # noqa: E402  (scripts/benchmark.py)
+from benchmark import Variant, _BatchEndTimes, build_run, clock, time_interleaved  # noqa: E402  (scripts/benchmark.py)
 
 import models  # noqa: E402
 from trainer.data import ArrayData, Splits, pipeline  # noqa: E402
@@ -131,17 +131,6 @@ def occam_variant(label: str, settings: Settings, model_dir: str, extra: Sequenc
   return Variant(label, measure, settings.steps)
 
 
-class _ExecutionEndTimes(tf.keras.callbacks.Callback):
-  """`clock()` at the end of every `fit` execution (one per `steps_per_execution` steps)."""
-
-  def __init__(self):
-    super().__init__()
-    self.times: list[np.ndarray] = []
-
-  def on_train_batch_end(self, batch, logs=None):
-    self.times.append(clock())
-
-
 def fit_variant(settings: Settings) -> Variant:
   """Keras `fit` on the same model, pipeline, augmentation, optimizer and batch."""
   tf.keras.utils.set_random_seed(0)
@@ -153,7 +142,7 @@ def fit_variant(settings: Settings) -> Variant:
                                    global_batch_size=settings.batch_size, preprocessing=preprocessing())
 
   def measure() -> np.ndarray:
-    timer = _ExecutionEndTimes()
+    timer = _BatchEndTimes()
     model.fit(dataset, epochs=1, steps_per_epoch=settings.steps + settings.steps_per_loop, verbose=0,
               callbacks=[timer])
     return timer.times[-1] - timer.times[0]
