@@ -62,7 +62,7 @@ import tensorflow as tf  # noqa: E402
 
 from trainer.config import parsing, registry  # noqa: E402
 from trainer.loop import builder, runners  # noqa: E402
-from trainer.loop.trainer import Trainer  # noqa: E402
+from trainer.loop.settings import Trainer  # noqa: E402
 from trainer.metrics.monitor import Monitor  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -38,7 +38,7 @@ def _timed_run(monitor, warmup_end: int) -> float:
   import tensorflow as tf
 
   from trainer.loop import builder, driver
-  from trainer.loop.trainer import Trainer
+  from trainer.loop.settings import Trainer
   strategy = tf.distribute.get_strategy()
   with strategy.scope():
     settings = Trainer(monitor=monitor)
@@ -64,7 +64,7 @@ def _stopwatch(method):
 def main(argv) -> None:
   del argv
   from trainer.config import parsing, registry
-  from trainer.loop.trainer import Trainer
+  from trainer.loop.settings import Trainer
   from trainer.metrics.monitor import Monitor
 
   class Timed(Monitor):

@@ -70,7 +70,7 @@ def test_every_part_of_trainer_is_a_known_layer():
 def test_register_all_alone_makes_every_configurable_known():
   """In a fresh process: no side-effect import is needed before gin can parse the shipped configs."""
   code = ("from trainer.config import parsing, registry; registry.register_all(); "
-          "import gin; from trainer.loop.trainer import Trainer; "
+          "import gin; from trainer.loop.settings import Trainer; "
           "parsing.parse(['gin_configs/quickstart.gin', 'gin_configs/cnn.gin'], []); "
           "names = ['Trainer', 'MLP', 'ResNet', 'digits', 'tfrecord', 'L2', 'L1', 'ProximalL1', "
           "'DecoupledWeightDecay', 'VariableSelector', 'Monitor', 'EarlyStopping', 'WarmupCosine', 'Adam', "

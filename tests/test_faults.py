@@ -33,7 +33,7 @@ from trainer.common import files
 from trainer.config import guard, parsing
 from trainer.data import digits
 from trainer.loop import builder
-from trainer.loop.trainer import Trainer
+from trainer.loop.settings import Trainer
 from trainer.runtime import lock
 
 SHORT = ["Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10", "Trainer.eval_every=10",

@@ -119,7 +119,7 @@ def test_distance_from_init_uses_the_seeded_initial_weights(run, tmp_path):
   trainer, model_dir = run
   from trainer.config import parsing
   from trainer.loop import builder
-  from trainer.loop.trainer import Trainer
+  from trainer.loop.settings import Trainer
   parsing.parse([QUICKSTART], BINDINGS)
   fresh = builder.build(Trainer(), strategy=tf.distribute.get_strategy(),
                         model_dir=str(tmp_path))  # untrained

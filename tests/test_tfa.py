@@ -17,7 +17,7 @@ from tests.helpers import FAST, QUICKSTART, train_in_process
 from trainer.config import parsing as config
 from trainer.data import digits
 from trainer.loop import builder, schedules
-from trainer.loop.trainer import Trainer
+from trainer.loop.settings import Trainer
 from trainer.regularization import terms as regularizers
 from trainer.regularization import tfa_optimizers as tfa_support
 from trainer.runtime import compat

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from trainer.config import guard, parsing, registry
 from trainer.loop import builder, driver
-from trainer.loop.trainer import Trainer
+from trainer.loop.settings import Trainer
 from trainer.runtime import checkpointing, lock
 from trainer.runtime import strategy as strategy_lib
 

@@ -25,7 +25,7 @@ CONFIGURABLE_MODULES = (
     "trainer.loop.early_stopping",
     "trainer.loop.losses",
     "trainer.loop.schedules",
-    "trainer.loop.trainer",
+    "trainer.loop.settings",
     "trainer.metrics.monitor",
     "trainer.regularization.mixing",
     "trainer.regularization.selectors",

@@ -26,7 +26,7 @@ from trainer.data.preprocessing import ImagePreprocessing
 from trainer.loop import schedules
 from trainer.loop.early_stopping import EarlyStopping
 from trainer.loop.programs import EvalProgram, TrainProgram
-from trainer.loop.trainer import Trainer
+from trainer.loop.settings import Trainer
 from trainer.metrics import hparams as hparams_lib
 from trainer.metrics import tags
 from trainer.metrics.monitor import Monitor
