@@ -11,7 +11,7 @@ from trainer.data.arrays import ArrayData, Splits, corrupt_labels
 from trainer.data.digits import digits
 from trainer.data.mnist1d import mnist1d
 from trainer.data.preprocessing import ImagePreprocessing
-from trainer.data.records import npy, tfds, tfrecord, write_tfrecord
+from trainer.data.loaders import npy, tfds, tfrecord, write_tfrecord
 from trainer.data.sources import IndexedData, RecordData
 from trainer.data.synthetic import teacher_network, teacher_student
 
