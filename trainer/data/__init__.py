@@ -7,12 +7,13 @@ loader is gin-configurable and returns the same `Splits`; `ImagePreprocessing` c
 resizes and normalizes images.
 """
 
-from trainer.data.arrays import ArrayData, Splits, corrupt_labels
+from trainer.data.arrays import ArrayData, corrupt_labels
 from trainer.data.digits import digits
+from trainer.data.loaders import npy, tfds, tfrecord, write_tfrecord
 from trainer.data.mnist1d import mnist1d
 from trainer.data.preprocessing import ImagePreprocessing
-from trainer.data.loaders import npy, tfds, tfrecord, write_tfrecord
 from trainer.data.sources import IndexedData, RecordData
+from trainer.data.splits import Splits
 from trainer.data.synthetic import teacher_network, teacher_student
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""Array datasets: the split container most loaders return, the `Splits` triple, and label noise.
+"""Array datasets: the split container most loaders return, and label noise.
 
 An `ArrayData` split is a pair of numpy arrays: held in RAM, or memory-mapped from a `.npy` file
 (`np.load(path, mmap_mode='r')`), in which case the input pipeline reads only the examples of each
 batch and memory stays flat in the dataset's size. Images are best kept as uint8 (a quarter of
 float32); the pipeline converts them on the fly. Splits of other kinds (random access through a
-TFDS data source, sequential TFRecord shards) live in `trainer.data.sources`; `Splits` holds any.
+TFDS data source, sequential TFRecord shards) live in `trainer.data.sources`; `trainer.data.splits.Splits`
+holds any.
 """
 
 from __future__ import annotations
@@ -84,58 +85,6 @@ class ArrayData:
     return isinstance(self.features, np.memmap)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Splits:
-  """A dataset as train / validation / test splits, plus what a model and a log need to know.
-
-  Attributes:
-    name: short dataset name, e.g. `digits`.
-    train, validation, test: the three splits, each an `ArrayData` or a split of
-      `trainer.data.sources` (`IndexedData`, `RecordData`); they share the per-example feature
-      shape and dtype and the label kind.
-    num_classes: number of classes for classification (labels are int32 in [0, num_classes)), or
-      None for regression (labels are float32 targets).
-    description: one line for the log: split sizes, the label noise actually applied, the source.
-  """
-
-  name: str
-  train: ArrayData
-  validation: ArrayData
-  test: ArrayData
-  num_classes: int | None
-  description: str
-
-  def __post_init__(self):
-    if "\n" in self.description:
-      raise ValueError("description must be a single line")
-    for split_name, split in self.named_splits():
-      _check_compatible(split_name, split, self.train, self.num_classes)
-
-  def named_splits(self) -> tuple[tuple[str, ArrayData], ...]:
-    """(name, split) pairs in the order train, validation, test."""
-    return (("train", self.train), ("validation", self.validation), ("test", self.test))
-
-
-def _check_compatible(split_name: str, split, train, num_classes: int | None) -> None:
-  """Checks that a split matches the train split's example shape and dtype and the label kind.
-
-  `split` and `train` are any split kind (`ArrayData` or one of `trainer.data.sources`); the label
-  range is checked where the labels are at hand (arrays), and by the pipeline's probe otherwise.
-  """
-  if split.example_shape != train.example_shape or split.features_dtype != train.features_dtype:
-    raise ValueError(f"{split_name} features are {split.features_dtype.name}{list(split.example_shape)} "
-                     f"per example, train has {train.features_dtype.name}{list(train.example_shape)}")
-  if split.labels_dtype != (np.int32 if num_classes is not None else np.float32):
-    kind = "classification wants int32" if num_classes is not None else \
-        "regression (num_classes=None) wants float32"
-    raise ValueError(f"{kind} {split_name} labels, got {split.labels_dtype.name}")
-  if num_classes is None or not isinstance(split, ArrayData):
-    return
-  low, high = split.labels.min(), split.labels.max()
-  if low < 0 or high >= num_classes:
-    raise ValueError(f"{split_name} labels span [{low}, {high}], outside [0, {num_classes})")
-
-
 def check_fraction(name: str, value: float) -> float:
   """Returns `value` if it lies in [0, 1]; otherwise raises a ValueError naming the argument."""
   if not 0.0 <= value <= 1.0:
@@ -160,18 +109,3 @@ def corrupt_labels(labels: np.ndarray, fraction: float, num_classes: int,
   noisy = labels.copy()
   noisy[chosen] = (labels[chosen] + offsets) % num_classes
   return noisy
-
-
-def describe(name: str, train, validation, test,
-             num_noisy: int, source: str) -> str:
-  """The one-line description a loader puts in `Splits.description`."""
-  noise = (f"{num_noisy / train.num_examples:.1%} of train labels ({num_noisy}) replaced"
-           if num_noisy else "none")
-  sizes = " / ".join(f"{label} {_size(split)}" for label, split in
-                     (("train", train), ("validation", validation), ("test", test)))
-  return f"{name}: {sizes}; label noise: {noise}; source: {source}"
-
-
-def _size(split) -> str:
-  """A split's example count, or its file count if it is streamed and not counted (never reads)."""
-  return str(split.known_size) if split.known_size is not None else f"{len(split.files)} files"

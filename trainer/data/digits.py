@@ -12,7 +12,8 @@ import importlib.resources
 import gin
 import numpy as np
 
-from trainer.data.arrays import ArrayData, Splits, check_fraction, corrupt_labels, describe
+from trainer.data.arrays import ArrayData, check_fraction, corrupt_labels
+from trainer.data.splits import Splits, describe
 
 NUM_CLASSES = 10
 MAX_PIXEL = 16  # Each pixel counts the "on" pixels in a 4x4 block of the original 32x32 bitmap.

@@ -16,8 +16,9 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from trainer.data.arrays import ArrayData, Splits, describe
+from trainer.data.arrays import ArrayData
 from trainer.data.sources import IndexedData, RecordData, count_records
+from trainer.data.splits import Splits, describe
 
 IMAGE_FORMATS = ("raw", "png", "jpeg")
 

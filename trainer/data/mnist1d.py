@@ -19,8 +19,9 @@ import random
 import gin
 import numpy as np
 
-from trainer.data.arrays import ArrayData, Splits, check_fraction, corrupt_labels, describe
+from trainer.data.arrays import ArrayData, check_fraction, corrupt_labels
 from trainer.data.digits import stratified_order
+from trainer.data.splits import Splits, describe
 
 NUM_CLASSES = 10
 NUM_SAMPLES = 40

@@ -13,7 +13,8 @@ import dataclasses
 import gin
 import numpy as np
 
-from trainer.data.arrays import ArrayData, Splits, check_fraction, corrupt_labels, describe
+from trainer.data.arrays import ArrayData, check_fraction, corrupt_labels
+from trainer.data.splits import Splits, describe
 
 # Independent random streams derived from the one `seed`, so changing a size never changes the
 # teacher, and the noise draw never changes the inputs.
