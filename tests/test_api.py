@@ -41,13 +41,13 @@ def test_bad_input_raises_before_anything_is_written(tmp_path):
   assert not model_dir.exists()
 
 
-def test_a_run_directory_written_before_the_subpackage_move_resumes(tmp_path):
-  """tests/data/pre_subpackage_runs holds runs written by the flat-module layout (20 steps of the
+def test_a_run_directory_written_by_an_older_release_resumes(tmp_path):
+  """tests/data/older_release_runs holds runs written by an older release (20 steps of the
   quickstart with these bindings; Keras 2 and Keras 3 checkpoints differ, so one per lane). Its
   config.gin repeats defaults that base.gin no longer binds: the config guard must accept it. It also
   binds WarmupCosine.decay_steps=2000, which the quickstart no longer does (its cosine follows
   train_steps): resuming that run means keeping its schedule, so the binding is repeated here."""
-  old = os.path.join(REPO, "tests", "data", "pre_subpackage_runs",
+  old = os.path.join(REPO, "tests", "data", "older_release_runs",
                      "keras3" if compat.IS_KERAS_3 else "keras2")
   model_dir = str(tmp_path / "old_run")
   shutil.copytree(old, model_dir)

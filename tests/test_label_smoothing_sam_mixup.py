@@ -1,4 +1,4 @@
-"""Label smoothing against Keras; the new terms in real runs: logging, HParams, bad input.
+"""Label smoothing against Keras; SAM and Mixup in real runs: logging, HParams, bad input.
 
 Exact resume with Mixup and label smoothing is tested with the other state that must continue, in
 tests/test_trainer.py."""
