@@ -19,11 +19,11 @@ from trainer.data import digits
 from trainer.loop import builder, schedules
 from trainer.loop.settings import Trainer
 from trainer.regularization import terms as regularizers
-from trainer.regularization import tfa_optimizers as tfa_support
+from trainer.regularization import tfa_optimizers
 from trainer.runtime import compat
 
 _skip_without_tfa = pytest.mark.skipif(
-    not tfa_support.available(),
+    not tfa_optimizers.available(),
     reason="tensorflow-addons 0.23 imports only with TF <= 2.15; run in the tfa lane (make test-tfa)")
 
 
@@ -93,7 +93,7 @@ def test_schedule_multiplier_decay_equals_tfa_step_for_step(optimizer_name, sche
   100 steps, biases excluded on both sides. With a schedule, tfa's weight_decay is scheduled by
   hand as its docs say: `wd * lr_t / lr_0`.
   """
-  tfa = tfa_support.import_tfa()
+  tfa = tfa_optimizers.import_tfa()
   base = 1e-3 if optimizer_name == "Adam" else 0.05
   schedule = (schedules.WarmupCosine(base_learning_rate=base, warmup_steps=20, decay_steps=STEPS)
               if scheduled else schedules.Constant(base))
@@ -168,11 +168,22 @@ def test_gin_tfa_adamw_decays_exactly_the_selected_variables(tmp_path, replicas)
 
 
 @requires_tfa
+def test_an_unbound_tfa_optimizer_names_the_function_that_binds_it():
+  optimizer = tfa_optimizers.adamw(1e-3, weight_decay=1e-4)
+  variable = tf.Variable([1.0])
+  with pytest.raises(RuntimeError, match=r"call trainer\.regularization\.tfa_optimizers\.bind\(") as error:
+    optimizer.apply_gradients([(tf.ones_like(variable), variable)])
+  name = str(error.value).split("call ", 1)[1].split("(", 1)[0]
+  module, function = name.rsplit(".", 1)
+  assert callable(getattr(__import__(module, fromlist=[function]), function))
+
+
+@requires_tfa
 def test_plain_tfa_with_an_exclusion_decays_nothing_under_mirrored():
   """The defect Occam designs around (docs/REGULARIZATION.md, "tensorflow-addons under
   MirroredStrategy"): tfa's decay set holds the mirrored variables, its update sees their
   per-device components, so with `decay_var_list` nothing is decayed."""
-  tfa = tfa_support.import_tfa()
+  tfa = tfa_optimizers.import_tfa()
   strategy = mirrored(2)
   with strategy.scope():
     kernel = tf.Variable([[1.0]])
@@ -189,7 +200,7 @@ def test_plain_tfa_with_an_exclusion_decays_nothing_under_mirrored():
 
 @requires_tfa
 def test_own_tfa_factory_with_exclusion_under_mirrored_is_refused(tmp_path):
-  tfa = tfa_support.import_tfa()
+  tfa = tfa_optimizers.import_tfa()
 
   def own_adamw(learning_rate):
     return tfa.optimizers.AdamW(weight_decay=1e-4, learning_rate=learning_rate,
@@ -244,12 +255,12 @@ def test_tfa_factory_instance_form_and_tfa_exclusion_list_are_refused(tmp_path):
     train_in_process(str(tmp_path), FAST + ["Trainer.optimizer=@tfa.optimizers.AdamW()",
                                             "tfa.optimizers.AdamW.weight_decay=1e-4"])
   with pytest.raises(ValueError, match=r"exclude_from_weight_decay is not supported.*VariableSelector"):
-    tfa_support.sgdw(0.1, weight_decay=1e-4, exclude_from_weight_decay=["bias"])
+    tfa_optimizers.sgdw(0.1, weight_decay=1e-4, exclude_from_weight_decay=["bias"])
   with pytest.raises(ValueError, match=r"base_optimizer must be one of .*'Nadam'.*got 'Lion'"):
-    tfa_support.extend_with_decoupled_weight_decay(0.1, base_optimizer="Lion", weight_decay=1e-4)
+    tfa_optimizers.extend_with_decoupled_weight_decay(0.1, base_optimizer="Lion", weight_decay=1e-4)
 
 
-@pytest.mark.skipif(tfa_support.available(), reason="tensorflow-addons runs here (the tfa lane)")
+@pytest.mark.skipif(tfa_optimizers.available(), reason="tensorflow-addons runs here (the tfa lane)")
 def test_tfa_optimizer_on_the_main_lane_explains_how_to_install_the_lane():
   with pytest.raises(config.ConfigError) as error:
     config.parse([], ["Trainer.optimizer = @tfa.optimizers.AdamW"])
@@ -257,5 +268,5 @@ def test_tfa_optimizer_on_the_main_lane_explains_how_to_install_the_lane():
   for expected in ("tfa.optimizers.AdamW", "2.13-2.15", "make test-tfa",
                    ".[tfa]", "DecoupledWeightDecay(convention='schedule_multiplier')"):
     assert expected in message, message
-  with pytest.raises(tfa_support.TfaUnavailableError, match=r"cannot run on TensorFlow .*make test-tfa"):
-    tfa_support.import_tfa()
+  with pytest.raises(tfa_optimizers.TfaUnavailableError, match=r"cannot run on TensorFlow .*make test-tfa"):
+    tfa_optimizers.import_tfa()

@@ -18,7 +18,7 @@ and Keras 2 `dense/kernel:0`, so name substrings are unreliable; the default rul
 
 Embedding tables are rank-2 weights that are neither biases nor normalization parameters: covered.
 
-Regexes on the variable path (`trainer.compat.variable_path`) add (`include`) or remove (`exclude`)
+Regexes on the variable path (`trainer.runtime.compat.variable_path`) add (`include`) or remove (`exclude`)
 variables on top of that rule, and `layer_scales` multiplies the strength per layer.
 """
 

@@ -116,8 +116,8 @@ class _SelectedDecay:
 
   def apply_gradients(self, grads_and_vars, name=None, **kwargs):
     if self._occam_decay_list is None:
-      raise RuntimeError(f"{type(self).__name__}: call trainer.tfa_support.bind(optimizer, model, "
-                         "strategy) before apply_gradients")
+      raise RuntimeError(f"{type(self).__name__}: call trainer.regularization.tfa_optimizers.bind("
+                         "optimizer, model, strategy) before apply_gradients (trainer.loop.builder does)")
     return super().apply_gradients(grads_and_vars, name=name, decay_var_list=self._occam_decay_list,
                                    **kwargs)
 
