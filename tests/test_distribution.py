@@ -229,7 +229,7 @@ def test_a_loss_scale_overflow_is_skipped_by_the_optimizer_and_the_decay_alike()
     decay.bind(model)
     program = TrainProgram(strategy=tf.distribute.get_strategy(), model=model, optimizer=optimizer,
                            schedule=schedule, loss_fn=losses.softmax_cross_entropy, global_batch_size=8,
-                           loss_terms=[], update_terms=[decay], include_model_losses=False,
+                           terms=regularizers.by_role([decay]), include_model_losses=False,
                            classification=True,
                            step=tf.Variable(0, dtype=tf.int64), seed=0)
     train = digits().train

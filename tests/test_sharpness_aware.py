@@ -54,8 +54,7 @@ def _program(model, optimizer, regularizers, *, strategy=None, learning_rate: fl
     term.bind(model)
   return TrainProgram(strategy=strategy, model=model, optimizer=optimizer, schedule=schedule,
                       loss_fn=losses.softmax_cross_entropy, global_batch_size=BATCH,
-                      loss_terms=[t for t in regularizers if isinstance(t, terms.LossTerm)],
-                      update_terms=[t for t in regularizers if isinstance(t, terms.UpdateTerm)],
+                      terms=terms.by_role(regularizers),
                       include_model_losses=False, classification=True, step=step, seed=0,
                       jit_compile=jit_compile)
 

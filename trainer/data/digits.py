@@ -105,4 +105,5 @@ def digits(*, validation_size: int = 180, test_size: int = 360, num_train: int |
   num_noisy = int(np.sum(train_labels != labels[train_index]))
   return Splits(name="digits", train=train, validation=validation, test=test,
                 num_classes=NUM_CLASSES,
-                description=describe("digits", train, validation, test, num_noisy, _SOURCE))
+                description=describe("digits", train, validation, test, num_noisy, _SOURCE),
+                label_noise=label_noise)

@@ -95,4 +95,5 @@ def mnist1d(*, validation_size: int = 500, num_train: int | None = None, label_n
   test = _to_split(test_signals, test_labels)
   source = _SOURCE + ("" if dataset_seed == STANDARD_SEED else f" with dataset_seed={dataset_seed}")
   return Splits(name="mnist1d", train=train, validation=validation, test=test, num_classes=NUM_CLASSES,
-                description=describe("mnist1d", train, validation, test, int(np.sum(noisy != clean)), source))
+                description=describe("mnist1d", train, validation, test, int(np.sum(noisy != clean)), source),
+                label_noise=label_noise)

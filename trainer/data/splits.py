@@ -27,6 +27,8 @@ class Splits:
     num_classes: number of classes for classification (labels are int32 in [0, num_classes)), or
       None for regression (labels are float32 targets).
     description: one line for the log: split sizes, the label noise actually applied, the source.
+    label_noise: the configured fraction of wrong training labels (0.0 for a loader without label
+      noise); HParams reports it.
   """
 
   name: str
@@ -35,6 +37,7 @@ class Splits:
   test: ArrayData
   num_classes: int | None
   description: str
+  label_noise: float = 0.0
 
   def __post_init__(self):
     if "\n" in self.description:

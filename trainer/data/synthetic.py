@@ -101,4 +101,5 @@ def teacher_student(*, input_dim: int = 16, hidden: int = 32, num_classes: int |
   source = f"teacher MLP {input_dim}-{hidden}-{1 if regression else num_classes}, seed {seed}"
   return Splits(name="teacher_student", train=train, validation=validation, test=test,
                 num_classes=None if regression else num_classes,
-                description=describe("teacher_student", train, validation, test, num_noisy, source))
+                description=describe("teacher_student", train, validation, test, num_noisy, source),
+                label_noise=label_noise)

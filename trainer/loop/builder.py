@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from trainer.data import Splits, pipeline
 from trainer.data.preprocessing import ImagePreprocessing
-from trainer.loop import schedules
+from trainer.loop import losses, schedules
 from trainer.loop.early_stopping import EarlyStopping
 from trainer.loop.programs import EvalProgram, TrainProgram
 from trainer.loop.settings import Trainer
@@ -52,7 +52,8 @@ class Run:
   schedule: schedules.Scaled
   optimizer: object
   step: tf.Variable
-  terms: tuple
+  terms: tuple  # in the order the config lists them
+  roles: terms_lib.Roles  # the same terms by role
   train_program: TrainProgram
   eval_program: EvalProgram
   monitor: Monitor
@@ -64,12 +65,16 @@ class Run:
 
   @property
   def update_terms(self) -> tuple:
-    return tuple(t for t in self.terms if isinstance(t, terms_lib.UpdateTerm))
+    return self.roles.update_terms
 
 
 def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str,
           is_chief: bool = True) -> Run:
   """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent."""
+  try:
+    roles = terms_lib.by_role(settings.regularizers)
+  except (ValueError, TypeError) as error:
+    raise type(error)(f"Trainer.regularizers: {error}") from error
   replicas = strategy.num_replicas_in_sync
   for name in ("batch_size", "eval_batch_size"):
     try:
@@ -123,9 +128,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
     term.bind(model)
   train_program = TrainProgram(
       strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
-      global_batch_size=settings.batch_size,
-      loss_terms=[t for t in terms if isinstance(t, terms_lib.LossTerm)],
-      update_terms=[t for t in terms if isinstance(t, terms_lib.UpdateTerm)],
+      global_batch_size=settings.batch_size, terms=roles,
       include_model_losses=bool(model.losses), classification=classification, step=step,
       seed=settings.seed, jit_compile=settings.jit_compile)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
@@ -143,11 +146,13 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
                               **monitor.checkpoint_trackables(), **early_stopping_state)
   best_checkpointer = Checkpointer(os.path.join(model_dir, "best"), step=step, keep=1, is_chief=is_chief,
                                    model=model)
-  hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule, settings=settings,
-                                data_name=splits.name, terms=terms)
+  hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule,
+                                batch_size=settings.batch_size, train_steps=settings.train_steps,
+                                seed=settings.seed, data_name=splits.name, label_noise=splits.label_noise,
+                                loss=losses.hparams(settings.loss), terms=terms)
   return Run(settings=settings, strategy=strategy, model_dir=model_dir, is_chief=is_chief, splits=splits,
              preprocessing=preprocessing, input_shape=input_shape, model=model, schedule=schedule,
-             optimizer=optimizer, step=step, terms=terms,
+             optimizer=optimizer, step=step, terms=terms, roles=roles,
              train_program=train_program, eval_program=eval_program, monitor=monitor,
              early_stopping=early_stopping, checkpointer=checkpointer, best_checkpointer=best_checkpointer,
              writers=SummaryWriters(model_dir, enabled=is_chief), hparams=hparams)

@@ -39,3 +39,17 @@ def mean_squared_error(labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
   """Squared error averaged over the output dimensions, per example (float32)."""
   error = tf.cast(outputs, tf.float32) - tf.cast(labels, tf.float32)
   return tf.reduce_mean(tf.reshape(tf.square(error), [tf.shape(error)[0], -1]), axis=1)
+
+
+def hparams(loss_fn) -> dict[str, str | float]:
+  """What HParams reports about `loss_fn`: its name and `label_smoothing` (0.0 when it has none).
+
+  A loss is a gin-configurable function called with its bindings, so its settings are read where they
+  were set: gin's bindings of that configurable (none for a loss bound from Python).
+  """
+  name = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+  try:
+    bound = gin.get_bindings(name)
+  except (ValueError, KeyError):  # not a registered configurable
+    bound = {}
+  return {"loss": name, "label_smoothing": float(bound.get("label_smoothing", 0.0))}

@@ -8,13 +8,13 @@ accumulators and are read once per loop.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import tensorflow as tf
 
 from trainer.loop.accumulators import MetricSet
 from trainer.metrics import classification
-from trainer.regularization import distributed_update, mixing, sharpness_aware
+from trainer.regularization import terms as terms_lib
 from trainer.runtime import compat
 
 
@@ -25,26 +25,27 @@ class TrainProgram:
   averaged over the global batch (`compute_average_loss`) and the penalty, which every replica
   computes in full, is divided by the replica count (`scale_regularization_loss`) exactly once.
 
-  The step, in order: a batch transform (`Mixup`/`CutMix`, at most one) mixes this replica's batch;
-  forward and backward at `w`; with `SAM`, the ascent to `w + e`, a second forward and backward there,
-  and `w` restored; then the decoupled update terms before the optimizer step, the step, and the
-  update terms after it. Among `update_terms` the batch transform and SAM are recognized by type.
+  The step calls each role of `terms` (`trainer.regularization.terms.Roles`) at its place: the batch
+  transform (at most one) transforms this replica's batch; the gradient estimator (at most one; else
+  one pass) takes the gradient from forward and backward passes, the loss terms' penalties inside the
+  tape; then the update terms before the optimizer step, the step, and the update terms after it.
+  The program knows the roles' protocols, not the terms: what a term reports, it declares.
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf.keras.Model, optimizer,
-               schedule, loss_fn: Callable, global_batch_size: int, loss_terms: Sequence,
-               update_terms: Sequence, include_model_losses: bool, classification: bool,
-               step: tf.Variable, seed: int, jit_compile: bool = False):
+               schedule, loss_fn: Callable, global_batch_size: int, terms: terms_lib.Roles,
+               include_model_losses: bool, classification: bool, step: tf.Variable, seed: int,
+               jit_compile: bool = False):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
     self.schedule = schedule
     self.loss_fn = loss_fn
     self.global_batch_size = global_batch_size
-    self.loss_terms = tuple(loss_terms)
-    self.mixing = _at_most_one(update_terms, mixing.BatchMixing, "batch transform (Mixup, CutMix)")
-    self.sam = _at_most_one(update_terms, sharpness_aware.SAM, "SAM")
-    self.update_terms = tuple(t for t in update_terms if t is not self.mixing and t is not self.sam)
+    self.loss_terms = terms.loss_terms
+    self.update_terms = terms.update_terms
+    self.batch_transform = terms.batch_transform
+    self.gradient_estimator = terms.gradient_estimator
     self.include_model_losses = include_model_losses
     self.classification = classification
     self.step = step
@@ -54,12 +55,7 @@ class TrainProgram:
         ["model_losses"] if include_model_losses else [])
     names = ["train/loss", "train/data_loss", "penalty/total"] + [f"penalty/{n}" for n in self.penalty_names]
     names += ["train/accuracy"] if classification else []
-    names += ["train/mixing_lambda"] if self.mixing is not None else []
-    names += ["sharpness/sam_train", "sharpness/sam_train_perturbation_norm"] if self.sam is not None else []
-    self.metrics = MetricSet(strategy, names)
-    if self.sam is not None:
-      trainable = {id(v): index for index, v in enumerate(model.trainable_variables)}
-      self._sam_indices = [trainable[id(v)] for v in self.sam.variables]
+    self.metrics = MetricSet(strategy, names + list(terms.train_tags))
     # What the non-finite guard watches, in the order of `_replica_step`'s flags. Dynamic loss scaling
     # (mixed_float16) expects overflowing gradients now and then and skips those steps itself, so
     # with it the guard watches the losses only, and the update terms skip the same steps.
@@ -97,12 +93,15 @@ class TrainProgram:
       penalties["model_losses"] = tf.add_n([tf.cast(loss, tf.float32) for loss in self.model.losses])
     return penalties
 
-  def _gradients(self, features: tf.Tensor, labels: tf.Tensor, mixed: mixing.Mixed | None = None):
-    """Forward and backward on this replica's batch (no state changes, so XLA can always compile it)."""
+  def _gradients(self, features: tf.Tensor, labels: tf.Tensor, batch=None) -> terms_lib.GradientPass:
+    """Forward and backward on this replica's batch (no state changes, so XLA can always compile it).
+
+    `batch` is the batch transform's result for this step, None without a batch transform.
+    """
     with tf.GradientTape() as tape:
       outputs = self.model(features, training=True)
-      per_example = (self.loss_fn(labels, outputs) if mixed is None
-                     else mixing.mixed_loss(self.loss_fn, labels, outputs, mixed))
+      per_example = (self.loss_fn(labels, outputs) if batch is None
+                     else self.batch_transform.loss(self.loss_fn, labels, outputs, batch))
       data_loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
       penalties = self.penalties()
       penalty_total = tf.add_n(list(penalties.values())) if penalties else tf.constant(0.0)
@@ -110,7 +109,7 @@ class TrainProgram:
       scaled_loss = compat.scale_loss(self.optimizer, loss)  # mixed_float16: dynamic loss scaling
     gradients = compat.unscale_gradients(self.optimizer,
                                          tape.gradient(scaled_loss, self.model.trainable_variables))
-    return gradients, outputs, per_example, penalties, penalty_total
+    return terms_lib.GradientPass(gradients, outputs, per_example, penalties, penalty_total)
 
   def _apply(self, gradients) -> None:
     """The update: decoupled terms on w_{t-1}, optimizer step (all-reduces under a strategy), then prox."""
@@ -127,55 +126,29 @@ class TrainProgram:
   def _replica_step(self, features: tf.Tensor, labels: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
     """One step (`step` counts from 0); returns, per guarded quantity, on how many replicas it was not
     finite (all-reduced)."""
-    mixed = None
-    if self.mixing is not None:
+    batch = None
+    if self.batch_transform is not None:
       replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-      mixed = self.mixing(features, labels, seed=self.seed, step=step, replica=replica)
-      features = mixed.features
-      self.metrics["train/mixing_lambda"].update(mixed.lam, 1.0)
-    state = sharpness_aware.snapshot(self.model.non_trainable_variables) if self.sam is not None else None
-    gradients, outputs, per_example, penalties, penalty_total = self._compute_gradients(
-        features, labels, mixed)
-    if self.sam is not None:
-      gradients = self._sharpness_aware_gradients(features, labels, mixed, gradients, state,
-                                                  tf.reduce_sum(per_example), penalty_total)
-    self._apply(gradients)
-    self._accumulate(labels, outputs, per_example, penalties, penalty_total, mixed)
-    guarded = [tf.reduce_sum(per_example), *penalties.values()]
+      batch = self.batch_transform(features, labels, seed=self.seed, step=step, replica=replica)
+      features = batch.features
+      self.batch_transform.record(self.metrics, batch)
+
+    def compute() -> terms_lib.GradientPass:
+      return self._compute_gradients(features, labels, batch)
+
+    taken = compute() if self.gradient_estimator is None else self.gradient_estimator.estimate(
+        compute, self.metrics)
+    self._apply(taken.gradients)
+    self._accumulate(labels, taken, batch)
+    guarded = [tf.reduce_sum(taken.per_example), *taken.penalties.values()]
     if not self.loss_scaling:
-      guarded.append(tf.linalg.global_norm(gradients))
+      guarded.append(tf.linalg.global_norm(taken.gradients))
     return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
                                                           _nonfinite_flags(guarded))
 
-  def _sharpness_aware_gradients(self, features, labels, mixed, gradients, state, data_sum, penalty_total):
-    """SAM's gradient: at `w + e`, `e` the ascent step from `gradients` (docs: sharpness_aware.py).
-
-    `state` is the model's non-trainable state from before the first pass; the second pass starts
-    from it, and the state the first pass left is put back afterwards.
-    """
-    sam, replica_context = self.sam, tf.distribute.get_replica_context()
-    ascent = [_dense(gradients[index], variable)
-              for index, variable in zip(self._sam_indices, sam.variables)]
-    if sam.perturbation == "global":
-      ascent = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, ascent)
-    non_trainable = self.model.non_trainable_variables
-    after_first_pass = sharpness_aware.snapshot(non_trainable)
-    sharpness_aware.restore(non_trainable, state)
-    saved = sharpness_aware.snapshot(sam.variables)
-    weights = [tf.cast(w, tf.float32) for w in saved]
-    perturbation = sam.ascent(weights, ascent)
-    distributed_update.assign_values(sam.variables, [w + e for w, e in zip(weights, perturbation)])
-    perturbed_gradients, _, per_example, _, perturbed_penalty = self._compute_gradients(
-        features, labels, mixed)
-    distributed_update.assign_values(sam.variables, saved)  # bit for bit: the saved values, not w + e - e
-    sharpness_aware.restore(non_trainable, after_first_pass)
-    count = tf.cast(tf.shape(per_example)[0], tf.float32)
-    increase = tf.reduce_sum(per_example) - data_sum + (perturbed_penalty - penalty_total) * count
-    self.metrics["sharpness/sam_train"].update(increase, count)
-    self.metrics["sharpness/sam_train_perturbation_norm"].update(tf.linalg.global_norm(perturbation), 1.0)
-    return perturbed_gradients
-
-  def _accumulate(self, labels, outputs, per_example, penalties, penalty_total, mixed) -> None:
+  def _accumulate(self, labels, taken: terms_lib.GradientPass, batch) -> None:
+    outputs, per_example, penalties, penalty_total = (taken.outputs, taken.per_example, taken.penalties,
+                                                      taken.penalty_total)
     count = tf.cast(tf.shape(per_example)[0], tf.float32)
     data_sum = tf.reduce_sum(per_example)
     self.metrics["train/data_loss"].update(data_sum, count)
@@ -184,10 +157,8 @@ class TrainProgram:
     for name, value in penalties.items():
       self.metrics[f"penalty/{name}"].update(value * count, count)
     if self.classification:
-      correct = classification.correct_predictions(labels, outputs)
-      if mixed is not None:  # credit each label by its weight in the mixture (as the Mixup reference does)
-        correct = mixed.lam * correct + (1.0 - mixed.lam) * classification.correct_predictions(
-            mixed.partner_labels, outputs)
+      correct = (classification.correct_predictions(labels, outputs) if batch is None else
+                 self.batch_transform.correct(classification.correct_predictions, labels, outputs, batch))
       self.metrics["train/accuracy"].update(tf.reduce_sum(correct), count)
 
   def _loop(self, iterator, num_steps: tf.Tensor) -> tf.Tensor:
@@ -249,21 +220,6 @@ class EvalProgram:
     self._loop(dataset)
     return self.metrics.results()
 
-
-
-def _at_most_one(update_terms: Sequence, kind: type, what: str):
-  """The one term of `kind` among `update_terms`, None if there is none; ValueError if there are several."""
-  found = [term for term in update_terms if isinstance(term, kind)]
-  if len(found) > 1:
-    raise ValueError(f"Trainer.regularizers: at most one {what} per run, got {[t.name for t in found]}")
-  return found[0] if found else None
-
-
-def _dense(gradient, variable) -> tf.Tensor:
-  """A gradient as a dense float32 tensor: IndexedSlices (embeddings) densified, None (unused) as zeros."""
-  if gradient is None:
-    return tf.zeros(variable.shape, tf.float32)
-  return tf.cast(tf.convert_to_tensor(gradient), tf.float32)
 
 
 def _nonfinite_flags(values) -> tf.Tensor:

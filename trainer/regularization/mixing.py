@@ -173,22 +173,15 @@ def cutmix(features: tf.Tensor, partners: tf.Tensor, box: Box) -> tuple[tf.Tenso
   return mixed, 1.0 - area / float(height * width)
 
 
-class BatchMixing(terms.UpdateTerm):
-  """A batch transform the train step applies to each replica's batch before the forward pass.
+class BatchMixing(terms.BatchTransform):
+  """A batch transform that mixes example pairs: the batch is a `Mixed`, scored by both labels."""
 
-  It shrinks no weights and selects none: `selected` is empty after `bind`.
-  """
-
-  shrinks_weights = False
   _SALT = 0  # separates the draws of different transforms with the same seed
+  train_tags = ("train/mixing_lambda",)
 
   def __init__(self, alpha: float, *, name: str):
     super().__init__(name=name, selector=None)
     self.alpha = checks.positive(name, "alpha", alpha)
-
-  def bind(self, model) -> None:
-    del model  # acts on the batch, not on variables
-    self.selected = []
 
   def describe(self) -> str:
     return (f"{self.name}: {type(self).__name__}({self._settings()}), mixes each replica's batch with its "
@@ -196,6 +189,20 @@ class BatchMixing(terms.UpdateTerm):
 
   def _settings(self) -> str:
     return f"alpha={self.alpha:g}"
+
+  def _hparams(self) -> dict:
+    return {"alpha": self.alpha}
+
+  def loss(self, loss_fn, labels: tf.Tensor, outputs: tf.Tensor, batch: Mixed) -> tf.Tensor:
+    return mixed_loss(loss_fn, labels, outputs, batch)
+
+  def correct(self, correct_fn, labels: tf.Tensor, outputs: tf.Tensor, batch: Mixed) -> tf.Tensor:
+    """Each label credited by its weight in the mixture (as the Mixup reference does)."""
+    return batch.lam * correct_fn(labels, outputs) + (1.0 - batch.lam) * correct_fn(batch.partner_labels,
+                                                                                    outputs)
+
+  def record(self, metrics, batch: Mixed) -> None:
+    metrics["train/mixing_lambda"].update(batch.lam, 1.0)
 
   def __call__(self, features: tf.Tensor, labels: tf.Tensor, *, seed: int, step: tf.Tensor,
                replica: tf.Tensor) -> Mixed:

@@ -9,7 +9,9 @@ ascent step is `e = rho * T_w^2 g / ||T_w g||` (elementwise products). As in ASA
 `T_w` applies to the weights of the default structural selection (kernels, embeddings) and is 1 for
 biases and normalization parameters. One step costs two forward and backward passes.
 
-The step (`trainer.loop.programs.TrainProgram`), in order:
+`SAM` is the run's gradient estimator (`trainer.regularization.terms.GradientEstimator`): the train step
+(`trainer.loop.programs.TrainProgram`) hands `SAM.estimate` a function that runs one forward and
+backward pass at the current weights, and `estimate` does, in order:
 
 1. gradient `g` at `w` (this gives `train/*`), all-reduced over the replicas (`perturbation='global'`)
    or this replica's own (`'per_replica'`: "m-sharpness" with m = the per-replica batch);
@@ -26,20 +28,20 @@ pass left (BatchNorm statistics of `w`, not of `w + e`) is put back.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gin
 import tensorflow as tf
 
 from trainer.common import checks
-from trainer.regularization import selectors, terms
+from trainer.regularization import distributed_update, selectors, terms
 from trainer.runtime import compat
 
 PERTURBATIONS = ("global", "per_replica")
 
 
 @gin.configurable
-class SAM(terms.UpdateTerm):
+class SAM(terms.GradientEstimator):
   """Sharpness-aware minimization around any optimizer; `adaptive=True` is ASAM.
 
   Args:
@@ -56,7 +58,7 @@ class SAM(terms.UpdateTerm):
     name: the term's name in logs and HParams (`reg/<name>/rho`, ...).
   """
 
-  shrinks_weights = False
+  train_tags = ("sharpness/sam_train", "sharpness/sam_train_perturbation_norm")
 
   def __init__(self, rho: float, *, adaptive: bool = False, eta: float = 0.01, perturbation: str = "global",
                selector: selectors.VariableSelector | None = None, name: str = "sam"):
@@ -72,6 +74,8 @@ class SAM(terms.UpdateTerm):
                        f"{list(PERTURBATIONS)}")
     self.perturbation = perturbation
     self._normalized: list[bool] = []
+    self._model = None
+    self._indices: list[int] = []  # of the perturbed variables in `model.trainable_variables`
 
   def bind(self, model) -> None:
     """Selects the perturbed variables; with ASAM, notes which of them `T_w = |w| + eta` scales."""
@@ -82,6 +86,9 @@ class SAM(terms.UpdateTerm):
                        f"supported (got them on {scaled}); select variables with include/exclude instead")
     excluded = {id(v) for v in selectors.excluded_variables(model)}
     self._normalized = [self.adaptive and id(s.variable) not in excluded for s in self.selected]
+    trainable = {id(v): index for index, v in enumerate(model.trainable_variables)}
+    self._indices = [trainable[id(s.variable)] for s in self.selected]
+    self._model = model
 
   @property
   def variables(self) -> list:
@@ -105,6 +112,40 @@ class SAM(terms.UpdateTerm):
     eta = f", eta={self.eta:g}" if self.adaptive else ""
     return f"rho={self.rho:g}, adaptive={self.adaptive}{eta}, perturbation={self.perturbation!r}"
 
+  def _hparams(self) -> dict:
+    eta = {"eta": self.eta} if self.adaptive else {}  # plain SAM has no T_w
+    return {"rho": self.rho, "adaptive": self.adaptive, **eta, "perturbation": self.perturbation}
+
+  def estimate(self, compute: Callable[[], terms.GradientPass], metrics) -> terms.GradientPass:
+    """The first pass at `w` (it gives `train/*`) with the gradient of a second pass at `w + e`.
+
+    The second pass starts from the model's non-trainable state from before the first pass, and the
+    state the first pass left is put back afterwards.
+    """
+    non_trainable = self._model.non_trainable_variables
+    state = snapshot(non_trainable)
+    first = compute()
+    replica_context = tf.distribute.get_replica_context()
+    ascent = [_dense(first.gradients[index], variable)
+              for index, variable in zip(self._indices, self.variables)]
+    if self.perturbation == "global":
+      ascent = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, ascent)
+    after_first_pass = snapshot(non_trainable)
+    restore(non_trainable, state)
+    saved = snapshot(self.variables)
+    weights = [tf.cast(w, tf.float32) for w in saved]
+    perturbation = self.ascent(weights, ascent)
+    distributed_update.assign_values(self.variables, [w + e for w, e in zip(weights, perturbation)])
+    perturbed = compute()
+    distributed_update.assign_values(self.variables, saved)  # bit for bit: the saved values, not w + e - e
+    restore(non_trainable, after_first_pass)
+    count = tf.cast(tf.shape(perturbed.per_example)[0], tf.float32)
+    increase = (tf.reduce_sum(perturbed.per_example) - tf.reduce_sum(first.per_example)
+                + (perturbed.penalty_total - first.penalty_total) * count)
+    metrics["sharpness/sam_train"].update(increase, count)
+    metrics["sharpness/sam_train_perturbation_norm"].update(tf.linalg.global_norm(perturbation), 1.0)
+    return first._replace(gradients=perturbed.gradients)
+
 
 def snapshot(variables: Sequence) -> list[tf.Tensor]:
   """The current values of `variables` (this replica's copies in replica context)."""
@@ -115,3 +156,10 @@ def restore(variables: Sequence, values: Sequence[tf.Tensor]) -> None:
   """Assigns `snapshot`'s values back, each replica its own copy, as the layers update this state."""
   for variable, value in zip(variables, values):
     compat.tf_variable(variable).assign(value)
+
+
+def _dense(gradient, variable) -> tf.Tensor:
+  """A gradient as a dense float32 tensor: IndexedSlices (embeddings) densified, None (unused) as zeros."""
+  if gradient is None:
+    return tf.zeros(variable.shape, tf.float32)
+  return tf.cast(tf.convert_to_tensor(gradient), tf.float32)

@@ -1,21 +1,27 @@
-"""Regularization terms: penalties added to the loss, and updates applied around the optimizer step.
+"""Regularization terms and the four roles a term plays in the training step.
 
-Two kinds, each acting on the variables its `VariableSelector` picks (default: kernels, not biases
-or normalization parameters):
+Users bind one list, `Trainer.regularizers`; `by_role` sorts it by the protocol each term implements,
+and the train step (`trainer.loop.programs.TrainProgram`) calls each role at its place:
 
 * `LossTerm` (`L2`, `L1`): `penalty()` is read inside the gradient tape, so it flows through the
   optimizer (for Adam it is rescaled per coordinate, which is why Adam + L2 is not weight decay).
-* `UpdateTerm`: changes the training step itself instead of adding to the loss. `DecoupledWeightDecay`
-  and `ProximalL1` modify the variables directly, before or after `optimizer.apply_gradients`,
-  independently of the optimizer's preconditioning. This composes with any optimizer, like optax's
-  `add_decayed_weights`, instead of one subclass per optimizer. The batch transforms (`Mixup`,
-  `CutMix`, `trainer/regularization/mixing.py`) change the step's batch and `SAM`
-  (`trainer/regularization/sharpness_aware.py`) the point its gradient is taken at; they shrink no
-  chosen weights (`shrinks_weights = False`), so the weight statistics and the overlap warning ignore
-  them.
+* `UpdateTerm` (`DecoupledWeightDecay`, `ProximalL1`): modifies the variables directly, before or after
+  `optimizer.apply_gradients`, independently of the optimizer's preconditioning. This composes with
+  any optimizer, like optax's `add_decayed_weights`, instead of one subclass per optimizer.
+* `BatchTransform` (`Mixup`, `CutMix`, trainer/regularization/mixing.py; at most one): changes each
+  replica's batch before the forward pass, and the loss and accuracy it is scored with.
+* `GradientEstimator` (`SAM`, ASAM, trainer/regularization/sharpness_aware.py; at most one): decides at
+  which weights the step's gradient is taken; without one, the gradient is one forward and backward
+  pass at the current weights.
 
-The Trainer binds each term to the model once (`bind`), then per step calls `penalty()` in the
-tape (and scales the sum once with `tf.nn.scale_regularization_loss`), and `before_step` /
+Each term acts on the variables its `VariableSelector` picks (default: kernels, not biases or
+normalization parameters), and declares what the run reports about it: its HParams entries
+(`hparams()`, reported as `reg/<name>/<key>`) and the TensorBoard tags its step writes (`train_tags`,
+each registered in trainer/metrics/tags.py). Batch transforms and gradient estimators shrink no
+weights (`shrinks_weights = False`), so the weight statistics and the overlap warning ignore them.
+
+The builder binds each term to the model once (`bind`); per step the program calls `penalty()` in
+the tape (and scales the sum once with `tf.nn.scale_regularization_loss`), and `before_step` /
 `after_step` in replica context around `apply_gradients`. All per-step work is vectorized TF ops,
 computed in float32.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import typing
 from collections.abc import Callable, Sequence
 
 import gin
@@ -84,6 +91,14 @@ class _Term:
   def _settings(self) -> str:
     raise NotImplementedError
 
+  def hparams(self) -> dict[str, bool | int | float | str]:
+    """What HParams reports for this term, by key (`reg/<name>/<key>`): its type, then its settings."""
+    return {"type": type(self).__name__, **self._hparams()}
+
+  def _hparams(self) -> dict[str, bool | int | float | str]:
+    """The term's hyperparameters as the run uses them (validated values, not gin text)."""
+    raise NotImplementedError
+
   def _bound(self) -> list[selectors.SelectedVariable]:
     if self.selected is None:
       raise RuntimeError(f"{self.name}: call bind(model) before using the term")
@@ -91,7 +106,7 @@ class _Term:
 
 
 class LossTerm(_Term):
-  """A penalty added to the loss inside the gradient tape."""
+  """A penalty added to the loss inside the gradient tape (its tag `penalty/<name>` is the program's)."""
 
   def penalty(self) -> tf.Tensor:
     """The penalty as an unscaled float32 scalar, from the variables' current values."""
@@ -99,11 +114,7 @@ class LossTerm(_Term):
 
 
 class UpdateTerm(_Term):
-  """A change to the training step itself, applied in replica context (not a penalty in the loss).
-
-  The hooks here are the decoupled updates around `apply_gradients`; `BatchMixing` and `SAM` are
-  update terms with their own hooks, which `trainer.loop.programs.TrainProgram` calls.
-  """
+  """A decoupled update of the selected variables around `apply_gradients`, in replica context."""
 
   # The no-op defaults run inside the compiled step; not converting them keeps AutoGraph from warning
   # that it "could not transform" a body without statements.
@@ -119,13 +130,110 @@ class UpdateTerm(_Term):
     """What this term adds to the objective, as a float32 scalar from the current weights (`penalty/<term>`).
 
     An update term is not differentiated, so `train/loss` does not contain it; this is logged next to it.
-    None (the default) for a term that adds no penalty to the objective (`Mixup`, `SAM`).
+    None (the default) for a term that adds no penalty to the objective.
     """
     return None
 
   def effective_decay(self, learning_rate, base_learning_rate) -> tf.Tensor:
     """The multiplicative decay per step applied at multiplier 1 (`optimizer/weight_decay`)."""
     return tf.zeros((), tf.float32)
+
+
+class GradientPass(typing.NamedTuple):
+  """One forward and backward pass on a replica's batch, at the variables' current values."""
+  gradients: list  # of `model.trainable_variables`, unscaled (mixed_float16's loss scale removed)
+  outputs: tf.Tensor
+  per_example: tf.Tensor  # the per-example data loss
+  penalties: dict  # each loss term's unscaled penalty by name (and `model_losses`)
+  penalty_total: tf.Tensor
+
+
+class BatchTransform(_Term):
+  """Transforms each replica's batch before the forward pass, and how it is scored (one per run).
+
+  `__call__` returns the transformed batch (`features` plus whatever `loss` and `correct` need);
+  `record` adds this step's `train_tags` to the loop's metrics. It acts on the batch, not on
+  variables: `selected` is empty after `bind`.
+  """
+
+  shrinks_weights = False
+  role = "batch transform (Mixup, CutMix)"
+  train_tags: tuple[str, ...] = ()
+
+  def bind(self, model) -> None:
+    del model  # acts on the batch, not on variables
+    self.selected = []
+
+  def __call__(self, features: tf.Tensor, labels: tf.Tensor, *, seed: int, step: tf.Tensor,
+               replica: tf.Tensor):
+    """This replica's transformed batch at `step`: a pure function of (seed, step, replica)."""
+    raise NotImplementedError
+
+  def loss(self, loss_fn: Callable, labels: tf.Tensor, outputs: tf.Tensor, batch) -> tf.Tensor:
+    """The per-example loss of the transformed `batch` (whose original labels are `labels`)."""
+    raise NotImplementedError
+
+  def correct(self, correct_fn: Callable, labels: tf.Tensor, outputs: tf.Tensor, batch) -> tf.Tensor:
+    """The per-example accuracy credit of the transformed `batch`, from `correct_fn(labels, outputs)`."""
+    raise NotImplementedError
+
+  def record(self, metrics, batch) -> None:
+    """Adds this step's values of `train_tags` to `metrics` (`metrics[tag].update(sum, count)`)."""
+
+
+class GradientEstimator(_Term):
+  """Takes the step's gradient from the batch (one per run; without one, a single pass at `w`).
+
+  `estimate(compute, metrics)` may call `compute()`, one forward and backward pass at the variables'
+  current values, as often as it needs, moving the variables in between and putting them back bit
+  for bit; it returns the pass whose `train/*` the step reports, carrying the gradient to apply. It
+  runs in replica context (`tf.distribute.get_replica_context()` all-reduces) and writes its
+  `train_tags` into `metrics`.
+  """
+
+  shrinks_weights = False
+  role = "gradient estimator (SAM, ASAM)"
+  train_tags: tuple[str, ...] = ()
+
+  def estimate(self, compute: Callable[[], GradientPass], metrics) -> GradientPass:
+    raise NotImplementedError
+
+
+class Roles(typing.NamedTuple):
+  """`Trainer.regularizers` sorted by role, each role in the order the terms were given."""
+  loss_terms: tuple[LossTerm, ...] = ()
+  update_terms: tuple[UpdateTerm, ...] = ()
+  batch_transform: BatchTransform | None = None
+  gradient_estimator: GradientEstimator | None = None
+
+  @property
+  def all(self) -> tuple[_Term, ...]:
+    return (*self.loss_terms, *self.update_terms,
+            *(t for t in (self.batch_transform, self.gradient_estimator) if t is not None))
+
+  @property
+  def train_tags(self) -> tuple[str, ...]:
+    """The tags the batch transform and the gradient estimator write in the step."""
+    return tuple(tag for term in (self.batch_transform, self.gradient_estimator) if term is not None
+                 for tag in term.train_tags)
+
+
+def by_role(regularizers: Sequence) -> Roles:
+  """Sorts terms by the protocol each implements; ValueError/TypeError naming the culprit term."""
+  kinds = {LossTerm: [], UpdateTerm: [], BatchTransform: [], GradientEstimator: []}
+  for term in regularizers:
+    kind = next((kind for kind in kinds if isinstance(term, kind)), None)
+    if kind is None:
+      raise TypeError(f"{term!r} is not a regularization term (a LossTerm, UpdateTerm, BatchTransform or "
+                      "GradientEstimator; bind terms with parentheses, e.g. @L2())")
+    kinds[kind].append(term)
+  singles = []
+  for kind in (BatchTransform, GradientEstimator):
+    found = kinds[kind]
+    if len(found) > 1:
+      raise ValueError(f"at most one {kind.role} per run, got {[t.name for t in found]}")
+    singles.append(found[0] if found else None)
+  return Roles(tuple(kinds[LossTerm]), tuple(kinds[UpdateTerm]), *singles)
 
 
 @gin.configurable
@@ -149,6 +257,9 @@ class L2(LossTerm):
   def _settings(self) -> str:
     return f"scale={self.scale:g}"
 
+  def _hparams(self) -> dict:
+    return {"scale": self.scale}
+
 
 @gin.configurable
 class L1(LossTerm):
@@ -168,6 +279,9 @@ class L1(LossTerm):
 
   def _settings(self) -> str:
     return f"scale={self.scale:g}"
+
+  def _hparams(self) -> dict:
+    return {"scale": self.scale}
 
 
 @gin.configurable
@@ -218,6 +332,9 @@ class DecoupledWeightDecay(UpdateTerm):
   def _settings(self) -> str:
     return f"rate={self.rate:g}, convention={self.convention!r}"
 
+  def _hparams(self) -> dict:
+    return {"rate": self.rate, "convention": self.convention}
+
 
 @gin.configurable
 class ProximalL1(UpdateTerm):
@@ -246,6 +363,9 @@ class ProximalL1(UpdateTerm):
 
   def _settings(self) -> str:
     return f"scale={self.scale:g}"
+
+  def _hparams(self) -> dict:
+    return {"scale": self.scale}
 
 
 @gin.configurable
