@@ -13,7 +13,7 @@ are what to read. Absolute steps/sec are printed for the record.
 
 Occam is measured through its public seams, as `trainer.train` runs: `register_all()`, gin bindings
 parsed by `trainer.config.parsing.parse`, `Trainer()` under the strategy's scope, `builder.build`,
-and per host loop `runners.TrainRunner(run).train(steps_per_loop)`, exactly what the Controller
+and per host loop `runners.train_runner(run).train(steps_per_loop)`, exactly what the Controller
 calls (reset the metric accumulators, one compiled `train_program.loop` call, read the metrics, the
 learning rate and the `Monitor`'s per-loop statistics). Not timed: evaluation, checkpoints and
 summary writing, which happen at their own intervals. The bare loop and Keras `fit` use the same
@@ -315,8 +315,8 @@ def build_run(bindings: Sequence[str], strategy: tf.distribute.Strategy, model_d
 def occam_variant(label: str, spec: ModelSpec, bindings: Sequence[str], *, model_dir: str,
                   strategy: tf.distribute.Strategy | None = None) -> Variant:
   """A freshly built run, timed per host loop through `TrainRunner.train` (what the Controller calls)."""
-  runner = runners.TrainRunner(build_run(bindings, strategy or tf.distribute.get_strategy(),
-                                         tempfile.mkdtemp(dir=model_dir)))
+  runner = runners.train_runner(build_run(bindings, strategy or tf.distribute.get_strategy(),
+                                          tempfile.mkdtemp(dir=model_dir)))
 
   def run_loop() -> None:
     output = runner.train(spec.steps_per_loop)

@@ -12,7 +12,7 @@ told `jit_compile=False`, since its 'auto' may compile). Both track loss and acc
 
 Occam is measured through its public seams, as `trainer.train` runs it: gin bindings parsed by
 `trainer.config.parsing.parse`, `Trainer()` under the strategy's scope, `builder.build`, and per
-host loop `runners.TrainRunner(run).train(steps_per_loop)` (what the Controller calls: one compiled
+host loop `runners.train_runner(run).train(steps_per_loop)` (what the Controller calls: one compiled
 loop of `steps_per_loop` steps, the metrics and the Monitor's per-loop statistics; not evaluation,
 checkpoints or summaries). Occam is timed twice: with the default Monitor, whose per-loop
 statistics include a gradient norm on a 256-example probe batch (work `fit` does not do), and with
@@ -117,8 +117,9 @@ def occam_bindings(settings: Settings) -> list[str]:
 
 def occam_variant(label: str, settings: Settings, model_dir: str, extra: Sequence[str] = ()) -> Variant:
   """A run built as `trainer.train` builds it, timed per host loop through `TrainRunner.train`."""
-  runner = runners.TrainRunner(build_run(occam_bindings(settings) + list(extra), tf.distribute.get_strategy(),
-                                         tempfile.mkdtemp(dir=model_dir)))
+  run = build_run(occam_bindings(settings) + list(extra), tf.distribute.get_strategy(),
+                  tempfile.mkdtemp(dir=model_dir))
+  runner = runners.train_runner(run)
 
   def measure() -> np.ndarray:
     started = clock()

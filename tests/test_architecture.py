@@ -12,8 +12,8 @@ import pytest
 from tests.helpers import REPO
 
 # The parts of `trainer/`, bottom up: a module may import its own part and the parts before it.
-LAYERS = ("common", "runtime", "data", "regularization", "metrics", "loop", "config", "api", "main",
-          "experiments")
+LAYERS = ("common", "runtime", "data", "regularization", "metrics", "loop", "config", "api", "evaluation",
+          "main", "experiments")
 
 
 def _part(module: str) -> str:
@@ -86,3 +86,20 @@ def test_importing_the_package_does_not_import_tensorflow():
   code = "import sys, trainer; assert 'tensorflow' not in sys.modules; print(trainer.__version__)"
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_nothing_reaches_back_into_the_settings_at_run_time():
+  """Runners, driver, Controller and programs get built parts and the frozen `RunConfig`: none imports the
+  settings module or reads a `.settings` attribute; the train step knows the terms' roles, not their types."""
+  for name in ("runners", "driver", "controller", "programs"):
+    path = os.path.join(REPO, "trainer", "loop", f"{name}.py")
+    tree = ast.parse(open(path).read(), path)
+    assert "trainer.loop.settings" not in _imports(path), name
+    reads = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "settings"]
+    assert not reads, name
+  programs = os.path.join(REPO, "trainer", "loop", "programs.py")
+  calls = [node.func.id for node in ast.walk(ast.parse(open(programs).read())) if isinstance(node, ast.Call)
+           and isinstance(node.func, ast.Name)]
+  assert "isinstance" not in calls
+  term_modules = {"trainer.regularization.mixing", "trainer.regularization.sharpness_aware"}
+  assert not term_modules & set(_imports(programs))

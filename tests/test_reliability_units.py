@@ -67,8 +67,9 @@ def test_config_guard_ignores_formatting():
 
 
 def test_early_stopping_counts_evaluations_without_improvement():
-  stopper = EarlyStopping(metric="eval/loss", patience=2, min_delta=0.01)
-  assert not stopper.maximize
+  spec = EarlyStopping(metric="eval/loss", patience=2, min_delta=0.01)
+  assert not spec.maximize and not hasattr(spec, "best_step")  # a spec: the builder creates the state
+  stopper = spec.create_state()
   decisions = [stopper.update(step, {"eval/loss": loss}) for step, loss in
                [(10, 1.0), (20, 0.5), (30, 0.495), (40, 0.6), (50, 0.3)]]
   assert [d.improved for d in decisions] == [True, True, False, False, True]
@@ -88,4 +89,4 @@ def test_early_stopping_arguments_are_checked(kwargs, message):
 
 def test_early_stopping_on_an_unknown_metric_lists_the_available_ones():
   with pytest.raises(ValueError, match=r"EarlyStopping.metric='eval/acc'.*eval/accuracy"):
-    EarlyStopping(metric="eval/acc").update(10, {"eval/accuracy": 0.9, "eval/loss": 0.3})
+    EarlyStopping(metric="eval/acc").create_state().update(10, {"eval/accuracy": 0.9, "eval/loss": 0.3})

@@ -11,11 +11,13 @@ The package's parts, from the bottom up (a module imports only from its own part
   loop/            the gin root `Trainer`, the run builder, runners, Controller, actions, programs
   config/          gin parsing, the resume guard, `register_all()`
   api.py, main.py  `trainer.train(...)` and the command line
+  evaluation.py    `trainer.evaluate(model_dir, checkpoint=..., split=...)`: a checkpoint's metrics
   experiments/     sweeps, reports, results as pandas DataFrames
 
 The public Python API, importable without paying for TensorFlow until it is used:
 
   trainer.train(gin_files, bindings, model_dir=..., strategy=..., callbacks=...) -> trainer.Results
+  trainer.evaluate(model_dir, checkpoint='latest'|'best', split='eval'|'test') -> trainer.Evaluation
   trainer.run_scalars(model_dir) -> pandas.DataFrame;  trainer.sweep_scalars(sweep_dir) -> DataFrame
 
 docs/ARCHITECTURE.md draws the parts and the flow of one run.
@@ -31,6 +33,8 @@ _PUBLIC = {
     "train": "trainer.api",
     "Results": "trainer.api",
     "InvalidRunError": "trainer.api",
+    "evaluate": "trainer.evaluation",
+    "Evaluation": "trainer.evaluation",
     "run_scalars": "trainer.experiments.results",
     "sweep_scalars": "trainer.experiments.results",
 }

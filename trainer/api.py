@@ -51,7 +51,8 @@ class Results:
     step: the step training ended at.
     restored_from: the checkpoint the run resumed from, None for a fresh start.
     stopped_by_callback: whether a callback asked to stop.
-    run: the built run (`model`, `splits`, `optimizer`, ...), e.g. to use the trained model.
+    run: the built run (`model`, `splits`, `optimizer`, ...), e.g. to use the trained model. Its
+      checkpointers are not part of it: training closed them; `trainer.evaluate` reads checkpoints.
   """
 
   metrics: dict[str, float]
@@ -133,9 +134,10 @@ def _require_bindings() -> None:
 
 def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
            strategy: str | tf.distribute.Strategy, tpu: str | None, cluster_timeout: float,
-           allow_config_change: bool) -> tuple[builder.Run, str | None, lock.Lease | None]:
-  """Everything before the first step: the built run, the checkpoint it restored (None if fresh) and the
-  chief's lease on model_dir. Every check runs before the first write to model_dir."""
+           allow_config_change: bool) -> tuple[builder.Run, builder.Checkpointers, str | None,
+                                               lock.Lease | None]:
+  """Everything before the first step: the built run, its checkpointers, the checkpoint it restored (None
+  if fresh) and the chief's lease on model_dir. Every check runs before the first write to model_dir."""
   registry.register_all()
   parsing.parse(gin_files, bindings)
   model_dir = resolve_model_dir(model_dir)
@@ -143,22 +145,22 @@ def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
     strategy = strategy_lib.create(strategy, tpu=tpu, cluster_timeout=cluster_timeout)
   is_chief = strategy_lib.worker_role(strategy).is_chief
   _require_bindings()
-  with strategy.scope():  # configurables with state (EarlyStopping) create it under the strategy
-    settings = Trainer()
-  run = builder.build(settings, strategy=strategy, model_dir=model_dir, is_chief=is_chief)
+  run = builder.build(Trainer(), strategy=strategy, model_dir=model_dir, is_chief=is_chief)
   guard.check(model_dir, allow_change=allow_config_change)
   prepare_model_dir(model_dir)
   lease = lock.acquire(model_dir) if is_chief else None
+  checkpointers = builder.open_checkpointers(run)
   try:
-    restored = run.checkpointer.restore_latest()
+    restored = checkpointers.latest.restore_latest()
     if is_chief:
       guard.record(model_dir)
       run.writers.purge_after(int(run.step.numpy()))  # what a killed run logged after its checkpoint
   except BaseException:
+    checkpointers.close()
     if lease:
       lease.release()
     raise
-  return run, restored, lease
+  return run, checkpointers, restored, lease
 
 
 def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_dir: str,
@@ -188,8 +190,9 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
       another worker is gone; rerunning every worker resumes from the last checkpoint.
   """
   try:
-    run, restored, lease = _start(gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
-                                  cluster_timeout=cluster_timeout, allow_config_change=allow_config_change)
+    run, checkpointers, restored, lease = _start(
+        gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
+        cluster_timeout=cluster_timeout, allow_config_change=allow_config_change)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
     raise InvalidRunError(str(error)) from error
   except (OSError, tf.errors.OpError) as error:  # a full disk or a lost filesystem while starting
@@ -197,7 +200,7 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
   model_dir, is_chief = run.model_dir, run.is_chief
   watcher = _Callbacks(callbacks)
   with lease or contextlib.nullcontext():
-    metrics = driver.train(run, restored=restored,
+    metrics = driver.train(run, checkpointers, restored=restored,
                            train_actions=([parsing.RecordOperativeConfig(model_dir, run.writers)]
                                           if is_chief else []),
                            eval_actions=[watcher], stop_conditions=[lambda: watcher.stop_requested])

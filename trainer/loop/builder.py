@@ -7,15 +7,19 @@ strategy's scope, then the compiled programs and what saves and reports them. Ev
 between the parts (a batch larger than the data, a model with too few outputs, an early-stopping
 metric no evaluation writes) is an error here, before anything is written.
 
-The `Run` it returns is a frozen description: the parts and nothing else. The driver
-(`trainer.loop.driver`) decides what happens to them.
+The `Run` it returns is a frozen description: the parts and nothing else, with the plain settings as a
+frozen `RunConfig`; the settings object stays behind. Its checkpointers are opened apart
+(`open_checkpointers`), by whoever trains or evaluates it. The driver (`trainer.loop.driver`) decides
+what happens to the parts.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import os
+from typing import Callable, Iterable, Iterator, Mapping
 
 import gin
 import numpy as np
@@ -24,9 +28,9 @@ import tensorflow as tf
 from trainer.data import Splits, pipeline
 from trainer.data.preprocessing import ImagePreprocessing
 from trainer.loop import losses, schedules
-from trainer.loop.early_stopping import EarlyStopping
+from trainer.loop.early_stopping import EarlyStoppingState
 from trainer.loop.programs import EvalProgram, TrainProgram
-from trainer.loop.settings import Trainer
+from trainer.loop.settings import RunConfig, Trainer
 from trainer.metrics import hparams as hparams_lib
 from trainer.metrics import tags
 from trainer.metrics.monitor import Monitor
@@ -39,9 +43,9 @@ from trainer.runtime.checkpointing import Checkpointer
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """The built parts of one training run (see `build`)."""
+  """The built parts of one training run (see `build`); the settings object is not among them."""
 
-  settings: Trainer
+  config: RunConfig
   strategy: tf.distribute.Strategy
   model_dir: str
   is_chief: bool
@@ -52,110 +56,184 @@ class Run:
   schedule: schedules.Scaled
   optimizer: object
   step: tf.Variable
-  terms: tuple  # in the order the config lists them
+  terms: tuple  # bound to the model, in the order the config lists them
   roles: terms_lib.Roles  # the same terms by role
   train_program: TrainProgram
   eval_program: EvalProgram
+  train_input: Callable[[int], Iterator]  # the distributed training stream from a step on
+  eval_inputs: Mapping[str, Callable[[], Iterable]]  # 'eval' (validation) and 'test': one padded pass each
   monitor: Monitor
-  early_stopping: EarlyStopping | None
-  checkpointer: Checkpointer
-  best_checkpointer: Checkpointer
+  early_stopping: EarlyStoppingState | None
   writers: SummaryWriters
   hparams: dict
 
-  @property
-  def update_terms(self) -> tuple:
-    return self.roles.update_terms
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointers:
+  """Where a run's checkpoints go: the latest (`model_dir/checkpoints`) and the best (`model_dir/best`).
+
+  Kept apart from `Run`: they are opened for one training (or evaluation) and closed after it.
+  """
+
+  latest: Checkpointer
+  best: Checkpointer
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
 
 
 def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str,
           is_chief: bool = True) -> Run:
-  """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent."""
-  try:
-    roles = terms_lib.by_role(settings.regularizers)
-  except (ValueError, TypeError) as error:
-    raise type(error)(f"Trainer.regularizers: {error}") from error
-  replicas = strategy.num_replicas_in_sync
-  for name in ("batch_size", "eval_batch_size"):
-    try:
-      pipeline.per_replica_batch_size(getattr(settings, name), replicas)
-    except ValueError as error:
-      raise ValueError(f"Trainer.{name}: {error}") from error
-  tf.keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")  # never leak a policy
-  early_stopping = settings.early_stopping
-  tf.keras.utils.set_random_seed(settings.seed)
+  """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent.
+
+  `settings` is read, never changed: the terms, the Monitor and early stopping are bound or get
+  their state as copies. The seed takes one route: `config.seed`, pushed to what draws.
+  """
+  config = settings.config()
+  roles = _sort_terms(settings.regularizers)
+  _check_batch_sizes(config, strategy.num_replicas_in_sync)
+  tf.keras.mixed_precision.set_global_policy(config.mixed_precision or "float32")  # never leak a policy
+  tf.keras.utils.set_random_seed(config.seed)
   splits = _call_factory("data", settings.data)
   classification = splits.num_classes is not None
-  if early_stopping is not None:
-    early_stopping.check_metric(tags.evaluated(classification=classification))
-  train_size = splits.train.known_size  # None for a streamed split: not counted before training
-  if train_size is not None and settings.batch_size > train_size:
-    raise ValueError(f"Trainer.batch_size={settings.batch_size} exceeds the {train_size} "
-                     f"training examples of {splits.name}")
+  if settings.early_stopping is not None:
+    settings.early_stopping.check_metric(tags.evaluated(classification=classification))
   preprocessing = settings.preprocessing or ImagePreprocessing()
-  try:
-    input_shape = preprocessing.output_shape(splits.train.example_shape)
-  except ValueError as error:
-    raise ValueError(f"Trainer.data={splits.name}: {error}") from error
-  monitor = settings.monitor if settings.monitor is not None else Monitor()
+  input_shape = _input_shape(splits, preprocessing, config.batch_size)
+  monitor = copy.copy(settings.monitor) if settings.monitor is not None else Monitor()
+  per_replica_batch = pipeline.per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
   train_examples = pipeline.first_examples(
-      splits.train, max(monitor.train_examples_needed, pipeline.per_replica_batch_size(settings.batch_size,
-                                                                                        replicas)),
-      preprocessing)
-  tf.keras.utils.set_random_seed(settings.seed)  # whatever the data factory did to global random state
+      splits.train, max(monitor.train_examples_needed, per_replica_batch), preprocessing)
+  tf.keras.utils.set_random_seed(config.seed)  # whatever the data factory did to global random state
   with strategy.scope():
-    model = _call_factory("model", settings.model,
-                          **_from_data(settings.model, input_shape=input_shape,
-                                       num_outputs=_num_outputs(splits)))
-    outputs = model(tf.zeros((1,) + input_shape, tf.float32), training=False)
-    if classification and outputs.shape[-1] < splits.num_classes:
-      raise ValueError(f"Trainer.model {model.name} has {outputs.shape[-1]} outputs but {splits.name} "
-                       f"has {splits.num_classes} classes (e.g. MLP.num_outputs = {splits.num_classes})")
-    _probe_loss(settings.loss, model, splits.name, train_examples,
-                pipeline.per_replica_batch_size(settings.batch_size, replicas))
-    # The schedule follows the run: a length left unbound (WarmupCosine.decay_steps) is train_steps.
-    schedule = schedules.Scaled(schedules.for_run(settings.learning_rate, settings.train_steps))
-    optimizer = settings.optimizer(learning_rate=schedule)
-    if settings.mixed_precision == "mixed_float16":
-      optimizer = compat.loss_scale_optimizer(optimizer)
-    _refuse_builtin_weight_decay(optimizer)
-    compat.build_optimizer(optimizer, model.trainable_variables)
-    tfa_optimizers.bind(optimizer, model, strategy)  # tfa: the selector feeds decay_var_list
+    model = _build_model(settings.model, splits, input_shape)
+    _probe_loss(settings.loss, model, splits.name, train_examples, per_replica_batch)
+    schedule, optimizer = _build_optimizer(settings, config, model, strategy)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-  terms = settings.regularizers
-  for term in terms:
-    term.bind(model)
+    early_stopping = settings.early_stopping.create_state() if settings.early_stopping is not None else None
+  terms, roles = _bind_terms(settings.regularizers, roles, model)
   train_program = TrainProgram(
       strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
-      global_batch_size=settings.batch_size, terms=roles,
-      include_model_losses=bool(model.losses), classification=classification, step=step,
-      seed=settings.seed, jit_compile=settings.jit_compile)
+      global_batch_size=config.batch_size, terms=roles, include_model_losses=bool(model.losses),
+      classification=classification, step=step, seed=config.seed, jit_compile=config.jit_compile)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification)
   monitor.bind(strategy=strategy, model=model, terms=terms, train_examples=train_examples,
                loss_fn=settings.loss, penalties=train_program.penalties, classification=classification,
-               seed=settings.seed)
-  early_stopping_state = {"early_stopping": early_stopping} if early_stopping is not None else {}
-  checkpointer = Checkpointer(os.path.join(model_dir, "checkpoints"), step=step,
-                              keep=settings.keep_checkpoints, is_chief=is_chief, model=model,
-                              # Every model variable by position: Keras 3 does not reach the dropout
-                              # RNG state (SeedGenerator) through the model itself.
-                              model_variables=[compat.tf_variable(v) for v in model.variables],
-                              optimizer=optimizer, learning_rate_scale=schedule.scale,
-                              **monitor.checkpoint_trackables(), **early_stopping_state)
-  best_checkpointer = Checkpointer(os.path.join(model_dir, "best"), step=step, keep=1, is_chief=is_chief,
-                                   model=model)
+               seed=config.seed)
   hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule,
-                                batch_size=settings.batch_size, train_steps=settings.train_steps,
-                                seed=settings.seed, data_name=splits.name, label_noise=splits.label_noise,
+                                batch_size=config.batch_size, train_steps=config.train_steps,
+                                seed=config.seed, data_name=splits.name, label_noise=splits.label_noise,
                                 loss=losses.hparams(settings.loss), terms=terms)
-  return Run(settings=settings, strategy=strategy, model_dir=model_dir, is_chief=is_chief, splits=splits,
+  train_input, eval_inputs = _inputs(strategy, splits, preprocessing, config)
+  return Run(config=config, strategy=strategy, model_dir=model_dir, is_chief=is_chief, splits=splits,
              preprocessing=preprocessing, input_shape=input_shape, model=model, schedule=schedule,
-             optimizer=optimizer, step=step, terms=terms, roles=roles,
-             train_program=train_program, eval_program=eval_program, monitor=monitor,
-             early_stopping=early_stopping, checkpointer=checkpointer, best_checkpointer=best_checkpointer,
-             writers=SummaryWriters(model_dir, enabled=is_chief), hparams=hparams)
+             optimizer=optimizer, step=step, terms=terms, roles=roles, train_program=train_program,
+             eval_program=eval_program, train_input=train_input, eval_inputs=eval_inputs, monitor=monitor,
+             early_stopping=early_stopping, writers=SummaryWriters(model_dir, enabled=is_chief),
+             hparams=hparams)
+
+
+def open_checkpointers(run: Run) -> Checkpointers:
+  """The run's checkpointers (nothing is written until a save): everything a resume must continue
+  goes into the latest checkpoint, the model alone into the best one."""
+  early_stopping_state = {"early_stopping": run.early_stopping} if run.early_stopping is not None else {}
+  latest = Checkpointer(os.path.join(run.model_dir, "checkpoints"), step=run.step,
+                        keep=run.config.keep_checkpoints, is_chief=run.is_chief, model=run.model,
+                        # Every model variable by position: Keras 3 does not reach the dropout
+                        # RNG state (SeedGenerator) through the model itself.
+                        model_variables=[compat.tf_variable(v) for v in run.model.variables],
+                        optimizer=run.optimizer, learning_rate_scale=run.schedule.scale,
+                        **run.monitor.checkpoint_trackables(), **early_stopping_state)
+  best = Checkpointer(os.path.join(run.model_dir, "best"), step=run.step, keep=1, is_chief=run.is_chief,
+                      model=run.model)
+  return Checkpointers(latest=latest, best=best)
+
+
+def _sort_terms(regularizers) -> terms_lib.Roles:
+  try:
+    return terms_lib.by_role(regularizers)
+  except (ValueError, TypeError) as error:
+    raise type(error)(f"Trainer.regularizers: {error}") from error
+
+
+def _check_batch_sizes(config: RunConfig, replicas: int) -> None:
+  for name in ("batch_size", "eval_batch_size"):
+    try:
+      pipeline.per_replica_batch_size(getattr(config, name), replicas)
+    except ValueError as error:
+      raise ValueError(f"Trainer.{name}: {error}") from error
+
+
+def _input_shape(splits: Splits, preprocessing: ImagePreprocessing, batch_size: int) -> tuple[int, ...]:
+  """One example's shape as the model sees it; the batch must fit in the training split."""
+  train_size = splits.train.known_size  # None for a streamed split: not counted before training
+  if train_size is not None and batch_size > train_size:
+    raise ValueError(f"Trainer.batch_size={batch_size} exceeds the {train_size} "
+                     f"training examples of {splits.name}")
+  try:
+    return preprocessing.output_shape(splits.train.example_shape)
+  except ValueError as error:
+    raise ValueError(f"Trainer.data={splits.name}: {error}") from error
+
+
+def _build_model(factory, splits: Splits, input_shape: tuple[int, ...]) -> tf.keras.Model:
+  """The model, called once (its variables exist), with at least one output per class."""
+  model = _call_factory("model", factory,
+                        **_from_data(factory, input_shape=input_shape, num_outputs=_num_outputs(splits)))
+  outputs = model(tf.zeros((1,) + input_shape, tf.float32), training=False)
+  if splits.num_classes is not None and outputs.shape[-1] < splits.num_classes:
+    raise ValueError(f"Trainer.model {model.name} has {outputs.shape[-1]} outputs but {splits.name} "
+                     f"has {splits.num_classes} classes (e.g. MLP.num_outputs = {splits.num_classes})")
+  return model
+
+
+def _build_optimizer(settings: Trainer, config: RunConfig, model: tf.keras.Model,
+                     strategy: tf.distribute.Strategy) -> tuple[schedules.Scaled, object]:
+  """The schedule (a length left unbound, e.g. WarmupCosine.decay_steps, is train_steps) and the built
+  optimizer, with loss scaling under mixed_float16 and tfa's decay list fed from the selector."""
+  schedule = schedules.Scaled(schedules.for_run(settings.learning_rate, config.train_steps))
+  optimizer = settings.optimizer(learning_rate=schedule)
+  if config.mixed_precision == "mixed_float16":
+    optimizer = compat.loss_scale_optimizer(optimizer)
+  _refuse_builtin_weight_decay(optimizer)
+  compat.build_optimizer(optimizer, model.trainable_variables)
+  tfa_optimizers.bind(optimizer, model, strategy)  # tfa: the selector feeds decay_var_list
+  return schedule, optimizer
+
+
+def _bind_terms(regularizers, roles: terms_lib.Roles, model) -> tuple[tuple, terms_lib.Roles]:
+  """Each term bound to `model` as a copy (the settings' terms stay unbound), in config order and by role."""
+  bound = {id(term): copy.copy(term) for term in regularizers}
+  for term in bound.values():
+    term.bind(model)
+
+  def pick(term):
+    return None if term is None else bound[id(term)]
+
+  return tuple(bound[id(term)] for term in regularizers), terms_lib.Roles(
+      loss_terms=tuple(map(pick, roles.loss_terms)), update_terms=tuple(map(pick, roles.update_terms)),
+      batch_transform=pick(roles.batch_transform), gradient_estimator=pick(roles.gradient_estimator))
+
+
+def _inputs(strategy: tf.distribute.Strategy, splits: Splits, preprocessing: ImagePreprocessing,
+            config: RunConfig) -> tuple[Callable[[int], Iterator], dict[str, Callable[[], Iterable]]]:
+  """The run's input functions: the training stream from a step on (its order is a pure function of
+  (seed, step)), and one padded pass over the validation ('eval') and the test split."""
+  def train_input(start_step: int) -> Iterator:
+    return iter(strategy.distribute_datasets_from_function(
+        lambda context: pipeline.train_dataset(splits.train, global_batch_size=config.batch_size,
+                                               seed=config.seed, start_step=start_step, input_context=context,
+                                               preprocessing=preprocessing)))
+
+  def eval_input(split) -> Callable[[], Iterable]:
+    return lambda: strategy.distribute_datasets_from_function(
+        lambda context: pipeline.eval_dataset(split, global_batch_size=config.eval_batch_size,
+                                              input_context=context, preprocessing=preprocessing))
+
+  return train_input, {"eval": eval_input(splits.validation), "test": eval_input(splits.test)}
 
 
 def _num_outputs(splits: Splits) -> int:

@@ -19,12 +19,11 @@ from absl import logging
 
 from trainer import __version__
 from trainer.common import files
-from trainer.loop import schedules
-from trainer.loop.builder import Run
+from trainer.loop import runners, schedules
+from trainer.loop.builder import Checkpointers, Run
 from trainer.loop.controller import Action, Controller
 from trainer.loop.early_stopping import BEST_PREFIX, KeepBest
 from trainer.loop.recovery import NonFiniteRecovery
-from trainer.loop.runners import EvalRunner, TrainRunner
 from trainer.metrics import dashboard, tags
 from trainer.regularization import terms as terms_lib
 from trainer.runtime.preemption import PreemptionWatcher
@@ -33,33 +32,34 @@ RESULTS_FILE = "results.json"
 RESULTS_SCHEMA = 1  # bumped when a key of results.json changes meaning or goes away
 
 
-def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (),
-          eval_actions: Sequence[Action] = (),
+def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
+          train_actions: Sequence[Action] = (), eval_actions: Sequence[Action] = (),
           stop_conditions: Sequence[Callable[[], bool]] = ()) -> dict[str, float]:
   """Trains `run` (restored from `restored`, None for a fresh start) to its `train_steps`.
 
   Returns the last loop's metrics and the final evaluation, which the chief also writes to
   `model_dir/results.json` and logs. Raises `Preempted` after a checkpoint on SIGTERM/SIGINT and
   `NonFiniteError` when a step diverged and the policy does not restore (no results.json then).
+  `checkpointers` are closed at the end.
   """
   started = time.monotonic()
-  settings = run.settings
-  trainer, evaluator = TrainRunner(run), EvalRunner(run)
-  recovery = NonFiniteRecovery(policy=settings.on_nonfinite, max_restores=settings.max_restores,
-                               lr_factor=settings.restore_lr_factor, checkpointer=run.checkpointer,
+  config = run.config
+  trainer, evaluator = runners.train_runner(run), runners.eval_runner(run)
+  recovery = NonFiniteRecovery(policy=config.on_nonfinite, max_restores=config.max_restores,
+                               lr_factor=config.restore_lr_factor, checkpointer=checkpointers.latest,
                                learning_rate_scale=run.schedule.scale,
                                clear_flags=trainer.clear_nonfinite_flags)
   own_eval_actions, own_stop_conditions = [], []
   keep_best = None
   if run.early_stopping is not None:
-    keep_best = KeepBest(run.early_stopping, checkpointer=run.best_checkpointer, model=run.model,
+    keep_best = KeepBest(run.early_stopping, checkpointer=checkpointers.best, model=run.model,
                          feature_shape=run.input_shape, is_chief=run.is_chief)
     own_eval_actions.append(keep_best)
     own_stop_conditions.append(lambda: run.early_stopping.stopped)
   controller = Controller(
-      trainer=trainer, evaluator=evaluator, writers=run.writers, save_checkpoint=run.checkpointer.save,
-      train_steps=settings.train_steps, steps_per_loop=settings.steps_per_loop,
-      eval_every=settings.eval_every, checkpoint_every=settings.checkpoint_every, on_nonfinite=recovery,
+      trainer=trainer, evaluator=evaluator, writers=run.writers, save_checkpoint=checkpointers.latest.save,
+      train_steps=config.train_steps, steps_per_loop=config.steps_per_loop,
+      eval_every=config.eval_every, checkpoint_every=config.checkpoint_every, on_nonfinite=recovery,
       preemption=PreemptionWatcher(run.strategy), train_actions=train_actions,
       eval_actions=[*own_eval_actions, *eval_actions],
       stop_conditions=[*own_stop_conditions, *stop_conditions])
@@ -79,8 +79,7 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
     return metrics
   finally:
     run.writers.flush()
-    run.checkpointer.close()
-    run.best_checkpointer.close()
+    checkpointers.close()
 
 
 def report_start(run: Run, step: int, restored: str | None) -> None:
@@ -91,9 +90,9 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   for term in run.terms:
     logging.info("regularizer %s: %s", term.name, term.describe())
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())
-  ended = schedules.ended_early_warning(run.schedule.schedule, run.settings.train_steps)
+  ended = schedules.ended_early_warning(run.schedule.schedule, run.config.train_steps)
   if ended:
-    logging.warning("%s (Trainer.train_steps=%d)", ended, run.settings.train_steps)
+    logging.warning("%s (Trainer.train_steps=%d)", ended, run.config.train_steps)
   overlap = terms_lib.overlap_warning(run.terms, run.model)
   if overlap:
     logging.warning("%s", overlap)
@@ -134,7 +133,7 @@ def results_record(run: Run, metrics: Mapping[str, float], *, restored: str | No
       "model_dir": run.model_dir,
       "restored_from": restored,
       "step": int(run.step.numpy()),
-      "train_steps": run.settings.train_steps,
+      "train_steps": run.config.train_steps,
       "wall_time_sec": round(wall_time_sec, 3),
       "generalization_gap": {name.split("/", 1)[1]: number(metrics[name])
                              for name in ("gap/loss", "gap/accuracy") if name in metrics},

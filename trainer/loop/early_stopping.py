@@ -1,11 +1,12 @@
 """Early stopping on an evaluation metric, and the eval action that keeps the best model.
 
-`EarlyStopping` decides; its state (best value, best step, evaluations without improvement) lives in
-variables that are checkpointed with the run, so a resumed run stops exactly where an uninterrupted
-one would. `KeepBest` is the eval action that feeds it every evaluation and keeps the best weights
-in `model_dir/best/` (a checkpoint and `best.json` with the step and the metric); at the end of the
-run, `KeepBest.finish` evaluates the test split with those weights (`best/test/*`, the number papers
-report) and exports them once as a SavedModel.
+`EarlyStopping` is the gin-bound spec (which metric, which direction, how patient); the builder
+creates its state, `EarlyStoppingState` (best value, best step, evaluations without improvement), in
+variables under the strategy's scope that are checkpointed with the run, so a resumed run stops
+exactly where an uninterrupted one would. The state decides. `KeepBest` is the eval action that feeds
+it every evaluation and keeps the best weights in `model_dir/best/` (a checkpoint and `best.json` with
+the step and the metric); at the end of the run, `KeepBest.finish` evaluates the test split with those
+weights (`best/test/*`, the number papers report) and exports them once as a SavedModel.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Decision:
 
 
 @gin.configurable
-class EarlyStopping(tf.Module):
+class EarlyStopping:
   """Stops after `patience` evaluations in a row without an improvement larger than `min_delta`.
 
   Args:
@@ -51,23 +52,35 @@ class EarlyStopping(tf.Module):
 
   def __init__(self, *, metric: str = "eval/accuracy", mode: str = "auto", patience: int = 5,
                min_delta: float = 0.0):
-    super().__init__(name="early_stopping")
     if mode not in MODES:
       raise ValueError(f"EarlyStopping.mode={mode!r} is not one of {MODES}")
     self.metric = metric
     self.maximize = _maximize(metric) if mode == "auto" else mode == "max"
     self.patience = checks.integer("EarlyStopping", "patience", patience, minimum=1)
     self.min_delta = checks.nonnegative("EarlyStopping", "min_delta", min_delta)
-    # The best value is stored as a score to maximize: the metric, or minus the metric.
-    self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
-    self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
-    self.waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_without_improvement")
 
   def check_metric(self, available: Sequence[str]) -> None:
     """Raises before training when `metric` is not one of the `available` evaluated metrics."""
     if self.metric not in available:
       raise ValueError(f"EarlyStopping.metric={self.metric!r} is not an evaluated metric; available: "
                        f"{sorted(available)}")
+
+  def create_state(self) -> EarlyStoppingState:
+    """The state of one run (variables: call it under the strategy's scope)."""
+    return EarlyStoppingState(self)
+
+
+class EarlyStoppingState(tf.Module):
+  """The checkpointed state of `EarlyStopping` in one run, and its decisions."""
+
+  def __init__(self, spec: EarlyStopping):
+    super().__init__(name="early_stopping")
+    self.metric, self.maximize = spec.metric, spec.maximize
+    self.patience, self.min_delta = spec.patience, spec.min_delta
+    # The best value is stored as a score to maximize: the metric, or minus the metric.
+    self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_score")
+    self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
+    self.waited = tf.Variable(0, dtype=tf.int64, trainable=False, name="evaluations_without_improvement")
 
   @property
   def best_value(self) -> float:
@@ -109,7 +122,7 @@ class KeepBest:
   writes best.json and exports the SavedModel.
   """
 
-  def __init__(self, stopper: EarlyStopping, *, checkpointer: Checkpointer, model: tf.keras.Model,
+  def __init__(self, stopper: EarlyStoppingState, *, checkpointer: Checkpointer, model: tf.keras.Model,
                feature_shape: Sequence[int], is_chief: bool):
     self._stopper, self._checkpointer, self._model = stopper, checkpointer, model
     self._feature_shape, self._is_chief = tuple(feature_shape), is_chief

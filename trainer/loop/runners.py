@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
-from trainer.data import pipeline
+from trainer.loop import schedules
 from trainer.loop.builder import Run
+from trainer.loop.programs import EvalProgram, TrainProgram
+from trainer.metrics.monitor import Monitor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,34 +40,34 @@ class TrainOutput:
 
 
 class TrainRunner:
-  """Runs the compiled host loop of a built `Run` on its training stream.
+  """Runs the compiled host loop of a `TrainProgram` on its training stream.
 
-  The data order is a pure function of (seed, step) (see `trainer.data.pipeline`), so the stream is
-  (re)created at whatever step the counter holds: at the start, and after a restore moved it back.
+  It gets what it uses, as Orbit's `StandardTrainer` owns its dataset: the program, the input function
+  (`train_input(step)`: the distributed stream from `step` on), the schedule (`optimizer/*`), the
+  Monitor (its loop-end metrics) and the global batch size (`perf/examples_per_sec`). The data order
+  is a pure function of (seed, step) (see `trainer.data.pipeline`), so the stream is (re)created at
+  whatever step the counter holds: at the start, and after a restore moved it back.
   """
 
-  def __init__(self, run: Run):
-    self._run = run
+  def __init__(self, *, program: TrainProgram, train_input: Callable[[int], Iterator],
+               schedule: schedules.Scaled, monitor: Monitor, global_batch_size: int):
+    self._program, self._train_input = program, train_input
+    self._schedule, self._monitor, self._global_batch_size = schedule, monitor, global_batch_size
     self._iterator = None
     self._iterator_step: int | None = None
 
   @property
   def step(self) -> int:
-    return int(self._run.step.numpy())
+    return int(self._program.step.numpy())
 
   def _input(self, step: int):
     if self._iterator_step != step:
-      run = self._run
-      settings = run.settings
-      self._iterator = iter(run.strategy.distribute_datasets_from_function(
-          lambda context: pipeline.train_dataset(run.splits.train, global_batch_size=settings.batch_size,
-                                                 seed=settings.seed, start_step=step, input_context=context,
-                                                 preprocessing=run.preprocessing)))
+      self._iterator = self._train_input(step)
     return self._iterator
 
   def train(self, num_steps: int) -> TrainOutput:
     """Runs `num_steps` steps in one compiled call and reads the loop's results."""
-    run, program = self._run, self._run.train_program
+    program = self._program
     start = self.step
     iterator = self._input(start)
     program.metrics.reset()
@@ -78,46 +80,58 @@ class TrainRunner:
       return TrainOutput(step=step, scalars={}, nonfinite=tuple(program.nonfinite_report()),
                          first_bad_step=start + first_bad + 1)
     scalars = program.metrics.results()
-    learning_rate = run.schedule(step - 1)
+    learning_rate = self._schedule(step - 1)
     scalars["optimizer/learning_rate"] = float(learning_rate)
-    decays = [float(term.effective_decay(learning_rate, run.schedule.base_learning_rate))
-              for term in run.update_terms]
+    decays = [float(term.effective_decay(learning_rate, self._schedule.base_learning_rate))
+              for term in program.update_terms]
     if any(decays):
       scalars["optimizer/weight_decay"] = sum(decays)
     scalars.update(program.update_term_penalties())
     scalars["perf/steps_per_sec"] = num_steps / seconds
-    scalars["perf/examples_per_sec"] = num_steps * run.settings.batch_size / seconds
-    scalars.update(run.monitor.after_loop(start, step))
-    return TrainOutput(step=step, scalars=scalars, histograms=run.monitor.histograms(start, step))
+    scalars["perf/examples_per_sec"] = num_steps * self._global_batch_size / seconds
+    scalars.update(self._monitor.after_loop(start, step))
+    return TrainOutput(step=step, scalars=scalars, histograms=self._monitor.histograms(start, step))
 
   def clear_nonfinite_flags(self) -> None:
     """Forgets the last loop's non-finite flags (after a restore undid that loop)."""
-    flags = self._run.train_program.nonfinite
+    flags = self._program.nonfinite
     flags.assign(tf.zeros_like(flags))
 
 
 class EvalRunner:
-  """Evaluates a built `Run` on its validation ('eval') and test ('test') splits, in inference mode."""
+  """Evaluates an `EvalProgram` on named splits ('eval': validation, 'test'), in inference mode.
 
-  def __init__(self, run: Run):
-    self._run = run
-    self._datasets: dict[str, tf.distribute.DistributedDataset] = {}
+  `inputs` maps each name to a function returning one padded distributed pass over the split (made
+  once, then reused); with a Monitor, an evaluation of 'eval' also gives its `train_eval/*` and `gap/*`.
+  """
 
-  def _dataset(self, name: str) -> tf.distribute.DistributedDataset:
+  def __init__(self, *, program: EvalProgram, inputs: Mapping[str, Callable[[], Iterable]],
+               monitor: Monitor | None = None):
+    self._program, self._inputs, self._monitor = program, inputs, monitor
+    self._datasets: dict[str, Iterable] = {}
+
+  def _dataset(self, name: str) -> Iterable:
     if name not in self._datasets:
-      run = self._run
-      split = {"eval": run.splits.validation, "test": run.splits.test}[name]
-      self._datasets[name] = run.strategy.distribute_datasets_from_function(
-          lambda context: pipeline.eval_dataset(split, global_batch_size=run.settings.eval_batch_size,
-                                                input_context=context, preprocessing=run.preprocessing))
+      self._datasets[name] = self._inputs[name]()
     return self._datasets[name]
 
   def evaluate(self, names: Sequence[str]) -> dict[str, float]:
     """`<name>/<metric>` for each split name; with 'eval', also the monitor's `train_eval/*` and `gap/*`."""
     scalars = {}
     for name in names:
-      results = self._run.eval_program.evaluate(self._dataset(name))
+      results = self._program.evaluate(self._dataset(name))
       scalars.update({f"{name}/{metric}": value for metric, value in results.items()})
-    if "eval" in names:
-      scalars.update(self._run.monitor.after_eval(scalars))
+    if "eval" in names and self._monitor is not None:
+      scalars.update(self._monitor.after_eval(scalars))
     return scalars
+
+
+def train_runner(run: Run) -> TrainRunner:
+  """The `TrainRunner` of a built run: its train program, input, schedule, Monitor and batch size."""
+  return TrainRunner(program=run.train_program, train_input=run.train_input, schedule=run.schedule,
+                     monitor=run.monitor, global_batch_size=run.config.batch_size)
+
+
+def eval_runner(run: Run) -> EvalRunner:
+  """The `EvalRunner` of a built run: its eval program, the validation and test inputs, its Monitor."""
+  return EvalRunner(program=run.eval_program, inputs=run.eval_inputs, monitor=run.monitor)

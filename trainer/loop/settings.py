@@ -1,14 +1,18 @@
 """`Trainer`: the gin root of an experiment. It holds validated settings and builds nothing.
 
 `gin` calls `Trainer()` with the bindings of the config; `trainer.loop.builder.build` then turns
-the settings into a `Run` (model, data, optimizer, programs, checkpoints) under the distribution
-strategy's scope, and `trainer.loop.driver` trains it. Everything that creates variables or draws
-random numbers (model, data, optimizer) is bound as a *factory*, without parentheses
-(`Trainer.model = @MLP`), so that the builder seeds first and builds it under the right scope.
+the settings into a `Run` (model, data, optimizer, programs) under the distribution strategy's
+scope, and `trainer.loop.driver` trains it. Everything that creates variables or draws random
+numbers (model, data, optimizer) is bound as a *factory*, without parentheses (`Trainer.model =
+@MLP`), so that the builder seeds first and builds it under the right scope; configurables bound
+with parentheses (terms, `Monitor`, `EarlyStopping`) are specs the builder creates state from, and
+are never changed by it. What the run needs of the plain settings at run time is `RunConfig`, a
+frozen record (`Trainer.config()`): nothing reaches back into `Trainer`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import gin
@@ -22,6 +26,25 @@ from trainer.metrics.monitor import Monitor
 
 ON_NONFINITE = ("stop", "restore")
 PRECISION_POLICIES = (None, "float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The plain settings a built run uses at run time (see `Trainer` for each one's meaning)."""
+
+  seed: int
+  batch_size: int
+  eval_batch_size: int
+  train_steps: int
+  steps_per_loop: int
+  eval_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  mixed_precision: str | None
+  jit_compile: bool
+  on_nonfinite: str
+  restore_lr_factor: float
+  max_restores: int
 
 
 @gin.configurable
@@ -107,6 +130,10 @@ class Trainer:
       raise ValueError(f"Trainer.restore_lr_factor must be in (0, 1], got {restore_lr_factor}")
     self.restore_lr_factor = float(restore_lr_factor)
     self.max_restores = checks.integer(owner, "max_restores", max_restores, minimum=0)
+
+  def config(self) -> RunConfig:
+    """The validated plain settings, as one frozen record."""
+    return RunConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(RunConfig)})
 
 
 def _require_factory(name: str, value) -> Callable:
