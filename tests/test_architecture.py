@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -103,3 +104,16 @@ def test_nothing_reaches_back_into_the_settings_at_run_time():
   assert "isinstance" not in calls
   term_modules = {"trainer.regularization.mixing", "trainer.regularization.sharpness_aware"}
   assert not term_modules & set(_imports(programs))
+
+
+@pytest.mark.parametrize("package, extension_points", [
+    ("trainer.data", {"Splits", "ArrayData", "IndexedData", "RecordData"}),
+    ("trainer.regularization", {"LossTerm", "UpdateTerm", "BatchTransform", "GradientEstimator",
+                                "VariableSelector"}),
+    ("trainer.loop", {"Trainer", "RunConfig", "build", "Run", "Action", "TrainRunner", "EvalRunner"}),
+    ("trainer.metrics", {"Tag", "find", "Monitor"}),
+])
+def test_each_subpackage_exports_its_extension_points(package, extension_points):
+  module = importlib.import_module(package)
+  assert extension_points <= set(module.__all__)
+  assert all(getattr(module, name) is not None for name in module.__all__)
