@@ -144,12 +144,24 @@ def eval_dataset(split, *, global_batch_size: int, input_context=None,
 
 def first_examples(split, count: int, preprocessing: ImagePreprocessing | None = None,
                    ) -> tuple[np.ndarray, np.ndarray]:
-  """The first `count` examples of `split` (all if fewer) as the model sees them in evaluation."""
-  count = min(count, split.num_examples)
-  if count == 0:
+  """The first `count` examples of `split` (all if fewer) as the model sees them in evaluation.
+
+  Reads those examples only: a streamed split is not counted (a fresh run's start-up, which takes
+  the Monitor's probe batch from here, must not grow with the dataset).
+  """
+  if count < 1:
     raise ValueError("first_examples needs count >= 1")
-  dataset = eval_dataset(split, global_batch_size=count, preprocessing=preprocessing)
-  features, labels, _ = next(iter(dataset))
+  preprocessing = preprocessing or ImagePreprocessing()
+  if isinstance(split, RecordData):
+    dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
+               .map(lambda record: _parsed_example(split, record, preprocessing, None))
+               .batch(count)
+               .map(lambda features, labels: (preprocessing.normalize(features), labels)))
+    features, labels = next(iter(dataset))
+  else:
+    dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
+                           preprocessing=preprocessing)
+    features, labels, _ = next(iter(dataset))
   return features.numpy(), labels.numpy()
 
 
