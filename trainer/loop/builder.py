@@ -92,7 +92,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   """
   config = settings.config()
   roles = _sort_terms(settings.regularizers)
-  _check_batch_sizes(config, strategy.num_replicas_in_sync)
+  _check_batch_size(config, strategy.num_replicas_in_sync)
   tf.keras.mixed_precision.set_global_policy(config.mixed_precision or "float32")  # never leak a policy
   tf.keras.utils.set_random_seed(config.seed)
   splits = _call_factory("data", settings.data)
@@ -159,12 +159,12 @@ def _sort_terms(regularizers) -> terms_lib.Roles:
     raise type(error)(f"Trainer.regularizers: {error}") from error
 
 
-def _check_batch_sizes(config: RunConfig, replicas: int) -> None:
-  for name in ("batch_size", "eval_batch_size"):
-    try:
-      pipeline.per_replica_batch_size(getattr(config, name), replicas)
-    except ValueError as error:
-      raise ValueError(f"Trainer.{name}: {error}") from error
+def _check_batch_size(config: RunConfig, replicas: int) -> None:
+  """The training batch splits evenly over the replicas (an evaluation batch is rounded up instead)."""
+  try:
+    pipeline.per_replica_batch_size(config.batch_size, replicas)
+  except ValueError as error:
+    raise ValueError(f"Trainer.batch_size: {error}") from error
 
 
 def _input_shape(splits: Splits, preprocessing: ImagePreprocessing, batch_size: int) -> tuple[int, ...]:
