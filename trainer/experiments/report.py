@@ -42,7 +42,7 @@ import sys
 from typing import Sequence
 
 from trainer.experiments import event_files, intervals, plots, study_storage, sweep
-from trainer.experiments.report_data import Column, Group, Run, Scalars, best_max, best_min, final
+from trainer.experiments.report_data import Column, Group, Run, Scalars, best_max, best_min, cell, final
 from trainer.metrics import tags
 
 EVENT_DIRS = (tags.TRAIN, tags.EVAL)  # The event directories below a run's model_dir that hold scalars.
@@ -193,16 +193,9 @@ def markdown_table(groups: Sequence[Group], columns: Sequence[str], x_key: str |
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for g in groups:
     cells = ([g.series] if several else []) + [f"{g.x:g}", str(len(g.runs))]
-    cells += [_cell(g, c) for c in columns]
+    cells += [cell(g, c) for c in columns]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + f"\n\n{INTERVAL_NOTE}\n"
-
-
-def _cell(group: Group, column: str) -> str:
-  if column not in group.mean:
-    return ""
-  spread = group.ci[column]
-  return f"{group.mean[column]:.4g} ± {'n/a' if math.isnan(spread) else f'{spread:.2g}'}"
 
 
 @dataclasses.dataclass

@@ -2,7 +2,8 @@
 
 A `Column` reduces a run's (step, value) series of one tag to a table value (`final`, `best_max`,
 `best_min`); a `Run` is one finished point with its scalars and values; a `Group` is the runs that
-differ only in the seed, with their mean, standard deviation and 95% confidence interval.
+differ only in the seed, with their mean, standard deviation and 95% confidence interval, shown as
+`cell`s.
 """
 
 from __future__ import annotations
@@ -73,3 +74,12 @@ class Group:
     """The point's name in a legend: its series and strength."""
     parts = ([] if self.series == "all" else [self.series]) + ([] if math.isnan(self.x) else [f"{self.x:g}"])
     return " ".join(parts) or "all"
+
+
+def cell(group: Group, column: str) -> str:
+  """The one way a group's value is shown, in tables and in the docs' text: `mean ± h`, `h` the half-width
+  of the 95% confidence interval of the mean over seeds (`n/a` for one seed); empty if no run has it."""
+  if column not in group.mean:
+    return ""
+  spread = group.ci[column]
+  return f"{group.mean[column]:.4g} ± {'n/a' if math.isnan(spread) else f'{spread:.2g}'}"
