@@ -176,8 +176,8 @@ def work(spec: Spec, worker: int = 0) -> int:
       print(f"tune: worker {worker}: {stop}", file=sys.stderr, flush=True)
       return EXIT_PREEMPTED
     if state == STALE:
-      print(f"tune: worker {worker}: trial {trial.number} was failed as stale (no heartbeat for "
-            f"{2 * spec.heartbeat} s while this worker stalled); its retry goes on from its checkpoint",
+      print(f"tune: worker {worker}: trial {trial.number} was failed as stale (this worker stalled for "
+            f"more than two heartbeats, {2 * spec.heartbeat} s); its retry goes on from its checkpoint",
             file=sys.stderr, flush=True)
       continue
     error = trial.user_attrs.get("error", "")

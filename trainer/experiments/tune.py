@@ -138,7 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{spec.metric}, {spec.trials} trials, {args.parallel} worker(s), sampler {spec.sampler}, "
         f"pruner {spec.pruner}",
         file=sys.stderr, flush=True)
-  code = trial_runner.run_workers(spec, args.parallel)
+  finished, _, _ = trial_runner.counts(study.get_trials(deepcopy=False))
+  if finished < spec.trials:
+    code = trial_runner.run_workers(spec, args.parallel)
+  else:  # a rerun of a finished study: no worker to start
+    print(f"tune: the study has its {spec.trials} finished trials", file=sys.stderr, flush=True)
+    code = 0
   _record_invocation(args, spec, time.perf_counter() - started)
   print(study_storage.summary(study))
   for path in study_storage.write_study_plots(study, spec.study_dir).values():
