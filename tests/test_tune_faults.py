@@ -107,7 +107,7 @@ def test_a_killed_worker_is_reaped_and_its_trial_resumes_in_the_other(tmp_path):
   os.kill(pid, signal.SIGKILL)
   code = command.wait(timeout=240)
   output = open(log_path).read()
-  assert code == tune.trial_runner.EXIT_WORKER_FAILED, output[-3000:]  # a worker died: said, not hidden
+  assert code == trial_runner.EXIT_WORKER_FAILED, output[-3000:]  # a worker died: said, not hidden
   assert f"occam-tune-1 (pid {pid}) was killed by SIGKILL" in output
   assert "in use by another run" not in output and "Traceback" not in output, output[-3000:]
   _check_the_study_and_rerun(study_dir, number)
