@@ -249,3 +249,16 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
   # the first may finish all three before the second has imported TensorFlow).
   assert "tune: worker 0: joined study 'pg'" in result.stdout
   assert "tune: worker 1: joined study 'pg'" in result.stdout
+
+
+@pytest.mark.multiprocess
+def test_a_missing_postgresql_database_exits_2_naming_the_storage_password_masked(tmp_path, capsys,
+                                                                                  postgres_url):
+  """A real server that answers and refuses: one line naming the storage, nothing written."""
+  url = postgres_url.replace("postgres@", "postgres:s3cret@").rsplit("/", 1)[0] + "/no_such_db"
+  assert tune.main(tune_args(str(tmp_path / "study"), *SPACE, f"--storage={url}")) == sweep.EXIT_BAD_INPUT
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "s3cret" not in err and "Traceback" not in err, err
+  assert f"--storage={url.replace('s3cret', '***')}: cannot open the study's storage: " in err
+  assert '"no_such_db" does not exist' in err
+  assert not (tmp_path / "study").exists()
