@@ -1,6 +1,6 @@
 """`occam-report`'s figures: values against strength and training curves, over seeds, ready to show.
 
-Each grid point (`report.Group`: the runs that differ only in the seed) is drawn as its mean over
+Each grid point (`report_data.Group`: the runs that differ only in the seed) is drawn as its mean over
 seeds with the 95% confidence interval of that mean as a band (`trainer.experiments.intervals`), one
 line per point rather than one per seed, and the best point of each line starred. Panels are
 `PANEL_INCHES` with text at `font_size` points and axis labels; files are PNG at `dpi`, PDF (TrueType
@@ -17,15 +17,13 @@ import contextlib
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from trainer.experiments import intervals
+from trainer.experiments.report_data import Column, Group
 from trainer.metrics import tags
-
-if TYPE_CHECKING:  # the report's data classes, only for annotations (the report imports this module)
-  from trainer.experiments.report import Column, Group
 
 FORMATS = ("png", "pdf", "svg")
 PANEL_INCHES = (4.0, 3.0)  # One panel: a column of a two-column paper page, or a third of a slide.
