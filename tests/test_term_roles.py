@@ -3,10 +3,14 @@ and that a new batch transform or gradient estimator plugs into the train step w
 
 from __future__ import annotations
 
+import os
+
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers import REPO
 from trainer.loop import losses, schedules
 from trainer.loop.programs import TrainProgram
 from trainer.metrics import tags
@@ -145,3 +149,29 @@ def test_new_estimator_and_transform_plug_into_the_step_unchanged():
   for got, want in zip(_trained_weights([_Negate(), terms.L2(1e-3)], features, labels), negated):
     np.testing.assert_array_equal(got, want)
   assert not np.array_equal(negated[0], plain[0])  # the transform did act
+
+
+def _documented_batch_transform():
+  """`DropExamples`, the example of docs/ARCHITECTURE.md ("A new batch transform"), as a user pastes it."""
+  text = open(os.path.join(REPO, "docs", "ARCHITECTURE.md")).read()
+  section = text[text.index("**A new batch transform**"):]
+  code = section[section.index("```python") + len("```python"):]
+  namespace: dict = {"__name__": "docs_architecture_example"}
+  with gin.unlock_config():
+    exec(compile(code[:code.index("```")], "docs/ARCHITECTURE.md", "exec"), namespace)  # noqa: S102
+  return namespace["DropExamples"]
+
+
+def test_the_documented_batch_transform_plugs_into_the_step():
+  """keep=1 keeps every example at weight 1: plain training bit for bit; keep=0.5 trains otherwise."""
+  drop_examples = _documented_batch_transform()
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(32, 4)).astype(np.float32)
+  labels = rng.integers(0, 3, size=32).astype(np.int32)
+  plain = _trained_weights([terms.L2(1e-3)], features, labels)
+  for got, want in zip(_trained_weights([drop_examples(1.0), terms.L2(1e-3)], features, labels), plain):
+    np.testing.assert_array_equal(got, want)
+  half = drop_examples(0.5)
+  assert half.hparams() == {"type": "DropExamples", "keep": 0.5}
+  assert half.train_tags == ("train/kept_fraction",)
+  assert not np.array_equal(_trained_weights([half, terms.L2(1e-3)], features, labels)[0], plain[0])
