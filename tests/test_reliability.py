@@ -3,12 +3,11 @@
 A run killed with SIGKILL at random moments (also while it writes checkpoints, which it does every
 loop here) and resumed each time ends bit-identical to an uninterrupted run; SIGTERM checkpoints and
 exits with the documented status; a non-finite step stops (or restores) without touching the last
-good checkpoint; early stopping keeps and exports the best model.
+good checkpoint. (Early stopping: tests/test_early_stopping.py.)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -158,38 +157,3 @@ def test_restore_policy_reloads_the_last_good_checkpoint_at_a_lower_rate(tmp_pat
              for r in caplog.records)
   rates = dict(read_scalars(os.path.join(str(tmp_path), "train"))["optimizer/learning_rate"])
   assert rates[100] == pytest.approx(0.01, rel=1e-5)  # 0.01 * 1e12 * 1e-12
-
-
-def test_early_stopping_stops_at_the_expected_step_and_exports_the_best_model(tmp_path):
-  """The learning rate drops to 0 at step 60, so eval/loss stops improving; patience 2 at eval_every 20."""
-  model_dir = str(tmp_path)
-  bindings = ["Trainer.learning_rate=@Piecewise()", "Piecewise.base_learning_rate=3e-3",
-              "Piecewise.boundaries=[60]", "Piecewise.multipliers=[0.0]", "Trainer.train_steps=400",
-              "Trainer.steps_per_loop=20", "Trainer.eval_every=20", "Trainer.checkpoint_every=100",
-              "Trainer.early_stopping=@EarlyStopping()", "EarlyStopping.metric='eval/loss'",
-              "EarlyStopping.patience=2"]
-  trainer, _ = train_in_process(model_dir, bindings)
-  evals = read_scalars(os.path.join(model_dir, "eval"))["eval/loss"]
-  best_step, best = None, np.inf
-  for step, value in evals:  # independent bookkeeping of "improved" from the event file
-    if value < best:
-      best_step, best = step, value
-  expected_stop = best_step + 2 * 20
-  assert int(trainer.step.numpy()) == expected_stop
-  assert [s for s, _ in read_scalars(os.path.join(model_dir, "train"))["train/loss"]][-1] == expected_stop
-  with open(os.path.join(model_dir, "best", "best.json")) as f:
-    record = json.load(f)
-  assert record["step"] == best_step and record["value"] == pytest.approx(best, rel=1e-6)
-  # The exported model reproduces the best evaluation by hand, on the validation split.
-  served = tf.saved_model.load(os.path.join(model_dir, "best", "saved_model"))
-  validation = trainer.splits.validation
-  logits = served.serve(tf.constant(validation.features))["outputs"].numpy()
-  loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=validation.labels,
-                                                        logits=logits).numpy().mean()
-  assert loss == pytest.approx(best, rel=1e-5)
-  accuracy = float((logits.argmax(axis=1) == validation.labels).mean())
-  best_accuracy = dict(read_scalars(os.path.join(model_dir, "eval"))["eval/accuracy"])[best_step]
-  assert accuracy == pytest.approx(best_accuracy, abs=1e-6)
-  # Rerunning a run that stopped early trains no further.
-  again, _ = train_in_process(model_dir, bindings)
-  assert int(again.step.numpy()) == expected_stop
