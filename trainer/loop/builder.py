@@ -87,8 +87,8 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
           is_chief: bool = True) -> Run:
   """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent.
 
-  `settings` is read, never changed: the terms, the Monitor and early stopping are bound or get
-  their state as copies. The seed takes one route: `config.seed`, pushed to what draws.
+  `settings` is read, never changed: the terms and the Monitor are bound as copies, early stopping's
+  state is created from its spec. The seed takes one route: `config.seed`, pushed to what draws.
   """
   config = settings.config()
   roles = _sort_terms(settings.regularizers)

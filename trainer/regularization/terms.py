@@ -207,11 +207,6 @@ class Roles(typing.NamedTuple):
   gradient_estimator: GradientEstimator | None = None
 
   @property
-  def all(self) -> tuple[_Term, ...]:
-    return (*self.loss_terms, *self.update_terms,
-            *(t for t in (self.batch_transform, self.gradient_estimator) if t is not None))
-
-  @property
   def train_tags(self) -> tuple[str, ...]:
     """The tags the batch transform and the gradient estimator write in the step."""
     return tuple(tag for term in (self.batch_transform, self.gradient_estimator) if term is not None
