@@ -69,10 +69,10 @@ def run(argv) -> int:
       strategy_lib.split_cpu(FLAGS.virtual_devices)
     api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir,
               strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change,
-              cluster_timeout=FLAGS.cluster_timeout)
+              cluster_timeout=FLAGS.cluster_timeout, verbose=False)  # its log lines show the progress
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
-  except preemption.Preempted as stop:
+  except (preemption.Preempted, preemption.Interrupted) as stop:  # SIGTERM, Ctrl-C: checkpoint written
     logging.warning("%s", stop)
     return preemption.EXIT_PREEMPTED
   except recovery.NonFiniteError as error:

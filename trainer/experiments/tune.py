@@ -51,6 +51,7 @@ import numpy as np
 
 from trainer.experiments import sweep, workers
 from trainer.metrics import tags
+from trainer.runtime import console
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("none", "median", "halving", "hyperband", "threshold:VALUE")
@@ -372,7 +373,7 @@ def work(spec: Spec, worker: int = 0) -> int:
       continue
     try:
       state = run_trial(study, trial, spec)
-    except preemption.Preempted as stop:
+    except (preemption.Preempted, preemption.Interrupted) as stop:  # a signal: the command's 75
       print(f"tune: worker {worker}: {stop}", file=sys.stderr, flush=True)
       return EXIT_PREEMPTED
     error = trial.user_attrs.get("error", "")
@@ -504,6 +505,7 @@ def _record_invocation(args: argparse.Namespace, spec: Spec, seconds: float) -> 
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of `occam-tune`: runs (or continues) the study `argv` describes; exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  console.quiet(verbose=False)  # TensorFlow's start-up lines stay off the console
   try:
     spec = make_spec(args)
     sweep.check_same_experiment(argparse.Namespace(sweep_dir=spec.study_dir, gin_file=args.gin_file,
