@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 import gin
 import tensorflow as tf
 
+from trainer.common import messages
 from trainer.config import guard, parsing, registry
 from trainer.loop import builder, driver, progress
 from trainer.loop.trainer import Trainer
@@ -65,7 +66,8 @@ class Results:
 class InvalidRunError(ValueError):
   """The run cannot start: a bad config, model_dir, strategy or checkpoint. Nothing was trained or written.
 
-  The message names the culprit; the original error is its `__cause__`.
+  The message names the culprit (a huge echoed value shortened, see `common.messages`); the original
+  error is its `__cause__`.
   """
 
 
@@ -196,9 +198,9 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
     run, restored, lease = _start(gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
                                   cluster_timeout=cluster_timeout, allow_config_change=allow_config_change)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
-    raise InvalidRunError(str(error)) from error
+    raise InvalidRunError(messages.cap(str(error))) from error
   except (OSError, tf.errors.OpError) as error:  # a full disk or a lost filesystem while starting
-    raise InvalidRunError(f"--model_dir={model_dir}: cannot start the run: {error}") from error
+    raise InvalidRunError(messages.cap(f"--model_dir={model_dir}: cannot start the run: {error}")) from error
   model_dir, is_chief = run.model_dir, run.is_chief
   watcher = _Callbacks(callbacks)
   bars = ([progress.ProgressBar(train_steps=run.settings.train_steps, eval_every=run.settings.eval_every)]

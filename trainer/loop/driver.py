@@ -112,7 +112,7 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   logging.info("model: %s, %d trainable parameters", run.model.name,
                sum(int(tf.size(v)) for v in run.model.trainable_variables))
   for term in run.terms:
-    logging.info("regularizer %s: %s", term.name, term.describe())
+    logging.info("regularizer %s", term.describe())  # `l2: L2(scale=...) on ...`: it starts with the name
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())
   ended = schedules.ended_early_warning(run.schedule.schedule, run.settings.train_steps)
   if ended:
