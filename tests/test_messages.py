@@ -41,7 +41,8 @@ def test_an_unknown_parameter_or_configurable_in_a_binding_gets_a_suggestion():
 def test_help_exits_0_and_lists_occams_flags_and_verbosity():
   shown = helpers.run_cli(["--help"])
   assert shown.returncode == 0, shown.stdout[-2000:]
-  for flag in ("--gin_file", "--model_dir", "--[no]mock_data", "--describe", "-v,--verbosity", "--helpfull"):
+  for flag in ("--gin_file", "--model_dir", "--mock_data (--nomock_data)", "--describe", "-v,--verbosity",
+               "--helpfull"):
     assert flag in shown.stdout, flag
 
 

@@ -7,6 +7,7 @@ gin's job. Every input is checked before anything is written to `--model_dir`.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from typing import Iterator
 
@@ -135,8 +136,8 @@ VERBOSITY_HELP = ("  -v,--verbosity: 0 (the default) shows Occam's lines only; 1
 def usage() -> str:
   """`--help`: the module docstring, Occam's flags and --verbosity (absl's --helpfull lists all)."""
   module = FLAGS.find_module_defining_flag("gin_file")
-  return (f"{__doc__}\n{FLAGS.module_help(module)}\n{VERBOSITY_HELP}\n\n"
-          "Every flag, absl's included: --helpfull")
+  flags_help = re.sub(r"--\[no\](\w+)", r"--\1 (--no\1)", FLAGS.module_help(module))  # as they are typed
+  return f"{__doc__}\n{flags_help}\n{VERBOSITY_HELP}\n\nEvery flag, absl's included: --helpfull"
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
