@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import textwrap
 import pytest
 
 from tests import helpers
+from trainer.loop import progress
 
 # Three loops, evaluating at 20 and 30 (the last step always evaluates).
 BINDINGS = ["Trainer.train_steps=30", "Trainer.steps_per_loop=10", "Trainer.eval_every=20",
@@ -49,3 +51,30 @@ def test_verbose_draws_the_latest_scalars_and_false_draws_nothing(tmp_path, caps
   assert f"| loss: {results.metrics['train/loss']:.4g} |" in bars[2]
   trainer.train([helpers.QUICKSTART], BINDINGS, model_dir=str(tmp_path / "silent"), verbose=False)
   assert capsys.readouterr().out == ""
+
+
+class _Terminal(io.StringIO):
+  def isatty(self) -> bool:
+    return True
+
+
+def test_in_a_terminal_the_bar_is_redrawn_in_place_once_per_loop_and_ended_by_close():
+  terminal = _Terminal()
+  bar = progress.ProgressBar(train_steps=30, eval_every=20, stream=terminal)
+  # The controller's order: a loop's train action, then (on an evaluating loop) its eval action.
+  bar(10, {"train/loss": 2.0})
+  bar(20, {"train/loss": 1.234567})
+  bar(20, {"train/loss": 1.234567, "eval/accuracy": 0.5123456})
+  bar(30, {"train/loss": 1.0})
+  bar(30, {"train/loss": 1.0, "eval/accuracy": 0.75})
+  bar.close()
+  drawn = terminal.getvalue()
+  assert drawn.endswith("\n") and drawn.count("\n") == 1
+  frames = drawn[:-1].split("\r")[1:]
+  assert [frame.split(" | ")[0] for frame in frames] == [
+      "[######--------------] step: 10/30", "[#############-------] step: 20/30",
+      "[####################] step: 30/30"]
+  assert "| loss: 1.235 |" in frames[1] and "eval/accuracy: 0.5123 |" in frames[1]
+  assert "| loss: 1 |" in frames[2] and "eval/accuracy: 0.75 |" in frames[2]
+  # The last frame's text is shorter: blanks cover what the frame before it would leave on screen.
+  assert len(frames[2].rstrip()) < len(frames[1]) <= len(frames[2])
