@@ -11,6 +11,7 @@
   data_scale.py        memory and start-up against dataset size (scripts/benchmark_data.py)
   tuning.py            trials per hour of occam-tune / occam-sweep (scripts/benchmark_tuning.py)
   monitor_overhead.py  the default Monitor's cost on the quickstart (scripts/metrics_overhead.py)
+  input_throughput.py  JPEG input: Occam's pipeline vs a Model Garden-style one (scripts/benchmark_input.py)
 
 Child programs are modules too (`python -m trainer.benchmarks.fit_quickstart`, `...peak_rss`).
 Nothing here is imported by the rest of the package: benchmarks sit on top of every other part.
