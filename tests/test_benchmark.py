@@ -169,3 +169,19 @@ def test_peak_rss_child_runs_the_module_and_writes_its_peak_memory(tmp_path):
   assert int(peak_file.read_text()) > 1024  # KiB: a Python interpreter holds more than 1 MiB
   usage = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
   assert usage.returncode == 2 and "PEAK_FILE MODULE" in usage.stderr
+
+
+@pytest.mark.slow
+def test_monitor_overhead_times_the_default_monitor_against_one_that_computes_nothing(capsys):
+  """`scripts/metrics_overhead.py`'s machinery on the quickstart, one short run of each kind."""
+  from trainer.benchmarks import monitor_overhead
+  assert monitor_overhead.main(["--repeats=1", "--warmup_steps=1", "--steps=20"]) == 0
+  output = capsys.readouterr().out
+  for name in ("default", "off"):
+    line = rf"^{name}: median [\d.]+s, fastest [\d.]+s over 20 steps; runs [\d.]+$"
+    assert re.search(line, output, re.M), output
+  overhead = r"^A/B overhead of the default metric set \((median|fastest)\): [+-][\d.]+%$"
+  assert re.findall(overhead, output, re.M) == ["median", "fastest"], output
+  fraction = re.search(r"^time in Monitor calls / rest of the run: median ([\d.]+)%; runs [\d.]+%$", output,
+                       re.M)
+  assert fraction and math.isfinite(float(fraction.group(1))), output
