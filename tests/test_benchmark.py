@@ -185,3 +185,11 @@ def test_monitor_overhead_times_the_default_monitor_against_one_that_computes_no
   fraction = re.search(r"^time in Monitor calls / rest of the run: median ([\d.]+)%; runs [\d.]+%$", output,
                        re.M)
   assert fraction and math.isfinite(float(fraction.group(1))), output
+
+
+@pytest.mark.multiprocess
+def test_a_failed_child_raises_with_its_command_status_and_output():
+  command = [sys.executable, "-m", "trainer.benchmarks.peak_rss"]  # no arguments: usage, status 2
+  with pytest.raises(RuntimeError, match=r"-m trainer.benchmarks.peak_rss failed \(2\) or lacked \['never'\]"
+                     r"(.|\n)*PEAK_FILE MODULE"):
+    time_child(command, ["never"])

@@ -44,6 +44,6 @@ def time_child(command: Sequence[str], markers: Sequence[str]) -> tuple[np.ndarr
         seen.append((time.perf_counter() - started, cpu_seconds(child.pid)))
   total = time.perf_counter() - started
   if child.returncode or len(seen) < len(markers):
-    raise RuntimeError(f"{' '.join(command[1:4])} failed ({child.returncode}) or lacked "
+    raise RuntimeError(f"{' '.join(command[1:])} failed ({child.returncode}) or lacked "
                        f"{list(markers[len(seen):])}:\n" + "".join(output[-20:]))
   return np.array(seen), total
