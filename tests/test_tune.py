@@ -91,7 +91,8 @@ def test_tiny_study_completes_and_reads_like_a_sweep(tmp_path):
     point_dir = os.path.join(study_dir, run.name)
     assert done(point_dir)["step"] == 100
     assert run.values["eval_acc"] == pytest.approx(done(point_dir)["value"], rel=1e-6)  # float32 events
-    assert any(name.startswith("events.") for name in os.listdir(point_dir))  # the HParams session
+    for directory in ("train", "eval"):  # each an HParams session (trainer/metrics/summaries.py)
+      assert any(name.startswith("events.") for name in os.listdir(os.path.join(point_dir, directory)))
   built = report.build([study_dir], str(tmp_path / "report"))
   assert built.x_label == "L2.scale" and len(built.runs) == 3
   assert {"vs_strength.png", "study_history.png", "study_slice.png"} <= set(built.files)
