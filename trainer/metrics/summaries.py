@@ -101,8 +101,10 @@ class SummaryWriters:
       for tag, values in tensors.items():
         tf.summary.histogram(tag, values)
 
-  def write_hparams(self, hparams: Mapping[str, bool | int | float | str], trial_id: str) -> None:
-    """The run's hyperparameters for TensorBoard's HParams dashboard, in each event directory.
+  def write_hparams(self, hparams: Mapping[str, bool | int | float | str], trial_id: str,
+                    step: int) -> None:
+    """The run's hyperparameters for TensorBoard's HParams dashboard, in each event directory, at the
+    `step` this start (fresh or resumed) begins from: one value per step, the latest start's shown.
 
     The dashboard reads a session's metrics from the directory of its hyperparameters (joined with the
     metric's group). In model_dir itself that fails when model_dir is the logdir: the session is then
@@ -112,9 +114,10 @@ class SummaryWriters:
     """
     if not self._enabled:
       return
+    session = hp.hparams_pb(dict(hparams), trial_id=trial_id).SerializeToString()
     for name in tags_lib.SESSIONS:
       with self._writer(name).as_default():
-        hp.hparams(dict(hparams), trial_id=trial_id)
+        tf.summary.experimental.write_raw_pb(session, step=step)
 
   def write_with(self, name: str, write: Callable[[], object]) -> None:
     """Calls `write()` (summary ops, e.g. a dashboard config) under the `name` directory's writer."""
