@@ -145,8 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"tune: the study has its {spec.trials} finished trials", file=sys.stderr, flush=True)
     code = 0
   _record_invocation(args, spec, time.perf_counter() - started)
-  print(study_storage.summary(study))
-  for path in study_storage.write_study_plots(study, spec.study_dir).values():
+  print(study_storage.summary(study, spec.metric))
+  for path in study_storage.write_study_plots(study, spec.study_dir, spec.metric).values():
     print(f"wrote {path}", file=sys.stderr)
   return code
 
