@@ -14,9 +14,9 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -31,16 +31,10 @@ pytestmark = pytest.mark.multiprocess  # a real tensorboard server process
 
 SCALES = {"l2_0": 0.0, "l2_1e-3": 1e-3}
 RUN = "l2_1e-3"  # the run also opened directly
-STARTUP_SECONDS = 60
+STARTUP_SECONDS = 180  # a bound on a hang, not a measurement: a loaded 2-core machine starts it slowly
 SESSION_REQUEST = {"experimentName": "", "startIndex": 0, "sliceSize": 100,
                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                        "STATUS_RUNNING"]}
-
-
-def _free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    return probe.getsockname()[1]
 
 
 def _request(url: str, body: dict | None = None) -> dict:
@@ -51,12 +45,25 @@ def _request(url: str, body: dict | None = None) -> dict:
     return json.loads(response.read())
 
 
-def _wait_for_runs(base: str, runs: set[str], server: subprocess.Popen) -> dict:
-  """Polls the scalar tags until every run in `runs` is loaded; fails after STARTUP_SECONDS."""
-  deadline = time.monotonic() + STARTUP_SECONDS
+def _wait_for_url(output: list[str], server: subprocess.Popen, deadline: float) -> str:
+  """The address tensorboard prints once it listens (`--port 0`: a port the system gave it, so no other
+  program on the machine can take it between a free-port probe and the server's start)."""
+  while time.monotonic() < deadline:
+    found = re.search(r"(http://127\.0\.0\.1:\d+)/", "".join(output))
+    if found:
+      return found.group(1)
+    if server.poll() is not None:
+      pytest.fail(f"tensorboard exited with {server.returncode}: {''.join(output)}")
+    time.sleep(0.2)
+  pytest.fail(f"tensorboard did not say where it listens within {STARTUP_SECONDS} s: {''.join(output)}")
+
+
+def _wait_for_runs(base: str, runs: set[str], server: subprocess.Popen, output: list[str],
+                   deadline: float) -> dict:
+  """Polls the scalar tags until every run in `runs` is loaded; fails at `deadline`."""
   while time.monotonic() < deadline:
     if server.poll() is not None:
-      pytest.fail(f"tensorboard exited with {server.returncode}: {server.stdout.read()}")
+      pytest.fail(f"tensorboard exited with {server.returncode}: {''.join(output)}")
     try:
       tags = _request(f"{base}/data/plugin/scalars/tags")
       if runs <= set(tags):
@@ -70,18 +77,21 @@ def _wait_for_runs(base: str, runs: set[str], server: subprocess.Popen) -> dict:
 @contextlib.contextmanager
 def _serve(logdir: str, runs: set[str]):
   """The base URL and scalar tags of `tensorboard --logdir LOGDIR` once `runs` are loaded; killed after."""
-  port = _free_port()
   process = subprocess.Popen(
-      [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", str(port),
-       "--host", "127.0.0.1"],
+      [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--port", "0", "--host", "127.0.0.1"],
       cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True)
+  output: list[str] = []
+  reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+  reader.start()
   try:
-    base = f"http://127.0.0.1:{port}"
-    yield base, _wait_for_runs(base, runs, process)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    base = _wait_for_url(output, process, deadline)
+    yield base, _wait_for_runs(base, runs, process, output, deadline)
   finally:
     process.kill()
     process.wait(timeout=30)
+    reader.join(timeout=30)
     process.stdout.close()
 
 
