@@ -236,18 +236,19 @@ def test_shipped_data_configs_train_on_mock_tfds(tmp_path, dataset, shape):
   Mock ImageNet images have random sizes, so this also covers decoding varying sizes, the random
   resized crop and the center crop (at 24 px instead of 224 to stay cheap).
   """
-  tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+  pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
   import trainer
+  from trainer.data import mock
 
-  bindings = [f"tfds.data_dir='{tmp_path / 'tfds'}'", "MLP.hidden_sizes=(16,)", "Trainer.batch_size=8",
-              "Trainer.eval_batch_size=8", "Trainer.train_steps=4", "Trainer.steps_per_loop=2",
-              "Trainer.eval_every=4", "Monitor.train_eval_examples=8", "Monitor.sharpness_examples=8"]
+  # --mock_data's shrunk run (batch 8), a little longer, with a small MLP.
+  bindings = ["MLP.hidden_sizes=(16,)", "Trainer.train_steps=4", "Trainer.steps_per_loop=2",
+              "Trainer.eval_every=4"]
   if dataset == "imagenet2012":
     bindings.append("ImagePreprocessing.image_size=24")
-  with tfds.testing.mock_data(num_examples=24):
+  with mock.mock_tfds(num_examples=24) as mocked:
     results = trainer.train([os.path.join(REPO, "gin_configs", "base.gin"),
                              os.path.join(REPO, "gin_configs", "data", f"{dataset}.gin")],
-                            bindings, model_dir=str(tmp_path / "run"))
+                            [*mocked, *bindings], model_dir=str(tmp_path / "run"), verbose=False)
   assert results.step == 4 and 0 <= results.metrics["test/accuracy"] <= 1
   classes = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet2012": 1000}[dataset]
   kernels = {value.shape for value in checkpoint_values(str(tmp_path / "run")).values() if value.ndim == 2}

@@ -40,6 +40,16 @@ def test_each_point_trains_in_its_own_named_dir(swept):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
+def test_workers_keep_tensorflow_start_up_lines_off_the_console(swept):
+  """Each of the two workers imports TensorFlow: neither prints its start-up block or its CUDA probe's
+  `failed call to cuInit` error line (the command line's quiet console)."""
+  noise = ("absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard", "oneDNN")
+  assert not [word for word in noise if word in swept.first], swept.first[-3000:]
+  assert "2/2 ok" in swept.first
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_rerun_skips_finished_points(swept):
   assert "2 finished (skipped), 0 to run" in swept.second
   invocations = sweep.read_record(swept.sweep_dir)["invocations"]

@@ -24,7 +24,7 @@ import pytest
 
 from tests.helpers import REPO, checkpoint_values
 from tests.sweep_fixtures import run_module
-from trainer.experiments import report, search_space, study_storage, sweep, trial_runner, tune
+from trainer.experiments import plots, report, search_space, study_storage, sweep, trial_runner, tune
 
 QUICKSTART = "gin_configs/quickstart.gin"
 TINY = ["Trainer.train_steps=100", "Trainer.steps_per_loop=50", "Trainer.eval_every=50",
@@ -92,11 +92,12 @@ def test_tiny_study_completes_and_reads_like_a_sweep(tmp_path):
     point_dir = os.path.join(study_dir, run.name)
     assert done(point_dir)["step"] == 100
     assert run.values["eval_acc"] == pytest.approx(done(point_dir)["value"], rel=1e-6)  # float32 events
-    assert any(name.startswith("events.") for name in os.listdir(point_dir))  # the HParams session
+    for directory in ("train", "eval"):  # each an HParams session (trainer/metrics/summaries.py)
+      assert any(name.startswith("events.") for name in os.listdir(os.path.join(point_dir, directory)))
   built = report.build([study_dir], str(tmp_path / "report"))
   assert built.x_label == "L2.scale" and len(built.runs) == 3
   assert {"vs_strength.png", "study_history.png", "study_slice.png"} <= set(built.files)
-  assert {"history", "slice"} <= {name for name in study_storage.PLOTS
+  assert {"history", "slice"} <= {name for name in plots.STUDY_VIEWS
                                   if os.path.exists(os.path.join(study_dir, f"{name}.png"))}
 
 

@@ -9,11 +9,12 @@ Writes to `--out_dir`:
                       std and the half-width of the 95% confidence interval of the mean (empty for n = 1)
   summary.md          the `--table` columns as a Markdown table, `mean ± half-width` (`n/a`: one seed)
   vs_strength.FORMAT  each `--panels` column against the strength (log x axis; 0 drawn at the left):
-                      the mean over seeds, a band for its 95% interval, the best point starred
+                      the mean over seeds, a band for its 95% interval, the best-validation strength
+                      starred on every panel (`plots.VALIDATION`)
   curves.FORMAT       training curves (`--curves` tags against step): per grid point the mean over
-                      seeds with its 95% band, the best point starred
+                      seeds with its 95% band, its best-validation step starred on every panel
   NAME_history.png    for a study directory (`occam-tune`): its optimization history, parameter
-  NAME_importances.png  importances and slice plot, drawn by Optuna (when it has 2+ complete trials)
+  NAME_importances.png  importances (2+ parameters) and slice plot, drawn by Optuna (2+ complete trials)
   NAME_slice.png
 
 The interval is Student t's (`trainer.experiments.intervals`): mean ± t(n-1) * std / sqrt(n).

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
-
-import numpy as np
 
 from trainer.experiments import sweep
 from trainer.experiments.search_space import Dimension, SpaceError
@@ -23,7 +22,6 @@ from trainer.metrics import tags
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
 PRUNERS = ("none", "median", "halving", "hyperband", "threshold:VALUE")
 DB_FILE = "study.db"
-PLOTS = ("history", "importances", "slice")
 MAX_RETRIES = 3  # A trial whose worker keeps dying (e.g. out of memory) is not retried forever.
 # How long opening a server's storage may take: a server that accepts connections but never answers
 # must not hang the command. A `connect_timeout` in the URL's query overrides it.
@@ -190,29 +188,12 @@ def load_study(spec: Spec, worker: int = 0):
   return study
 
 
-def write_study_plots(study, out_dir: str, prefix: str = "") -> dict[str, str]:
-  """The study's own views as PNGs (`PLOTS`), where it has enough finished trials; {name: path}."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import optuna
-  import optuna.visualization.matplotlib as views
-  from matplotlib import pyplot
-  from optuna.trial import TrialState
-  if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
-    return {}
-  written = {}
-  warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-  for name, plot in zip(PLOTS, (views.plot_optimization_history, views.plot_param_importances,
-                                views.plot_slice)):
-    try:
-      axes = plot(study)
-    except (ValueError, RuntimeError, ZeroDivisionError):
-      continue  # e.g. importances of a single searched parameter, or of constant values
-    figure = np.ravel(axes)[0].figure
-    path = os.path.join(out_dir, f"{prefix}{name}.png")
-    figure.savefig(path, dpi=72, bbox_inches="tight")
-    pyplot.close(figure)
-    written[name] = path
+def write_study_plots(study, out_dir: str, metric: str, prefix: str = "") -> dict[str, str]:
+  """The study's own views as PNGs (`plots.write_study_views`); {name: path}. Says which it left out."""
+  from trainer.experiments import plots
+  written, skipped = plots.write_study_views(study, metric, out_dir, prefix)
+  for name, reason in skipped.items():
+    print(f"{prefix}{name}.png not drawn: {reason}", file=sys.stderr)
   return written
 
 
@@ -224,13 +205,16 @@ def write_record_views(study_dir: str, out_dir: str) -> dict[str, str]:
     return {}
   import optuna
   study = optuna.load_study(study_name=record["study"], storage=record["storage"])
-  return write_study_plots(study, out_dir, prefix=f"{os.path.basename(os.path.normpath(study_dir))}_")
+  return write_study_plots(study, out_dir, record["metric"],
+                           prefix=f"{os.path.basename(os.path.normpath(study_dir))}_")
 
 
-def summary(study) -> str:
-  """One line per trial (number, state, value, params) and the best trial."""
-  lines = [f"{t.number:4d} {t.state.name:8s} {t.value if t.value is not None else '':<10.6} "
-           f"{t.user_attrs.get('step', '')!s:>6} {t.params}" for t in study.get_trials(deepcopy=False)]
+def summary(study, metric: str) -> str:
+  """A table of the trials under a header (number, state, `metric`'s value, step, params), then the best."""
+  width = max(10, len(metric))
+  lines = [f"{'trial':>5} {'state':8s} {metric:<{width}} {'step':>6} params"]
+  lines += [f"{t.number:5d} {t.state.name:8s} {t.value if t.value is not None else '':<{width}.6} "
+            f"{t.user_attrs.get('step', '')!s:>6} {t.params}" for t in study.get_trials(deepcopy=False)]
   try:
     best = study.best_trial
     lines.append(f"best: trial {best.number} {best.value:.6g} {best.params}")

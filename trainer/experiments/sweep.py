@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 from trainer.experiments import workers
 from trainer.experiments.layout import DONE_FILE, LOG_FILE, POINT_FILE, SWEEP_FILE
+from trainer.runtime import console
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 _MAX_NAME = 200  # Leaves room under the usual 255-byte file-name limit.
@@ -260,7 +261,7 @@ def work(job: Job, worker: int = 0) -> int:
   while (point := job.claim()) is not None:
     try:
       error, seconds = run_point(job, point, worker)
-    except preemption.Preempted as stop:
+    except (preemption.Preempted, preemption.Interrupted) as stop:  # a signal: the command's 75
       job.progress.report("STOPPED", point.name, f"{stop}; rerun the command to resume it")
       return preemption.EXIT_PREEMPTED
     if error is None:
@@ -344,6 +345,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of `occam-sweep`: runs the sweep `argv` describes (default: sys.argv[1:]); exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  console.quiet(verbose=False)  # TensorFlow's start-up lines stay off the console
   try:
     grid = parse_grid(args.grid)
     points = expand(grid)

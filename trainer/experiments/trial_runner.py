@@ -172,7 +172,7 @@ def work(spec: Spec, worker: int = 0) -> int:
       continue
     try:
       state = run_trial(study, trial, spec, worker)
-    except preemption.Preempted as stop:
+    except (preemption.Preempted, preemption.Interrupted) as stop:  # a signal: the command's 75
       print(f"tune: worker {worker}: {stop}", file=sys.stderr, flush=True)
       return EXIT_PREEMPTED
     if state == STALE:

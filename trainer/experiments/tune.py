@@ -47,6 +47,7 @@ import time
 from typing import Sequence
 
 from trainer.experiments import search_space, study_storage, sweep, trial_runner
+from trainer.runtime import console
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -118,6 +119,7 @@ def _record_invocation(args: argparse.Namespace, spec: study_storage.Spec, secon
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of `occam-tune`: runs (or continues) the study `argv` describes; exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  console.quiet(verbose=False)  # TensorFlow's start-up lines stay off the console
   try:
     spec = make_spec(args)
     sweep.check_same_experiment(argparse.Namespace(sweep_dir=spec.study_dir, gin_file=args.gin_file,
@@ -145,8 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"tune: the study has its {spec.trials} finished trials", file=sys.stderr, flush=True)
     code = 0
   _record_invocation(args, spec, time.perf_counter() - started)
-  print(study_storage.summary(study))
-  for path in study_storage.write_study_plots(study, spec.study_dir).values():
+  print(study_storage.summary(study, spec.metric))
+  for path in study_storage.write_study_plots(study, spec.study_dir, spec.metric).values():
     print(f"wrote {path}", file=sys.stderr)
   return code
 

@@ -67,10 +67,14 @@ def train_point(gin_files: Sequence[str], bindings: Sequence[str], model_dir: st
   from trainer import api
   tf.keras.backend.clear_session()  # Drops the previous run's graphs and layer-name counters.
   with point_log(os.path.join(model_dir, layout.LOG_FILE)):
-    return api.train(gin_files, bindings, model_dir=model_dir, callbacks=list(callbacks))
+    return api.train(gin_files, bindings, model_dir=model_dir, callbacks=list(callbacks), verbose=False)
 
 
 def _exit_with(target: Callable[..., int], args: tuple, worker: int) -> None:
+  """A spawned worker: `target`'s exit code, on the command line's quiet console (no TensorFlow start-up
+  block, no `failed call to cuInit` line per worker)."""
+  from trainer.runtime import console
+  console.quiet(verbose=False)
   sys.exit(target(*args, worker))
 
 
@@ -99,7 +103,6 @@ def run_workers(target: Callable[..., int], args: tuple, parallel: int, name: st
   context = multiprocessing.get_context("spawn")
   if python and os.path.realpath(python) != os.path.realpath(sys.executable):
     context.set_executable(python)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Inherited by the spawned workers.
   others = [context.Process(target=_exit_with, args=(target, args, k), name=f"{name}-{k}")
             for k in range(1, parallel)]
   reapers = []

@@ -3,12 +3,14 @@
 This is the one place that decides which behaviour a run has around the bare cadence: non-finite
 recovery, early stopping with the best model, preemption, the start-of-run report and HParams, plus
 whatever actions the caller adds (the operative config, per-evaluation callbacks). At the end, the
-chief writes `model_dir/results.json` (`results_record`, schema in docs/COMMAND_LINE.md) and logs the same
-results as the final console block.
+chief writes `model_dir/results.json` (`results_record`, schema in docs/COMMAND_LINE.md) and logs the
+same results as the final console block. Rerunning a finished run trains nothing and leaves its record
+as it is (the run's metrics and wall time, not the rerun's evaluation alone).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -38,9 +40,10 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
   """Trains `run` (restored from `restored`, None for a fresh start) to its `train_steps`.
 
   Returns the last loop's metrics and the final evaluation, which the chief also writes to
-  `model_dir/results.json` and logs. Raises `Preempted` after a checkpoint on SIGTERM/SIGINT and
-  `NonFiniteError` when a step diverged and the policy does not restore (no results.json then).
-  `checkpointers` are closed at the end.
+  `model_dir/results.json` and logs; a finished run that trains nothing returns its recorded metrics.
+  Raises `Preempted` (`Interrupted`) after a checkpoint on SIGTERM (SIGINT) and `NonFiniteError` when
+  a step diverged and the policy does not restore (no results.json then). `checkpointers` are closed at
+  the end.
   """
   started = time.monotonic()
   config = run.config
@@ -66,20 +69,40 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
   try:
     report_start(run, trainer.step, restored)
     recovery.on_start(trainer.step, restored)
+    first_step = trainer.step
     metrics = controller.run()
     if keep_best is not None:  # the best weights' test metrics, next to the last weights'
       best = keep_best.finish(evaluator.evaluate)
       if best:
         run.writers.write_scalars(tags.EVAL, int(run.early_stopping.best_step.numpy()), best)
         metrics.update(best)
-    record = results_record(run, metrics, restored=restored, wall_time_sec=time.monotonic() - started)
+    path = os.path.join(run.model_dir, RESULTS_FILE)
+    record = finished_record(path, step=first_step) if trainer.step == first_step else None
+    if record is not None:  # a rerun of a finished run: its record stays whole
+      metrics = {name: math.nan if value is None else value for name, value in record["metrics"].items()}
+    else:
+      record = results_record(run, metrics, restored=restored, wall_time_sec=time.monotonic() - started)
+      if run.is_chief:
+        files.write_json(path, record)
     if run.is_chief:
-      files.write_json(os.path.join(run.model_dir, RESULTS_FILE), record)
       report_end(record)
     return metrics
   finally:
     run.writers.flush()
     checkpointers.close()
+
+
+def finished_record(path: str, *, step: int) -> dict | None:
+  """The record at `path` if it is a readable results.json of this schema written at `step`, else None
+  (none yet, or a run killed between its last checkpoint and its record: the caller writes a new one)."""
+  try:
+    with tf.io.gfile.GFile(path) as file:
+      record = json.load(file)
+  except (OSError, tf.errors.OpError, ValueError):
+    return None
+  if not isinstance(record, dict) or record.get("schema") != RESULTS_SCHEMA or record.get("step") != step:
+    return None
+  return record if isinstance(record.get("metrics"), dict) else None
 
 
 def report_start(run: Run, step: int, restored: str | None) -> None:
@@ -88,7 +111,7 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   logging.info("model: %s, %d trainable parameters", run.model.name,
                sum(int(tf.size(v)) for v in run.model.trainable_variables))
   for term in run.terms:
-    logging.info("regularizer %s: %s", term.name, term.describe())
+    logging.info("regularizer %s", term.describe())  # `l2: L2(scale=...) on ...`: it starts with the name
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())
   ended = schedules.ended_early_warning(run.schedule.schedule, run.config.train_steps)
   if ended:
@@ -105,9 +128,10 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
                  int(run.early_stopping.best_step.numpy()))
   if not restored:  # the dashboards' configuration, once per run
     run.writers.write_with(tags.TRAIN, dashboard.write_layout)
-    run.writers.write_with(tags.SESSION, lambda: dashboard.write_hparams_config(
+    run.writers.write_with(tags.EVAL, lambda: dashboard.write_hparams_config(
         run.hparams, classification=run.splits.num_classes is not None))
-  run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)))
+  run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)),
+                            step=step)
 
 
 def results_record(run: Run, metrics: Mapping[str, float], *, restored: str | None,
