@@ -8,16 +8,18 @@ documented rules say, computed independently in numpy.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 
 from tests.conftest import mirrored
 from tests.helpers import REPO, assert_same_weights, checkpoint_values, model_weights, train_in_process
 from trainer import data
-from trainer.data import ArrayData, ImagePreprocessing, pipeline
+from trainer.data import ArrayData, ImagePreprocessing, pipeline, preprocessing
 
 NUM_EXAMPLES = 40
 SIDE = 8
@@ -177,12 +179,84 @@ def test_center_crop_and_normalization_match_numpy():
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_random_resized_crop_gives_the_size_and_stays_inside_the_image():
+@pytest.mark.parametrize("sampler", ["inception", "torchvision"])
+def test_random_resized_crop_gives_the_size_and_stays_inside_the_image(sampler):
   images = _images(8)
-  preprocessing = ImagePreprocessing(image_size=5, train_crop="random_resized", area_range=(0.25, 1.0))
-  features, _ = _batches(pipeline.train_dataset(images, global_batch_size=8, seed=0, start_step=0,
-                                                preprocessing=preprocessing), 1)[0]
-  assert features.shape == (8, 5, 5, 3) and features.min() >= 0 and features.max() <= 1
+  augmentation = ImagePreprocessing(image_size=5, train_crop="random_resized", area_range=(0.25, 1.0),
+                                    crop_sampler=sampler)
+  batches = [_batches(pipeline.train_dataset(images, global_batch_size=8, seed=0, start_step=0,
+                                             preprocessing=augmentation), 1)[0][0] for _ in range(2)]
+  assert batches[0].shape == (8, 5, 5, 3) and batches[0].min() >= 0 and batches[0].max() <= 1
+  np.testing.assert_array_equal(*batches)  # stateless per example: the same crops again
+  with pytest.raises(ValueError, match="ImagePreprocessing.crop_sampler='timm' is not one of"):
+    ImagePreprocessing(crop_sampler="timm")
+
+
+def _torchvision_get_params(rng: np.random.Generator, height: int, width: int, scale=(0.08, 1.0),
+                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision's `RandomResizedCrop.get_params` (top, left, height, width), written out with numpy's
+  generator: 10 tries of area ~ U(scale) and log aspect ~ U(log ratio), the first that fits placed
+  uniformly, else the central crop clamped to the ratio range."""
+  area = height * width
+  for _ in range(10):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    w, h = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  return _torchvision_center_crop(height, width, ratio)
+
+
+def _torchvision_center_crop(height: int, width: int, ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """`get_params`' fallback: the whole image, clamped to the aspect ratio range, centred."""
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    w, h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+@pytest.mark.parametrize("height, width", [(300, 400), (50, 400)], ids=["300x400", "50x400-mostly-fallback"])
+def test_torchvision_crop_sampler_follows_torchvision_s_distribution(height, width):
+  """3,000 windows of `crop_sampler='torchvision'` (one per example seed) against 3,000 of torchvision's
+  `get_params` written in numpy: area fraction, log aspect ratio and relative offsets agree in
+  distribution (two-sample Kolmogorov-Smirnov, p > 0.001; both samples are fixed by their seeds), the
+  center-crop fallback's rate within 4 standard deviations and its window exact. On a 300x400 image
+  the mean area fraction is 0.43 (TensorFlow's Inception sampler: 0.37, docs/REGULARIZATION.md)."""
+  count, shape = 3000, tf.constant([height, width, 3])
+
+  @tf.function
+  def windows():
+    def one(position):
+      begin, size = preprocessing.torchvision_window(shape, preprocessing.example_seed(0, position),
+                                                     (0.08, 1.0), (3 / 4, 4 / 3))
+      return tf.concat([begin[:2], size[:2]], 0)
+    return tf.map_fn(one, tf.range(count, dtype=tf.int64), fn_output_signature=tf.int32)
+
+  got = windows().numpy()
+  rng = np.random.default_rng(0)
+  expected = np.array([_torchvision_get_params(rng, height, width) for _ in range(count)])
+
+  def statistics(w):  # area fraction, log aspect, top offset fraction, left offset fraction
+    top, left, h, w_ = w.T
+    return (h * w_ / (height * width), np.log(w_ / h), top / np.maximum(height - h, 1),
+            left / np.maximum(width - w_, 1))
+
+  for got_statistic, expected_statistic in zip(statistics(got), statistics(expected)):
+    assert scipy.stats.ks_2samp(got_statistic, expected_statistic).pvalue > 1e-3
+  assert (got[:, :2] >= 0).all() and (got[:, 2:] > 0).all()
+  assert ((got[:, 0] + got[:, 2] <= height) & (got[:, 1] + got[:, 3] <= width)).all()
+  fallback = np.array(_torchvision_center_crop(height, width))
+  rate = (expected == fallback).all(axis=1).mean()
+  got_rate = (got == fallback).all(axis=1).mean()
+  assert abs(got_rate - rate) <= 4 * np.sqrt(2 * max(rate * (1 - rate), 1 / count) / count)
+  if (height, width) == (300, 400):
+    assert statistics(got)[0].mean() == pytest.approx(0.43, abs=0.01)
+  else:
+    assert rate > 0.3
 
 
 def test_png_shards_decode_to_the_written_pixels(tmp_path):

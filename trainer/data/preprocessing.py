@@ -12,12 +12,15 @@ normalized by the dataset's per-channel mean and standard deviation.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import gin
 import tensorflow as tf
 
 TRAIN_CROPS = ("none", "pad_and_crop", "random_resized")
+CROP_SAMPLERS = ("inception", "torchvision")
+_TORCHVISION_TRIES = 10
 EVAL_CROPS = ("none", "center")
 _AUGMENT_SALT = 0x0CCA  # Keeps augmentation draws apart from the data order's (seed, epoch) draws.
 
@@ -34,6 +37,13 @@ class ImagePreprocessing:
       image with aspect ratio in `aspect_ratio_range`, resized to `image_size`).
     padding: pixels of zero padding for 'pad_and_crop'.
     area_range, aspect_ratio_range: the window distribution of 'random_resized'.
+    crop_sampler: how 'random_resized' samples its window within those ranges. 'inception' (the
+      default): TensorFlow's `sample_distorted_bounding_box`, the Inception/TF-slim/big_vision crop;
+      'torchvision': torchvision's `RandomResizedCrop` (area uniform in `area_range`, aspect ratio
+      log-uniform in `aspect_ratio_range`, 10 tries, then a center crop), for PyTorch ports. The two
+      differ in distribution, not in range: on a 300x400 image with the default ranges the mean
+      window covers 0.37 of the image with 'inception' and 0.43 with 'torchvision'
+      (docs/REGULARIZATION.md).
     flip: flip each training image left-right with probability 1/2.
     eval_crop: 'none' (resize to `image_size` if given) or 'center' (the central square covering
       `crop_fraction` of the shorter side, resized to `image_size`: the standard ImageNet eval crop,
@@ -44,7 +54,8 @@ class ImagePreprocessing:
 
   def __init__(self, *, image_size: int | None = None, train_crop: str = "none", padding: int = 4,
                area_range: Sequence[float] = (0.08, 1.0),
-               aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3), flip: bool = False,
+               aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3), crop_sampler: str = "inception",
+               flip: bool = False,
                eval_crop: str = "none", crop_fraction: float = 0.875,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
     owner = "ImagePreprocessing"
@@ -54,6 +65,8 @@ class ImagePreprocessing:
       raise ValueError(f"{owner}.train_crop={train_crop!r} is not one of {TRAIN_CROPS}")
     if eval_crop not in EVAL_CROPS:
       raise ValueError(f"{owner}.eval_crop={eval_crop!r} is not one of {EVAL_CROPS}")
+    if crop_sampler not in CROP_SAMPLERS:
+      raise ValueError(f"{owner}.crop_sampler={crop_sampler!r} is not one of {CROP_SAMPLERS}")
     if train_crop == "random_resized" and image_size is None:
       raise ValueError(f"{owner}.train_crop='random_resized' needs {owner}.image_size")
     if padding < 0:
@@ -67,6 +80,7 @@ class ImagePreprocessing:
     self.padding = int(padding)
     self.area_range = tuple(float(v) for v in area_range)
     self.aspect_ratio_range = tuple(float(v) for v in aspect_ratio_range)
+    self.crop_sampler = crop_sampler
     self.flip = bool(flip)
     self.eval_crop = eval_crop
     self.crop_fraction = float(crop_fraction)
@@ -127,11 +141,48 @@ class ImagePreprocessing:
     return _resize(image, self.image_size) if self.image_size is not None else image
 
   def _random_resized_crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-        min_object_covered=0.0, aspect_ratio_range=self.aspect_ratio_range, area_range=self.area_range,
-        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    if self.crop_sampler == "torchvision":
+      begin, size = torchvision_window(tf.shape(image), seed, self.area_range, self.aspect_ratio_range)
+    else:
+      begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+          tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+          min_object_covered=0.0, aspect_ratio_range=self.aspect_ratio_range, area_range=self.area_range,
+          max_attempts=10, use_image_if_no_bounding_boxes=True)
     return _resize(tf.slice(image, begin, size), self.image_size)
+
+
+def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[float],
+                       aspect_ratio_range: Sequence[float]) -> tuple[tf.Tensor, tf.Tensor]:
+  """torchvision's `RandomResizedCrop.get_params`, stateless: the window's `begin` and `size` for `tf.slice`.
+
+  Ten tries at once: area `~ U(area_range) * height * width`, aspect ratio (width / height)
+  `~ exp(U(log aspect_ratio_range))`, `w = round(sqrt(area * ratio))`, `h = round(sqrt(area / ratio))`
+  (half to even, as Python's `round`); the first try that fits the image is placed uniformly. If none
+  fits, the central window of the image clamped to the aspect ratio range. Sizes are computed in
+  float64 from float32 draws, as torchvision does with its Python floats.
+  """
+  height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+  area_key, ratio_key, row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+  fractions = tf.random.stateless_uniform([_TORCHVISION_TRIES], area_key, *area_range)
+  low, high = (math.log(r) for r in aspect_ratio_range)
+  log_ratios = tf.random.stateless_uniform([_TORCHVISION_TRIES], ratio_key, low, high)
+  ratios = tf.exp(tf.cast(log_ratios, tf.float64))
+  areas = height * width * tf.cast(fractions, tf.float64)
+  widths, heights = tf.round(tf.sqrt(areas * ratios)), tf.round(tf.sqrt(areas / ratios))
+  fits = (widths > 0) & (widths <= width) & (heights > 0) & (heights <= height)
+  first = tf.argmax(tf.cast(fits, tf.int32))  # the first True (0 if none: then unused)
+  image_ratio, (min_ratio, max_ratio) = width / height, aspect_ratio_range
+  fallback_w = tf.where(image_ratio > max_ratio, tf.round(height * max_ratio), width)
+  fallback_h = tf.where(image_ratio < min_ratio, tf.round(width / min_ratio), height)
+  found = tf.reduce_any(fits)
+  w = tf.cast(tf.where(found, widths[first], fallback_w), tf.int32)
+  h = tf.cast(tf.where(found, heights[first], fallback_h), tf.int32)
+  full_height, full_width = shape[0], shape[1]
+  top = tf.where(found, tf.random.stateless_uniform([], row_key, 0, full_height - h + 1, tf.int32),
+                 (full_height - h) // 2)
+  left = tf.where(found, tf.random.stateless_uniform([], column_key, 0, full_width - w + 1, tf.int32),
+                  (full_width - w) // 2)
+  return tf.stack([top, left, 0]), tf.stack([h, w, -1])
 
 
 def to_unit_float(images: tf.Tensor) -> tf.Tensor:
