@@ -20,7 +20,12 @@ import tensorflow as tf
 
 TRAIN_CROPS = ("none", "pad_and_crop", "random_resized")
 CROP_SAMPLERS = ("inception", "torchvision")
-_TORCHVISION_TRIES = 10
+_BOX_TRIES = 10
+# timm's RandomErasing defaults (DeiT's recipe sets only the probability): the erased box covers
+# U(0.02, 1/3) of the image with aspect ratio (height / width) log-uniform in (0.3, 1 / 0.3), 10 tries.
+ERASING_AREA_RANGE = (0.02, 1 / 3)
+ERASING_ASPECT_RANGE = (0.3, 1 / 0.3)
+_ERASING_TAG = 0xE5  # folded into an example's seed: its erasing draws, apart from the crop's and flip's
 EVAL_CROPS = ("none", "center")
 _AUGMENT_SALT = 0x0CCA  # Keeps augmentation draws apart from the data order's (seed, epoch) draws.
 
@@ -50,6 +55,12 @@ class ImagePreprocessing:
       224 of 256).
     crop_fraction: see `eval_crop`.
     mean, std: per-channel statistics in [0, 1] units; images become (x - mean) / std.
+    random_erasing: the probability (in [0, 1]; default 0, off) that a training image gets one box
+      replaced by noise, as timm's `RandomErasing(probability, mode='pixel')`, which DeiT applies with
+      0.25: the box covers U(0.02, 1/3) of the image with aspect ratio log-uniform in (0.3, 1/0.3)
+      (10 tries; if none fits, nothing is erased), placed uniformly; its pixels are drawn so that
+      after normalization they are N(0, 1) per channel, as timm's noise on the normalized tensor
+      (N(0, 1) in [0, 1] units without mean/std). Applied after crop and flip.
   """
 
   def __init__(self, *, image_size: int | None = None, train_crop: str = "none", padding: int = 4,
@@ -57,7 +68,8 @@ class ImagePreprocessing:
                aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3), crop_sampler: str = "inception",
                flip: bool = False,
                eval_crop: str = "none", crop_fraction: float = 0.875,
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               random_erasing: float = 0.0):
     owner = "ImagePreprocessing"
     if image_size is not None and int(image_size) < 1:
       raise ValueError(f"{owner}.image_size must be positive or None, got {image_size}")
@@ -75,7 +87,10 @@ class ImagePreprocessing:
       raise ValueError(f"{owner}.crop_fraction must be in (0, 1], got {crop_fraction}")
     if (mean is None) != (std is None) or (std is not None and min(std) <= 0):
       raise ValueError(f"{owner}.mean and {owner}.std go together, with std > 0; got {mean}, {std}")
+    if not 0.0 <= random_erasing <= 1.0:
+      raise ValueError(f"{owner}.random_erasing must be a probability in [0, 1], got {random_erasing}")
     self.image_size = None if image_size is None else int(image_size)
+    self.random_erasing = float(random_erasing)
     self.train_crop = train_crop
     self.padding = int(padding)
     self.area_range = tuple(float(v) for v in area_range)
@@ -89,7 +104,7 @@ class ImagePreprocessing:
 
   def per_example(self, training: bool) -> bool:
     """Whether images need work one at a time (a random or resizing step) before they can be batched."""
-    random = training and (self.train_crop != "none" or self.flip)
+    random = training and (self.train_crop != "none" or self.flip or self.random_erasing > 0)
     return random or self.image_size is not None or (not training and self.eval_crop != "none")
 
   def output_shape(self, example_shape: tuple) -> tuple:
@@ -123,6 +138,8 @@ class ImagePreprocessing:
       image = _resize(image, self.image_size)
     if self.flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    if self.random_erasing > 0:
+      image = self._random_erase(image, tf.random.experimental.stateless_fold_in(seed, _ERASING_TAG))
     return image
 
   def normalize(self, images: tf.Tensor) -> tf.Tensor:
@@ -131,6 +148,19 @@ class ImagePreprocessing:
     if self.mean is None:
       return images
     return (images - tf.constant(self.mean)) / tf.constant(self.std)
+
+  def _random_erase(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """`image` with `erasing_box` filled by noise that normalizes to N(0, 1) (see `random_erasing`)."""
+    box_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shape = tf.shape(image)
+    begin, size = erasing_box(shape, box_seed, self.random_erasing)
+    rows, columns = tf.range(shape[0]), tf.range(shape[1])
+    inside = (((rows >= begin[0]) & (rows < begin[0] + size[0]))[:, None]
+              & ((columns >= begin[1]) & (columns < begin[1] + size[1]))[None, :])
+    noise = tf.random.stateless_normal(shape, noise_seed)
+    if self.mean is not None:
+      noise = noise * tf.constant(self.std) + tf.constant(self.mean)
+    return tf.where(inside[:, :, None], noise, image)
 
   def _eval_crop(self, image: tf.Tensor) -> tf.Tensor:
     if self.eval_crop == "center":
@@ -155,20 +185,13 @@ def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[f
                        aspect_ratio_range: Sequence[float]) -> tuple[tf.Tensor, tf.Tensor]:
   """torchvision's `RandomResizedCrop.get_params`, stateless: the window's `begin` and `size` for `tf.slice`.
 
-  Ten tries at once: area `~ U(area_range) * height * width`, aspect ratio (width / height)
-  `~ exp(U(log aspect_ratio_range))`, `w = round(sqrt(area * ratio))`, `h = round(sqrt(area / ratio))`
-  (half to even, as Python's `round`); the first try that fits the image is placed uniformly. If none
-  fits, the central window of the image clamped to the aspect ratio range. Sizes are computed in
-  float64 from float32 draws, as torchvision does with its Python floats.
+  Ten tries at once (`_box_tries`, aspect ratio = width / height): `w = round(sqrt(area * ratio))`,
+  `h = round(sqrt(area / ratio))`; the first try that fits the image is placed uniformly. If none fits,
+  the central window of the image clamped to the aspect ratio range.
   """
   height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
   area_key, ratio_key, row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
-  fractions = tf.random.stateless_uniform([_TORCHVISION_TRIES], area_key, *area_range)
-  low, high = (math.log(r) for r in aspect_ratio_range)
-  log_ratios = tf.random.stateless_uniform([_TORCHVISION_TRIES], ratio_key, low, high)
-  ratios = tf.exp(tf.cast(log_ratios, tf.float64))
-  areas = height * width * tf.cast(fractions, tf.float64)
-  widths, heights = tf.round(tf.sqrt(areas * ratios)), tf.round(tf.sqrt(areas / ratios))
+  widths, heights = _box_tries(height * width, area_key, ratio_key, area_range, aspect_ratio_range)
   fits = (widths > 0) & (widths <= width) & (heights > 0) & (heights <= height)
   first = tf.argmax(tf.cast(fits, tf.int32))  # the first True (0 if none: then unused)
   image_ratio, (min_ratio, max_ratio) = width / height, aspect_ratio_range
@@ -183,6 +206,41 @@ def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[f
   left = tf.where(found, tf.random.stateless_uniform([], column_key, 0, full_width - w + 1, tf.int32),
                   (full_width - w) // 2)
   return tf.stack([top, left, 0]), tf.stack([h, w, -1])
+
+
+def _box_tries(area: tf.Tensor, area_key: tf.Tensor, ratio_key: tf.Tensor, area_range: Sequence[float],
+               ratio_range: Sequence[float]) -> tuple[tf.Tensor, tf.Tensor]:
+  """10 tries of torchvision's and timm's box draw: target area `~ U(area_range) * area`, ratio
+  `~ exp(U(log ratio_range))`; returns `round(sqrt(target * ratio))` and `round(sqrt(target / ratio))`
+  (half to even, as Python's `round`), computed in float64 from float32 draws as their Python floats are."""
+  fractions = tf.random.stateless_uniform([_BOX_TRIES], area_key, *area_range)
+  low, high = (math.log(r) for r in ratio_range)
+  log_ratios = tf.random.stateless_uniform([_BOX_TRIES], ratio_key, low, high)
+  ratios = tf.exp(tf.cast(log_ratios, tf.float64))
+  targets = area * tf.cast(fractions, tf.float64)
+  return tf.round(tf.sqrt(targets * ratios)), tf.round(tf.sqrt(targets / ratios))
+
+
+def erasing_box(shape: tf.Tensor, seed: tf.Tensor, probability: float) -> tuple[tf.Tensor, tf.Tensor]:
+  """timm's `RandomErasing` box for an image of `shape`, stateless: `begin` (top, left) and `size`
+  (height, width), size (0, 0) when the image is not erased (probability `1 - probability`, or no try fit).
+
+  Ten tries (`_box_tries` with `ERASING_AREA_RANGE`, `ERASING_ASPECT_RANGE`, aspect ratio = height /
+  width): `h = round(sqrt(area * ratio))`, `w = round(sqrt(area / ratio))`; the first with `h < height
+  and w < width` is placed uniformly (top in [0, height - h], left in [0, width - w]).
+  """
+  apply_key, area_key, ratio_key, row_key, column_key = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 5))
+  height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+  heights, widths = _box_tries(height * width, area_key, ratio_key, ERASING_AREA_RANGE, ERASING_ASPECT_RANGE)
+  fits = (heights < height) & (widths < width)
+  first = tf.argmax(tf.cast(fits, tf.int32))
+  erase = tf.reduce_any(fits) & (tf.random.stateless_uniform([], apply_key) < probability)
+  h = tf.where(erase, tf.cast(heights[first], tf.int32), 0)
+  w = tf.where(erase, tf.cast(widths[first], tf.int32), 0)
+  top = tf.random.stateless_uniform([], row_key, 0, shape[0] - h + 1, tf.int32)
+  left = tf.random.stateless_uniform([], column_key, 0, shape[1] - w + 1, tf.int32)
+  return tf.stack([top, left]), tf.stack([h, w])
 
 
 def to_unit_float(images: tf.Tensor) -> tf.Tensor:
