@@ -427,3 +427,36 @@ def test_random_erasing_follows_timm_s_random_erasing():
   np.testing.assert_array_equal(again, images[7])
   with pytest.raises(ValueError, match="ImagePreprocessing.random_erasing must be a probability"):
     ImagePreprocessing(random_erasing=1.5)
+
+
+DEIT_AUGMENTED = dict(AUGMENTED, random_erasing=0.25, repeated_augmentation=3)
+
+
+def test_repeated_augmentation_reads_each_drawn_example_three_times_in_a_row(stored):
+  """Each epoch of 40 reads the first 14 examples of the epoch's permutation (that of the stream without
+  repeats) 3 times each in a row, cut at 40; the copies are augmented differently (their positions
+  differ); DeiT's augmentation (crop, flip, erasing, repeats) resumes exactly and is replica-invariant."""
+  _, mapped, streamed = stored
+
+  def stream(start_step=0, input_context=None, **augmentation):
+    augmentation = ImagePreprocessing(**augmentation)
+    return pipeline.train_dataset(mapped.train, global_batch_size=8, seed=4, start_step=start_step,
+                                  input_context=input_context, preprocessing=augmentation)
+
+  plain = np.concatenate([_index_of(x) for x, _ in _batches(stream(), 10)])  # 2 epochs
+  repeated = np.concatenate([_index_of(x) for x, _ in _batches(stream(repeated_augmentation=3), 10)])
+  expected = np.concatenate([np.repeat(plain[epoch * 40:epoch * 40 + 14], 3)[:40] for epoch in (0, 1)])
+  np.testing.assert_array_equal(repeated, expected)
+  augmented = np.concatenate([x for x, _ in _batches(stream(**DEIT_AUGMENTED), 5)])
+  triples = augmented[:39].reshape(13, 3, -1)
+  assert all(not np.array_equal(t[0], t[1]) or not np.array_equal(t[1], t[2]) for t in triples)
+  full = _batches(stream(**DEIT_AUGMENTED), 8)
+  for (x, _), (expected_x, _) in zip(_batches(stream(3, **DEIT_AUGMENTED), 5), full[3:]):
+    np.testing.assert_array_equal(x, expected_x)
+  halves = [_batches(stream(3, tf.distribute.InputContext(2, replica, 2), **DEIT_AUGMENTED), 2)
+            for replica in range(2)]
+  for step in range(2):
+    np.testing.assert_array_equal(np.concatenate([half[step][0] for half in halves]), full[3 + step][0])
+  with pytest.raises(ValueError, match="repeated_augmentation needs a split read by index"):
+    pipeline.train_dataset(streamed.train, global_batch_size=8, seed=4, start_step=0,
+                           preprocessing=ImagePreprocessing(repeated_augmentation=3))

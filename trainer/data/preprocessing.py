@@ -18,6 +18,8 @@ from typing import Sequence
 import gin
 import tensorflow as tf
 
+from trainer.common import checks
+
 TRAIN_CROPS = ("none", "pad_and_crop", "random_resized")
 CROP_SAMPLERS = ("inception", "torchvision")
 _BOX_TRIES = 10
@@ -61,6 +63,12 @@ class ImagePreprocessing:
       (10 tries; if none fits, nothing is erased), placed uniformly; its pixels are drawn so that
       after normalization they are N(0, 1) per channel, as timm's noise on the normalized tensor
       (N(0, 1) in [0, 1] units without mean/std). Applied after crop and flip.
+    repeated_augmentation: how many times each example an epoch draws is read in a row (>= 1; default
+      1, off): DeiT's repeated augmentation (Hoffer et al. 2020; its `RASampler`, 3 repeats). An epoch
+      keeps its length, `num_examples` reads: the first ceil(num_examples / repeats) examples of its
+      permutation, each `repeats` times in a row, so the copies sit in the same global batch (as
+      RASampler puts them on different devices at the same step), each augmented differently (their
+      positions differ). Needs a split read by index.
   """
 
   def __init__(self, *, image_size: int | None = None, train_crop: str = "none", padding: int = 4,
@@ -69,7 +77,7 @@ class ImagePreprocessing:
                flip: bool = False,
                eval_crop: str = "none", crop_fraction: float = 0.875,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               random_erasing: float = 0.0):
+               random_erasing: float = 0.0, repeated_augmentation: int = 1):
     owner = "ImagePreprocessing"
     if image_size is not None and int(image_size) < 1:
       raise ValueError(f"{owner}.image_size must be positive or None, got {image_size}")
@@ -91,6 +99,8 @@ class ImagePreprocessing:
       raise ValueError(f"{owner}.random_erasing must be a probability in [0, 1], got {random_erasing}")
     self.image_size = None if image_size is None else int(image_size)
     self.random_erasing = float(random_erasing)
+    self.repeated_augmentation = checks.integer(owner, "repeated_augmentation", repeated_augmentation,
+                                                minimum=1)
     self.train_crop = train_crop
     self.padding = int(padding)
     self.area_range = tuple(float(v) for v in area_range)
@@ -141,6 +151,15 @@ class ImagePreprocessing:
     if self.random_erasing > 0:
       image = self._random_erase(image, tf.random.experimental.stateless_fold_in(seed, _ERASING_TAG))
     return image
+
+  def epoch_order(self, permutation: tf.Tensor) -> tf.Tensor:
+    """The examples an epoch reads, in order, from its permutation: each of the first
+    ceil(n / repeats) `repeated_augmentation` times in a row, n reads in all (see the class)."""
+    repeats = self.repeated_augmentation
+    if repeats == 1:
+      return permutation
+    count = tf.size(permutation)
+    return tf.repeat(permutation[:(count + repeats - 1) // repeats], repeats)[:count]
 
   def normalize(self, images: tf.Tensor) -> tf.Tensor:
     """A batch (or one example) as float32 [0, 1] images, standardized if mean/std are given."""
