@@ -229,7 +229,7 @@ def test_torchvision_crop_sampler_follows_torchvision_s_distribution(height, wid
   the mean area fraction is 0.43 (TensorFlow's Inception sampler: 0.37, docs/REGULARIZATION.md)."""
   count, shape = 3000, tf.constant([height, width, 3])
 
-  @tf.function
+  @tf.function(autograph=False)  # plain map_fn; TF 2.15's AutoGraph trips over these test closures
   def windows():
     def one(position):
       begin, size = preprocessing.torchvision_window(shape, preprocessing.example_seed(0, position),
@@ -398,7 +398,7 @@ def test_random_erasing_follows_timm_s_random_erasing():
   augmentation = ImagePreprocessing(random_erasing=0.25, mean=mean, std=std)
   image = tf.fill([height, width, 3], tf.constant(0.5))
 
-  @tf.function
+  @tf.function(autograph=False)  # plain map_fn; TF 2.15's AutoGraph trips over these test closures
   def erased():
     return tf.map_fn(lambda position: augmentation.example(image, preprocessing.example_seed(0, position)),
                      tf.range(count, dtype=tf.int64), fn_output_signature=tf.float32)
