@@ -19,6 +19,7 @@ import gin
 import tensorflow as tf
 
 from trainer.common import checks
+from trainer.data import rand_augment as rand_augment_ops
 
 TRAIN_CROPS = ("none", "pad_and_crop", "random_resized")
 CROP_SAMPLERS = ("inception", "torchvision")
@@ -27,6 +28,7 @@ _BOX_TRIES = 10
 # U(0.02, 1/3) of the image with aspect ratio (height / width) log-uniform in (0.3, 1 / 0.3), 10 tries.
 ERASING_AREA_RANGE = (0.02, 1 / 3)
 ERASING_ASPECT_RANGE = (0.3, 1 / 0.3)
+_RAND_AUGMENT_TAG = 0xAA  # likewise for RandAugment's draws
 _ERASING_TAG = 0xE5  # folded into an example's seed: its erasing draws, apart from the crop's and flip's
 EVAL_CROPS = ("none", "center")
 _AUGMENT_SALT = 0x0CCA  # Keeps augmentation draws apart from the data order's (seed, epoch) draws.
@@ -57,6 +59,9 @@ class ImagePreprocessing:
       224 of 256).
     crop_fraction: see `eval_crop`.
     mean, std: per-channel statistics in [0, 1] units; images become (x - mean) / std.
+    rand_augment: timm's RandAugment config string, e.g. 'rand-m9-mstd0.5-inc1' (DeiT's), or None
+      (off): `trainer.data.rand_augment`. Applied after crop and flip, before erasing; the geometric
+      operations fill with `mean` (0.5 without it).
     random_erasing: the probability (in [0, 1]; default 0, off) that a training image gets one box
       replaced by noise, as timm's `RandomErasing(probability, mode='pixel')`, which DeiT applies with
       0.25: the box covers U(0.02, 1/3) of the image with aspect ratio log-uniform in (0.3, 1/0.3)
@@ -77,7 +82,8 @@ class ImagePreprocessing:
                flip: bool = False,
                eval_crop: str = "none", crop_fraction: float = 0.875,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-               random_erasing: float = 0.0, repeated_augmentation: int = 1):
+               rand_augment: str | None = None, random_erasing: float = 0.0,
+               repeated_augmentation: int = 1):
     owner = "ImagePreprocessing"
     if image_size is not None and int(image_size) < 1:
       raise ValueError(f"{owner}.image_size must be positive or None, got {image_size}")
@@ -99,6 +105,11 @@ class ImagePreprocessing:
       raise ValueError(f"{owner}.random_erasing must be a probability in [0, 1], got {random_erasing}")
     self.image_size = None if image_size is None else int(image_size)
     self.random_erasing = float(random_erasing)
+    self.rand_augment = rand_augment
+    try:
+      self._rand_augment_settings = None if rand_augment is None else rand_augment_ops.parse(rand_augment)
+    except ValueError as error:
+      raise ValueError(f"{owner}.rand_augment: {error}") from None
     self.repeated_augmentation = checks.integer(owner, "repeated_augmentation", repeated_augmentation,
                                                 minimum=1)
     self.train_crop = train_crop
@@ -114,7 +125,8 @@ class ImagePreprocessing:
 
   def per_example(self, training: bool) -> bool:
     """Whether images need work one at a time (a random or resizing step) before they can be batched."""
-    random = training and (self.train_crop != "none" or self.flip or self.random_erasing > 0)
+    random = training and (self.train_crop != "none" or self.flip or self.random_erasing > 0
+                           or self.rand_augment is not None)
     return random or self.image_size is not None or (not training and self.eval_crop != "none")
 
   def output_shape(self, example_shape: tuple) -> tuple:
@@ -148,6 +160,10 @@ class ImagePreprocessing:
       image = _resize(image, self.image_size)
     if self.flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    if self._rand_augment_settings is not None:
+      image = rand_augment_ops.rand_augment(
+          image, tf.random.experimental.stateless_fold_in(seed, _RAND_AUGMENT_TAG),
+          fill=self.mean or (0.5, 0.5, 0.5), **self._rand_augment_settings)
     if self.random_erasing > 0:
       image = self._random_erase(image, tf.random.experimental.stateless_fold_in(seed, _ERASING_TAG))
     return image
