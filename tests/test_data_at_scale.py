@@ -429,13 +429,15 @@ def test_random_erasing_follows_timm_s_random_erasing():
     ImagePreprocessing(random_erasing=1.5)
 
 
-DEIT_AUGMENTED = dict(AUGMENTED, random_erasing=0.25, repeated_augmentation=3)
+DEIT_AUGMENTED = dict(AUGMENTED, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
+                      repeated_augmentation=3)
 
 
 def test_repeated_augmentation_reads_each_drawn_example_three_times_in_a_row(stored):
   """Each epoch of 40 reads the first 14 examples of the epoch's permutation (that of the stream without
   repeats) 3 times each in a row, cut at 40; the copies are augmented differently (their positions
-  differ); DeiT's augmentation (crop, flip, erasing, repeats) resumes exactly and is replica-invariant."""
+  differ); DeiT's augmentation (crop, flip, RandAugment, erasing, repeats) resumes exactly and is
+  replica-invariant."""
   _, mapped, streamed = stored
 
   def stream(start_step=0, input_context=None, **augmentation):
