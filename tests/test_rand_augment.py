@@ -120,6 +120,8 @@ def test_rand_augment_in_preprocessing_is_stateless_and_bad_specs_are_named():
   np.testing.assert_array_equal(first.numpy(), again.numpy())
   assert first.shape == (HEIGHT, WIDTH, 3) and augmentation.per_example(training=True)
   assert not np.array_equal(first.numpy(), other.numpy())
+  with pytest.raises(ValueError, match="rand_augment needs RGB images"):
+    augmentation.output_shape((8, 8, 1))
   for spec, message in [("rand-m9-mstd0.5", "needs a magnitude .m9. and the increasing operations"),
                         ("augmix-m5", "expected timm's form")]:
     expected = f"ImagePreprocessing.rand_augment: RandAugment spec '{spec}'.*{message}"

@@ -134,6 +134,9 @@ class ImagePreprocessing:
     if len(example_shape) != 3 and (self.per_example(training=True) or self.per_example(training=False)):
       raise ValueError(f"ImagePreprocessing crops, flips and resizes images of shape (height, width, "
                        f"channels); these features have per-example shape {list(example_shape)}")
+    if self.rand_augment is not None and example_shape[-1] != 3:
+      raise ValueError(f"ImagePreprocessing.rand_augment needs RGB images (3 channels), as timm's does; "
+                       f"these have per-example shape {list(example_shape)}")
     if self.image_size is not None:
       return (self.image_size, self.image_size, example_shape[-1])
     if None in example_shape:
