@@ -462,3 +462,37 @@ def test_repeated_augmentation_reads_each_drawn_example_three_times_in_a_row(sto
   with pytest.raises(ValueError, match="repeated_augmentation needs a split read by index"):
     pipeline.train_dataset(streamed.train, global_batch_size=8, seed=4, start_step=0,
                            preprocessing=ImagePreprocessing(repeated_augmentation=3))
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_streamed_evaluation_reads_only_each_workers_share_and_covers_every_record_once(stored, tmp_path,
+                                                                                         workers):
+  """With W workers each evaluates its own files (or, with fewer files than workers, every W-th record),
+  padded to the same number of batches; the union of the weighted examples is the split, once each.
+
+  The other workers' files are overwritten with garbage before a worker reads: had it opened them,
+  TensorFlow's TFRecord reader would fail on their framing.
+  """
+  _, _, streamed = stored
+  counts = streamed.validation.file_counts or tuple(streamed.validation.records_in((f,))
+                                                    for f in streamed.validation.files)
+  seen, steps = [], set()
+  for worker in range(workers):
+    files = []
+    for index, path in enumerate(streamed.validation.files):
+      copy = str(tmp_path / f"w{worker}-{index}")
+      mine = workers > len(streamed.validation.files) or index % workers == worker
+      with open(path, "rb") as source, open(copy, "wb") as target:
+        target.write(source.read() if mine else b"garbage, not a TFRecord")
+      files.append(copy)
+    split = data.RecordData(files=tuple(files), file_counts=counts, parse=streamed.validation.parse,
+                            example_shape=(SIDE, SIDE, 3), features_dtype=np.uint8)
+    context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=worker,
+                                         num_replicas_in_sync=2 * workers)
+    batches = list(pipeline.eval_dataset(split, global_batch_size=6, input_context=context))
+    steps.add(len(batches))
+    for features, _, weights in batches:
+      assert features.shape[0] == -(-6 // (2 * workers))  # 6 rounded up to a multiple of the replicas
+      seen += _index_of(features.numpy()[weights.numpy() == 1.0]).tolist()
+  assert len(steps) == 1  # every worker runs as many evaluation steps
+  assert sorted(seen) == list(range(NUM_EXAMPLES))

@@ -114,6 +114,20 @@ def test_penalties_and_losses_in_tensorboard_are_replica_invariant(runs, replica
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("replicas", ["2", "4", "workers"])
+def test_evaluation_is_exact_whichever_replicas_and_workers_share_it(runs, replicas):
+  """Each worker evaluates only its slice of every padded global batch; the weighted sums add up to
+  the single device's `eval/*` and `test/*`."""
+  dirs, _, _ = runs
+  expected = read_scalars(os.path.join(dirs["1"], "eval"))
+  got = read_scalars(os.path.join(dirs[replicas], "eval"))
+  for tag in ("eval/loss", "eval/accuracy", "test/loss", "test/accuracy"):
+    np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in expected[tag]], rtol=1e-5,
+                               err_msg=tag)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_only_the_chief_writes_and_the_worker_scratch_is_removed(runs):
   dirs, outcomes, scratch = runs
   assert "worker: worker 0 (chief)" in outcomes["workers"][0].stdout

@@ -92,6 +92,22 @@ def test_missing_tags_are_missing_columns():
   assert all(math.isnan(g.std["eval_acc"]) and math.isnan(g.ci["eval_acc"]) for g in groups)  # one seed
 
 
+def test_the_experiments_doc_and_the_report_show_a_group_in_one_cell_format(monkeypatch):
+  """docs/EXPERIMENTS.md's verdicts quote the report's table cell: mean ± the 95% interval's half-width."""
+  from scipy import stats
+  monkeypatch.syspath_prepend(os.path.join(REPO, "scripts"))
+  import make_experiments_doc
+  accuracies = [0.71, 0.74, 0.78]
+  runs = [report.Run("s", f"p{seed}", {"L2.scale": "0", "Trainer.seed": str(seed)}, {}, {"eval_acc": value})
+          for seed, value in enumerate(accuracies)]
+  group, = report.group_runs(runs, {"s": "L2.scale"}, "Trainer.seed")
+  half_width = stats.t.ppf(0.975, 2) * np.std(accuracies, ddof=1) / math.sqrt(3)
+  expected = f"{np.mean(accuracies):.4g} ± {half_width:.2g}"
+  assert make_experiments_doc._cell(group, "eval_acc") == expected
+  assert report.markdown_table([group], ["eval_acc"], "L2.scale").splitlines()[2].endswith(f"| {expected} |")
+  assert make_experiments_doc._cell(group, "sparsity") == "n/a"
+
+
 def test_columns_derive_from_the_tag_registry():
   registry = {"acc": tags.Tag("eval/accuracy", tags.EVAL, "", higher_is_better=True, evaluated=True),
               "loss": tags.Tag("eval/loss", tags.EVAL, "", higher_is_better=False, evaluated=True),

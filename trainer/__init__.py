@@ -12,6 +12,7 @@ The package's parts, from the bottom up (a module imports only from its own part
   config/          gin parsing, the resume guard, `register_all()`
   api.py, main.py  `trainer.train(...)` and the command line
   experiments/     sweeps, reports, results as pandas DataFrames
+  benchmarks/      throughput, start-up and data-scale benchmarks (behind scripts/benchmark*.py)
 
 The public Python API, importable without paying for TensorFlow until it is used:
 

@@ -106,9 +106,10 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
                  int(run.early_stopping.best_step.numpy()))
   if not restored:  # the dashboards' configuration, once per run
     run.writers.write_with(tags.TRAIN, dashboard.write_layout)
-    run.writers.write_with(tags.SESSION, lambda: dashboard.write_hparams_config(
+    run.writers.write_with(tags.EVAL, lambda: dashboard.write_hparams_config(
         run.hparams, classification=run.splits.num_classes is not None))
-  run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)))
+  run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)),
+                            step=step)
 
 
 def results_record(run: Run, metrics: Mapping[str, float], *, restored: str | None,
