@@ -85,6 +85,9 @@ def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, 
   """Infinite stream of per-replica (features, labels) batches, starting at global step `start_step`."""
   preprocessing = preprocessing or ImagePreprocessing()
   if isinstance(split, RecordData):
+    if preprocessing.repeated_augmentation > 1:
+      raise ValueError("ImagePreprocessing.repeated_augmentation needs a split read by index (arrays, TFDS "
+                       "array_record); this one is streamed from TFRecord files")
     return _sequential_train(split, global_batch_size, seed, start_step, input_context, preprocessing)
   num_examples = split.num_examples
   if global_batch_size > num_examples:
@@ -93,7 +96,7 @@ def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, 
   start, share = _pipeline_slice(global_batch_size, input_context)
   indices = (tf.data.Dataset.range(offset // num_examples, _FOREVER)
              .flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
-                 _epoch_permutation(num_examples, seed, epoch)))
+                 preprocessing.epoch_order(_epoch_permutation(num_examples, seed, epoch))))
              .skip(offset % num_examples))
   positions = tf.data.Dataset.range(offset, _FOREVER)
   mine = (tf.data.Dataset.zip((indices, positions))

@@ -6,8 +6,10 @@ Keys (public interface, documented in docs/METRICS.md):
   loss, label_smoothing, regularizers (comma-separated term names, "none" without terms), and per
   term `reg/<term>/type` plus each of its settings that exists: `reg/<term>/scale` (L2, L1,
   ProximalL1), `reg/<term>/rate` and `reg/<term>/convention` (DecoupledWeightDecay),
-  `reg/<term>/alpha` (Mixup, CutMix), `reg/<term>/rho`, `reg/<term>/adaptive`, `reg/<term>/eta`
-  (ASAM only) and `reg/<term>/perturbation` (SAM).
+  `reg/<term>/alpha` and `reg/<term>/prob` (Mixup, CutMix), `reg/<term>/mixup_alpha`,
+  `reg/<term>/cutmix_alpha`, `reg/<term>/prob` and `reg/<term>/switch_prob` (MixupCutMix),
+  `reg/<term>/rho`, `reg/<term>/adaptive`, `reg/<term>/eta` and `reg/<term>/scaled` (ASAM only) and
+  `reg/<term>/perturbation` (SAM).
 
 Values are read from the built objects (the schedule's base rate, the terms' validated strengths),
 not from gin text, so they are the values the run actually used. The metrics are not listed here:
@@ -22,7 +24,8 @@ import gin
 from trainer.runtime import compat
 
 # Term attributes that are hyperparameters, reported as `reg/<term>/<attribute>` when present.
-_TERM_SETTINGS = ("scale", "rate", "convention", "alpha", "rho", "adaptive", "eta", "perturbation")
+_TERM_SETTINGS = ("scale", "rate", "convention", "alpha", "mixup_alpha", "cutmix_alpha", "prob",
+                  "switch_prob", "rho", "adaptive", "eta", "scaled", "perturbation")
 
 HParamValue = bool | int | float | str
 
