@@ -251,3 +251,22 @@ def test_mixup_cutmix_draws_the_same_with_and_without_xla():
 def test_bad_probabilities_are_refused_naming_the_term(term, message):
   with pytest.raises(ValueError, match=message):
     term()
+
+
+def test_the_permutation_is_the_stable_argsort_of_the_64_bit_draws_without_a_64_bit_sort():
+  """Sorted as two 32-bit words (TPUs have no int64 sort), the order is numpy's argsort of the int64 draws
+  that Philox makes from the same key; XLA gives the same; the graph holds no 64-bit sort."""
+  compiled = tf.function(mixing.permutation, jit_compile=True)
+  for seed in range(40):
+    key = tf.constant([seed, 7], tf.int64)
+    for size in (1, 2, 16, 257):
+      draws = tf.random.stateless_uniform([size], seed=key, minval=None, maxval=None, dtype=tf.int64,
+                                          alg="philox").numpy()
+      expected = np.argsort(draws, kind="stable")
+      np.testing.assert_array_equal(mixing.permutation(key, tf.constant(size)).numpy(), expected)
+      if seed < 3:
+        np.testing.assert_array_equal(compiled(key, tf.constant(size)).numpy(), expected)
+  graph = tf.function(mixing.permutation).get_concrete_function(
+      tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)).graph
+  sorts = [op for op in graph.get_operations() if op.type in ("TopKV2", "TopK")]
+  assert sorts and all(op.get_attr("T") == tf.int32 for op in sorts)

@@ -145,9 +145,17 @@ def _normal(key: tf.Tensor, shape) -> tf.Tensor:
 
 
 def permutation(key: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """A uniformly random permutation of `range(size)` (int32): the stable argsort of 64-bit integer draws."""
-  draws = tf.random.stateless_uniform([size], seed=key, minval=None, maxval=None, dtype=tf.int64, alg=_ALG)
-  return tf.argsort(draws, stable=True)
+  """A uniformly random permutation of `range(size)` (int32): the stable argsort of 64-bit integer draws,
+  sorted as pairs of 32-bit words, since TPUs have no native 64-bit sort.
+
+  Philox's 64-bit draw i is its 32-bit draws (2i, 2i + 1), low word first. Sorting by the low word as
+  unsigned (its sign bit flipped, then compared as signed), then stably by the high word as signed,
+  orders the pairs exactly as their int64 values: the same permutation as sorting the 64-bit draws.
+  """
+  words = tf.random.stateless_uniform([size, 2], seed=key, minval=None, maxval=None, dtype=tf.int32, alg=_ALG)
+  low_as_unsigned = tf.bitwise.bitwise_xor(words[:, 0], tf.constant(-2**31, tf.int32))
+  by_low = tf.argsort(low_as_unsigned, stable=True)
+  return tf.gather(by_low, tf.argsort(tf.gather(words[:, 1], by_low), stable=True))
 
 
 def mixup(features: tf.Tensor, partners: tf.Tensor, lam: tf.Tensor) -> tf.Tensor:
