@@ -30,10 +30,10 @@ class InputError(RuntimeError):
 
 
 def is_input_error(error: BaseException) -> bool:
-  """Whether an error came from reading data: a reader named bad data, an iterator op failed, or a
-  record is damaged."""
+  """Whether an error came from reading data: a reader named bad data, an iterator or dataset op failed,
+  or a record is damaged."""
   return (INPUT_ERROR_MARKER in str(error) or isinstance(error, tf.errors.DataLossError)
-          or (isinstance(error, tf.errors.OpError) and "Iterator" in str(error)))
+          or (isinstance(error, tf.errors.OpError) and bool(re.search("Iterator|Dataset", str(error)))))
 
 
 def reason(error: BaseException) -> str:
