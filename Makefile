@@ -29,6 +29,7 @@ $(VENV_TFA)/installed: pyproject.toml
 .PHONY: demo lint test test-fast test-tfa test-fast-tfa
 demo: $(VENV)/installed
 	$(VENV)/bin/python -m trainer.main --gin_file=gin_configs/quickstart.gin --model_dir=$(RUN_DIR)
+	@echo "Next, in this and every new shell: source $(VENV)/bin/activate; then: tensorboard --logdir $(RUN_DIR)"
 
 lint: $(VENV)/installed
 	$(VENV)/bin/ruff check .

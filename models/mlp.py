@@ -19,7 +19,7 @@ def MLP(*, input_shape: Sequence[int] | None = None, hidden_sizes: Sequence[int]
   it out of the model keeps its layers, and so the checkpoints of earlier runs, unchanged.
 
   `kernel_regularizer` exists so that a model can carry a layer-level penalty (the Keras way);
-  Occam adds `model.losses` to the objective, see the README's "Regularization" section.
+  Occam adds `model.losses` to the objective, see docs/REGULARIZATION.md.
   """
   if dropout < 0 or dropout >= 1:
     raise ValueError(f"MLP.dropout must be in [0, 1), got {dropout}")

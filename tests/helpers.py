@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
 # Dropout puts the RNG state into what must resume exactly. Keras 2 (the tfa lane) draws dropout masks
 # from stateful random ops whose state no checkpoint holds, so there exact resume covers models
-# without dropout (README, "What a run writes").
+# without dropout (docs/COMMAND_LINE.md, "What a run writes").
 DROPOUT = ["MLP.dropout=0.3"] if compat.IS_KERAS_3 else []
 # Small, fast settings layered over the shipped quickstart.
 FAST = ["Trainer.train_steps=200", "Trainer.steps_per_loop=50", "Trainer.eval_every=100",

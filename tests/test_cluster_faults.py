@@ -1,7 +1,7 @@
 """Bounded waits in a multi-worker cluster: real `trainer.main` worker processes on localhost, TF_CONFIG.
 
 A worker that never comes up ends the others with exit status 2 after `--cluster_timeout`; a worker that
-dies mid-run ends the survivor with exit status 75 and a rerun of all workers resumes (README, "Reliability").
+dies mid-run ends the survivor with exit status 75 and a rerun of all workers resumes (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ def test_a_fresh_stream_reads_no_counts_and_a_resumed_one_counts_its_worker_file
                           example_shape=(SIDE, SIDE, 3), features_dtype=np.uint8)
   assert streamed.validation.known_size == NUM_EXAMPLES
   next(iter(pipeline.train_dataset(train, global_batch_size=8, seed=0, start_step=0)))
-  assert train.known_size is None
+  first_features, _ = pipeline.first_examples(train, 4)  # the Monitor's probe batch, read at start-up
+  assert train.known_size is None and len(first_features) == 4
   context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
   next(iter(pipeline.train_dataset(train, global_batch_size=8, seed=0, start_step=3, input_context=context)))
   assert train.known_size is None  # only worker 1's two files were counted
@@ -289,6 +290,8 @@ def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
                                 gin_files=base)
   assert int(resumed.step.numpy()) == 12
   assert_same_weights(model_weights(resumed), model_weights(straight))
+  if kind == "tfrecord":  # a fresh run, built, trained and evaluated, never counted its training records
+    assert straight.splits.train.known_size is None
   if kind == "npy":  # read by index: 2 replicas (each augmenting its own half) train the same model
     replicated, _ = train_in_process(str(tmp_path / "replicated"), bindings + ["Trainer.train_steps=12"],
                                      gin_files=base, strategy=mirrored(2))

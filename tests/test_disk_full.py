@@ -29,7 +29,7 @@ def _mount(path, size: str, *, remount: bool = False) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path):
-  """A directory on a tmpfs of `size`, grown with `grow()`; unmounted at the end."""
+  """`make(size)`: a directory on a tmpfs of `size` and `grow()`, which enlarges it; unmounted at the end."""
   mounted = []
 
   def make(size: str):
@@ -43,8 +43,8 @@ def small_disk(tmp_path):
     return path, lambda: _mount(path, "8m", remount=True)
 
   yield make
-  for path in mounted:
-    subprocess.run(["umount", str(path)], check=False, capture_output=True)
+  for path in mounted:  # lazily: this process may still hold the run's event files open
+    subprocess.run(["umount", "--lazy", str(path)], check=True, capture_output=True)
 
 
 def _train(run, steps: int, capsys) -> tuple[int, str]:

@@ -197,6 +197,16 @@ def test_tpu_flag_without_tpu_strategy_is_refused(tmp_path, capsys):
   assert "--tpu=local is only used with --strategy=tpu" in capsys.readouterr().err
 
 
+def test_an_eval_batch_that_does_not_divide_the_replicas_gives_the_single_device_metrics(tmp_path):
+  """Trainer.eval_batch_size = 7 on 2 replicas runs as 8 per step (4 each); eval/* equal one device's."""
+  bindings = ["Trainer.train_steps=20", "Trainer.steps_per_loop=10", "Trainer.eval_every=20",
+              "Trainer.batch_size=32", "Trainer.eval_batch_size=7"]
+  _, single = train_in_process(str(tmp_path / "one"), bindings)
+  _, multi = train_in_process(str(tmp_path / "two"), bindings, strategy=mirrored(2))
+  for tag in ("eval/loss", "eval/accuracy", "test/loss", "test/accuracy"):
+    np.testing.assert_allclose(multi[tag], single[tag], rtol=1e-5, err_msg=tag)
+
+
 @pytest.mark.slow
 def test_synchronized_batch_norm_makes_the_resnet_replica_invariant(tmp_path):
   """Per-replica BatchNorm statistics differ from the global batch's; synchronized ones do not."""

@@ -69,8 +69,21 @@ def test_eval_covers_every_example_once_with_static_padded_batches():
   assert sorted(seen) == list(range(N))
 
 
-def test_indivisible_global_batch_is_a_clear_error():
-  message = r"global batch size 10 must be a positive multiple of the number of replicas \(4\)"
+def test_an_eval_batch_the_replicas_cannot_split_is_rounded_up_and_still_exact():
+  """10 on 4 replicas runs as 12 (3 per replica): every example once, the rest weight-0 padding."""
+  assert input_pipeline.eval_batch_size_for(500, 8) == 504
+  assert input_pipeline.eval_batch_size_for(1000, 32) == 1024
+  context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=4)
+  seen, shapes = [], set()
+  for _, labels, weights in input_pipeline.eval_dataset(_data(), global_batch_size=10, input_context=context):
+    shapes.add(tuple(labels.shape))
+    seen += [int(label) for label, w in zip(labels.numpy(), weights.numpy()) if w == 1.0]
+  assert shapes == {(3,)} and sorted(seen) == list(range(N))
+
+
+def test_indivisible_training_batch_is_a_clear_error_naming_sizes_that_work():
+  message = (r"global batch size 10 must be a positive multiple of the number of replicas \(4\); "
+             r"e.g. use 8 or 12")
   with pytest.raises(ValueError, match=message):
     input_pipeline.per_replica_batch_size(10, 4)
 

@@ -41,12 +41,12 @@ flags.register_multi_flags_validator(
     lambda values: bool(values["model_dir"] or values["list_configurables"] or values["describe"]),
     message="--model_dir is required (unless --list_configurables or --describe)")
 
-# Exit statuses (also in the README): 0 done, 2 bad input (nothing written), 3 a non-finite loss, penalty
-# or gradient (last good checkpoint untouched), 65 bad data met mid-run (the file and record named, last
-# checkpoint untouched), 74 a checkpoint or another file of the run could not be written mid-run (a full
-# disk: nothing half-written, earlier checkpoints intact), 75 preempted by SIGTERM/SIGINT (checkpoint written;
-# rerun the same command to resume), and also 75 when another worker of a multi-worker run is lost (rerun
-# every worker to resume from the last checkpoint).
+# Exit statuses (also in docs/COMMAND_LINE.md): 0 done, 2 bad input (nothing written), 3 a non-finite loss,
+# penalty or gradient (last good checkpoint untouched), 65 bad data met mid-run (the file and record named,
+# last checkpoint untouched), 74 a checkpoint or another file of the run could not be written mid-run (a
+# full disk: nothing half-written, earlier checkpoints intact), 75 preempted by SIGTERM/SIGINT (checkpoint
+# written; rerun the same command to resume), and also 75 when another worker of a multi-worker run is
+# lost (rerun every worker to resume from the last checkpoint).
 EXIT_BAD_INPUT = 2
 
 

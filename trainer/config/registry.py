@@ -54,7 +54,7 @@ def register_all() -> None:
   for name in KERAS_SCHEDULES:
     gin.external_configurable(getattr(tf.keras.optimizers.schedules, name), name)
   # Layer-level penalties for `kernel_regularizer`. Named Keras* so they never clash with Occam's own
-  # `L2`/`L1` terms, which are a different mechanism (see README, "Regularization").
+  # `L2`/`L1` terms, which are a different mechanism (see docs/REGULARIZATION.md).
   gin.external_configurable(tf.keras.regularizers.L2, "KerasL2")
   gin.external_configurable(tf.keras.regularizers.L1, "KerasL1")
   tfa_optimizers.register()  # tfa.optimizers.AdamW/SGDW/... where tensorflow-addons runs (TF <= 2.15)

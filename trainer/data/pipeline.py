@@ -41,12 +41,25 @@ _AUTOTUNE = tf.data.AUTOTUNE
 
 
 def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
-  """The batch each replica sees; the global batch must split evenly."""
+  """The training batch each replica sees; the global batch must split evenly (no example is dropped)."""
   if global_batch_size <= 0 or global_batch_size % num_replicas:
+    below = global_batch_size // num_replicas * num_replicas
+    sizes = " or ".join(str(size) for size in (below, below + num_replicas) if size > 0)
     raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of the number of "
-                     f"replicas ({num_replicas}); e.g. use "
-                     f"{max(1, global_batch_size // num_replicas) * num_replicas}")
+                     f"replicas ({num_replicas}); e.g. use {sizes}")
   return global_batch_size // num_replicas
+
+
+def eval_batch_size_for(global_batch_size: int, num_replicas: int) -> int:
+  """The evaluation batch actually used: `global_batch_size` rounded up to a multiple of `num_replicas`.
+
+  Evaluation weights every example and gives padding weight 0, so a larger batch changes nothing but
+  the padding: an evaluation batch never has to divide the replica count (500 on 8 TPU cores runs as
+  504, 63 per core).
+  """
+  if global_batch_size <= 0:
+    raise ValueError(f"evaluation batch size must be positive, got {global_batch_size}")
+  return -(-global_batch_size // num_replicas) * num_replicas
 
 
 def _pipeline_slice(global_batch_size: int, input_context) -> tuple[int, int]:
@@ -98,9 +111,12 @@ def eval_dataset(split, *, global_batch_size: int, input_context=None,
 
   The last global batch is padded with weight-0 copies of example 0, so shapes stay static (TPU,
   XLA) and every worker runs the same number of steps; weighted sums ignore the padding. Every
-  worker walks the whole split in order and keeps its slice of each global batch.
+  worker walks the whole split in order and keeps its slice of each global batch. A global batch
+  that the replicas cannot split is rounded up (`eval_batch_size_for`).
   """
   preprocessing = preprocessing or ImagePreprocessing()
+  replicas = input_context.num_replicas_in_sync if input_context else 1
+  global_batch_size = eval_batch_size_for(global_batch_size, replicas)
   num_examples = split.num_examples
   padded = -(-num_examples // global_batch_size) * global_batch_size
   weights = tf.data.Dataset.from_tensor_slices(
@@ -131,14 +147,24 @@ def first_examples(split, count: int, preprocessing: ImagePreprocessing | None =
                    ) -> tuple[np.ndarray, np.ndarray]:
   """The first `count` examples of `split` (all if fewer) as the model sees them in evaluation.
 
-  Raises a ValueError naming the file and record if one of them (or, counting, any record) is bad.
+  Reads those examples only: a streamed split is not counted (a fresh run's start-up, which takes
+  the Monitor's probe batch from here, must not grow with the dataset). Raises a ValueError naming
+  the file and record if one of them is bad.
   """
-  if count <= 0:
+  if count < 1:
     raise ValueError("first_examples needs count >= 1")
+  preprocessing = preprocessing or ImagePreprocessing()
   try:
-    count = min(count, split.num_examples)
-    dataset = eval_dataset(split, global_batch_size=count, preprocessing=preprocessing)
-    features, labels, _ = next(iter(dataset))
+    if isinstance(split, RecordData):
+      dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
+                 .map(lambda record: _parsed_example(split, record, preprocessing, None))
+                 .batch(count)
+                 .map(lambda features, labels: (preprocessing.normalize(features), labels)))
+      features, labels = next(iter(dataset))
+    else:
+      dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
+                             preprocessing=preprocessing)
+      features, labels, _ = next(iter(dataset))
   except tf.errors.OpError as error:  # a damaged or bad record, named (with its file) in one line
     raise ValueError(diagnosis.culprit(split, error)) from error
   return features.numpy(), labels.numpy()

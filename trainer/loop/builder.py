@@ -71,11 +71,10 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
           is_chief: bool = True) -> Run:
   """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent."""
   replicas = strategy.num_replicas_in_sync
-  for name in ("batch_size", "eval_batch_size"):
-    try:
-      pipeline.per_replica_batch_size(getattr(settings, name), replicas)
-    except ValueError as error:
-      raise ValueError(f"Trainer.{name}: {error}") from error
+  try:  # (an evaluation batch is rounded up to a multiple of the replicas instead)
+    pipeline.per_replica_batch_size(settings.batch_size, replicas)
+  except ValueError as error:
+    raise ValueError(f"Trainer.batch_size: {error}") from error
   tf.keras.mixed_precision.set_global_policy(settings.mixed_precision or "float32")  # never leak a policy
   early_stopping = settings.early_stopping
   tf.keras.utils.set_random_seed(settings.seed)

@@ -3,7 +3,7 @@
 This is the one place that decides which behaviour a run has around the bare cadence: non-finite
 recovery, early stopping with the best model, preemption, the start-of-run report and HParams, plus
 whatever actions the caller adds (the operative config, per-evaluation callbacks). At the end, the
-chief writes `model_dir/results.json` (`results_record`, schema in the README) and logs the same
+chief writes `model_dir/results.json` (`results_record`, schema in docs/COMMAND_LINE.md) and logs the same
 results as the final console block.
 """
 

@@ -1,6 +1,6 @@
 """TensorBoard event writers for `model_dir/train` and `model_dir/eval`.
 
-Tags are public interface (README, "TensorBoard tags"); every scalar goes through `write_scalars`
+Tags are public interface (docs/METRICS.md, "TensorBoard tags"); every scalar goes through `write_scalars`
 with an explicit tag so the namespaces (`train/`, `eval/`, `penalty/`, `optimizer/`, `perf/`, ...)
 stay stable. Non-chief workers pass `enabled=False` and write nothing.
 """

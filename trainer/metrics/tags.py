@@ -3,7 +3,7 @@
 Tags are public interface: dashboards, sweeps and papers depend on their names. Everything that needs
 to know about a tag derives it from `TAGS` instead of keeping its own list: early stopping's 'auto'
 direction and the metrics it may watch, the per-loop console line, `occam-report`'s table columns,
-and the README/METRICS tables (a test checks that every registered tag is documented there, and that
+and the docs/METRICS.md tables (a test checks that every registered tag is documented there, and that
 every tag a real run writes is registered).
 
 A pattern may hold one placeholder in angle brackets: `penalty/<term>` matches `penalty/l2`;
@@ -33,7 +33,7 @@ class Tag:
   Attributes:
     pattern: the tag, or a pattern with one `<placeholder>` (see the module docstring).
     directory: the event directory below model_dir: 'train', 'eval', or '' (the HParams session).
-    doc: one line saying what the value is, for the README and TensorBoard.
+    doc: one line saying what the value is, for docs/METRICS.md and TensorBoard.
     kind: 'scalar', 'text', 'histogram', 'hparams' or 'layout' (the custom-scalars layout).
     higher_is_better: True (accuracies), False (losses, gaps, sharpness), None (neither: norms, rates).
     evaluated: written by every validation evaluation, so early stopping may watch it.

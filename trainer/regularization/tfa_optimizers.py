@@ -2,7 +2,7 @@
 
 tensorflow-addons (tfa) is end of life: its last release, 0.23.0, imports only with TensorFlow
 2.13-2.15 (Keras 2). Existing experiment configs still use its `AdamW`/`SGDW`, so the tfa lane
-(`pip install -e '.[tfa]'`, see README "Tests and CI") runs them under Occam's Trainer. Everything
+(`pip install -e '.[tfa]'`, see docs/TESTING.md) runs them under Occam's Trainer. Everything
 tfa-specific lives here; tfa is imported only when one of its optimizers is built.
 
 Gin names (factories, bound without parentheses like every optimizer; the Trainer passes its

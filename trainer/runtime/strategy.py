@@ -70,7 +70,7 @@ def create(name: str, *, tpu: str | None = None,
   elif name == "one_device":
     strategy = tf.distribute.OneDeviceStrategy(_local_devices()[0])
   elif name == "mirrored":
-    strategy = tf.distribute.MirroredStrategy(_local_devices())
+    strategy = tf.distribute.MirroredStrategy(_mirrored_devices())
   elif name == "multi_worker_mirrored":
     own, peers = _check_tf_config()
     _wait_for_peers(own, peers, cluster_timeout)
@@ -97,6 +97,27 @@ def _local_devices() -> list[str]:
   """All local GPUs, or all logical CPUs when there is no GPU (see --virtual_devices)."""
   gpus = tf.config.list_logical_devices("GPU")
   return [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def _mirrored_devices() -> list[str]:
+  """The local GPUs; without one, the logical CPUs if the CPU was split on purpose (`--virtual_devices`).
+
+  An install whose TensorFlow cannot see the GPUs (a CPU-only wheel, a CUDA library missing) would
+  otherwise mirror over the one CPU and train, slowly, without a word.
+  """
+  gpus = tf.config.list_logical_devices("GPU")
+  if gpus:
+    return [device.name for device in gpus]
+  cpus = tf.config.list_logical_devices("CPU")
+  if len(cpus) < 2:
+    raise StrategyError(
+        "--strategy=mirrored: TensorFlow sees no GPU here (tf.config.list_physical_devices('GPU') is empty), "
+        "so it would mirror over the one CPU. On a GPU host install TensorFlow with CUDA "
+        "(pip install -e '.[gpu]', see docs/DISTRIBUTION.md) and check that nvidia-smi lists the GPUs; "
+        "to try distribution on the CPU, split it with --virtual_devices=N")
+  logging.warning("--strategy=mirrored: no GPU visible; mirroring over %d logical CPU devices "
+                  "(--virtual_devices: for testing distribution, not for speed)", len(cpus))
+  return [device.name for device in cpus]
 
 
 def _devices(strategy: tf.distribute.Strategy) -> list[str]:
