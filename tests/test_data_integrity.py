@@ -127,6 +127,9 @@ def test_in_memory_data_unchanged_resumes_and_an_old_run_gets_a_fingerprint(tmp_
   code, err = _cli(run, tiny + ["Trainer.train_steps=8"], capsys)
   assert code == 0, err
   assert (run / fingerprint.FINGERPRINT_FILE).read_text() == recorded
+  (run / fingerprint.FINGERPRINT_FILE).write_text("{not json")
+  code, err = _cli(run, tiny + ["Trainer.train_steps=8"], capsys)
+  assert code == main.EXIT_BAD_INPUT and f"{run / fingerprint.FINGERPRINT_FILE} is damaged" in err
 
 
 def test_a_changed_in_memory_array_changes_the_digest():
