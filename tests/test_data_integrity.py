@@ -19,7 +19,7 @@ import trainer
 from tests import helpers
 from tests.helpers import QUICKSTART
 from trainer import data, main
-from trainer.data import diagnosis, fingerprint
+from trainer.data import diagnosis, fingerprint, pipeline
 from trainer.runtime import checkpointing
 
 BAD = 25  # the damaged record of shard 1: past the examples read at start (Monitor: 16 from shard 0)
@@ -114,6 +114,7 @@ def test_npy_files_replaced_by_larger_ones_are_refused_naming_the_file(tmp_path,
   assert "train: examples 400, was 200" in err and "validation: examples 400, was 200" in err
 
 
+@pytest.mark.slow
 def test_in_memory_data_unchanged_resumes_and_an_old_run_gets_a_fingerprint(tmp_path, capsys):
   run = tmp_path / "run"
   tiny = ["Trainer.steps_per_loop=2", "MLP.hidden_sizes=(8,)"]
@@ -212,6 +213,7 @@ def test_a_corrupted_or_truncated_file_is_named_at_start(shards, tmp_path, capsy
   assert f"{path}: ends inside record " in err and "the file is truncated" in err
 
 
+@pytest.mark.slow
 def test_a_file_deleted_during_the_run_is_named(shards, tmp_path):
   root, bindings = shards
   deleted = root / "validation"
@@ -225,3 +227,20 @@ def test_a_file_deleted_during_the_run_is_named(shards, tmp_path):
                   callbacks=[delete])
   assert str(raised.value).startswith(f"validation data (tfrecord): {deleted}: the file is gone")
   assert "\n" not in str(raised.value)
+
+
+def test_a_memory_mapped_file_truncated_during_the_run_is_named(tmp_path):
+  """Rows past the end of a shrunken .npy would be read as garbage: the reader refuses them."""
+  digits = data.digits()
+  paths = [str(tmp_path / "x.npy"), str(tmp_path / "y.npy")]
+  np.save(paths[0], digits.train.features)
+  np.save(paths[1], digits.train.labels)
+  splits = data.npy(train=paths, validation=paths, test=paths, num_classes=10)
+  stream = iter(pipeline.train_dataset(splits.train, global_batch_size=64, seed=0, start_step=0))
+  next(stream)
+  os.truncate(paths[0], os.path.getsize(paths[0]) // 2)
+  with pytest.raises(tf.errors.OpError) as raised:
+    for _ in range(40):  # a few epochs: some row in the lost half comes soon
+      next(stream)
+  found = diagnosis.locate(splits, raised.value)
+  assert found.startswith(f"npy data: {paths[0]}: row ") and "is past the end of the file" in found

@@ -31,10 +31,10 @@ class InputError(RuntimeError):
 
 def is_input_error(error: BaseException) -> bool:
   """Whether an error came from reading data: a reader named bad data, an iterator or dataset op failed
-  (named on the message's first line or its `[[{{node ...}}]]` lines, not in a stack trace), or a
+  (named on the message's first line or its `[[...]]` lines of failed ops, not in a stack trace), or a
   record is damaged."""
   text = str(error)
-  failed_ops = [line for number, line in enumerate(text.splitlines()) if number == 0 or "{{node" in line]
+  failed_ops = [line for number, line in enumerate(text.splitlines()) if number == 0 or "[[" in line]
   return (INPUT_ERROR_MARKER in text or isinstance(error, tf.errors.DataLossError)
           or (isinstance(error, tf.errors.OpError)
               and any(re.search("Iterator|Dataset", line) for line in failed_ops)))
