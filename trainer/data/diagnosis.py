@@ -25,6 +25,11 @@ from trainer.data.sources import INPUT_ERROR_MARKER, RecordData
 EXIT_BAD_DATA = 65  # EX_DATAERR (sysexits.h): "the input data was incorrect in some way"
 
 
+# What a bad record or a lost file raises; not, e.g., the UnavailableError of a lost peer (a multi-worker
+# loop's error names its iterator too).
+_READ_ERRORS = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError)
+
+
 class InputError(RuntimeError):
   """Training or evaluation stopped at bad data; the message is one line naming the file (and record)."""
 
@@ -36,7 +41,7 @@ def is_input_error(error: BaseException) -> bool:
   text = str(error)
   failed_ops = [line for number, line in enumerate(text.splitlines()) if number == 0 or "[[" in line]
   return (INPUT_ERROR_MARKER in text or isinstance(error, tf.errors.DataLossError)
-          or (isinstance(error, tf.errors.OpError)
+          or (isinstance(error, _READ_ERRORS)
               and any(re.search("Iterator|Dataset", line) for line in failed_ops)))
 
 

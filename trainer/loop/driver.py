@@ -104,7 +104,7 @@ def _explained(run: Run, error: Exception) -> Exception | None:
         "fix the data and rerun the same command to resume (with --allow_data_change if the fix changed a "
         "file)")
   path = re.search(rf"{re.escape(run.model_dir)}[^;\s]*", getattr(error, "filename", None) or str(error))
-  if isinstance(error, (tf.errors.OpError, OSError)) and path:
+  if isinstance(error, checkpointing.WRITE_ERRORS) and path:
     return checkpointing.WriteError(
         f"cannot write {path.group(0)} in --model_dir={run.model_dir}: {checkpointing.write_failure(error)}; "
         "the checkpoints are intact: free space and rerun the same command to resume")

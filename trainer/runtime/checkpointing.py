@@ -28,6 +28,12 @@ from absl import logging
 EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): "an error occurred while doing I/O on some file"
 
 
+# What a write that cannot complete raises (a full disk, a permission, a vanished directory); not the
+# errors of a lost peer in a collective save (`strategy.PEER_LOST_ERRORS`), which have their own status.
+WRITE_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.NotFoundError,
+                tf.errors.FailedPreconditionError, tf.errors.DataLossError, tf.errors.UnknownError, OSError)
+
+
 class ResumeError(RuntimeError):
   """The checkpoint in model_dir cannot be restored into this run's model/optimizer."""
 
@@ -115,7 +121,7 @@ class Checkpointer:
                                                    max_to_keep=self._keep if self._is_chief else 1,
                                                    step_counter=self._step, checkpoint_name="ckpt")
       return self._manager.save(checkpoint_number=step)
-    except (tf.errors.OpError, OSError) as error:  # ResourceExhaustedError on a full disk, ...
+    except WRITE_ERRORS as error:  # ResourceExhaustedError on a full disk, ...
       directory = self._scratch or self.directory
       self._remove_unfinished(directory, step)
       raise WriteError(f"cannot write checkpoint ckpt-{step} to {directory}: {write_failure(error)}; "
