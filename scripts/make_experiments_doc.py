@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 from doc_sweeps import REPO, Sweep, common_arguments, machine, run_sweeps, wall_time, write_doc
 
-from trainer.experiments import plots
+from trainer.experiments import plots, report_data
 from trainer.experiments import report as report_lib
 from trainer.experiments import sweep as sweep_lib
 
@@ -60,11 +60,9 @@ def _series(report: report_lib.Report) -> dict[str, list[report_lib.Group]]:
 
 
 def _cell(group: report_lib.Group, column: str) -> str:
-  """`mean ± sample std` over seeds, `mean ± n/a` for one seed, `n/a` when no run has the column."""
-  if column not in group.mean:
-    return "n/a"
-  std = group.std[column]
-  return f"{group.mean[column]:.3f} ± {'n/a' if math.isnan(std) else f'{std:.3f}'}"
+  """The report's cell (`report_data.cell`: mean ± the 95% interval's half-width over seeds, as in the
+  tables), `n/a` when no run has the column."""
+  return report_data.cell(group, column) or "n/a"
 
 
 def _best(groups: Sequence[report_lib.Group], column: str = "eval_acc") -> report_lib.Group:
@@ -370,9 +368,10 @@ Setup (`gin_configs/experiments/noisy_digits.gin`): 500 training digits of the b
 on the validation split at the last step (`best_*`: best over evaluations), `train_acc` the running
 training accuracy on the noisy labels over the last 100 steps, `train_eval_acc` the same in
 inference mode, `gap_acc` = train_eval − eval accuracy, `weights_l2` the global L2 norm of the
-penalized kernels, `sparsity` the fraction of exactly-zero kernel entries. Table cells are the mean ±
-the half-width of its 95% confidence interval over the `n` seeds (Student t; `n/a` for one seed);
-the verdicts quote mean ± sample std over seeds.
+penalized kernels, `sparsity` the fraction of exactly-zero kernel entries. Every cell, in the tables and
+in the verdicts, is the mean ± the half-width of its 95% confidence interval over the `n` seeds
+(Student t; `n/a` for one seed). A verdict rule's "seed spread" is the sum of the two sample standard
+deviations over seeds.
 """
 
 

@@ -23,8 +23,12 @@ POINTS = ("L2.scale=0", "L2.scale=1e-2")
 
 
 def run_module(module: str, args: list[str]) -> subprocess.CompletedProcess:
-  """`python -m trainer.experiments.MODULE ARGS` from the repo root; stdout and stderr captured together."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  """`python -m trainer.experiments.MODULE ARGS` from the repo root; stdout and stderr captured together.
+
+  Without the test helpers' TF_CPP_MIN_LOG_LEVEL: the commands keep TensorFlow's start-up lines off the
+  console themselves (test_sweep.py checks it).
+  """
+  env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
   return subprocess.run([sys.executable, "-m", f"trainer.experiments.{module}", *args], cwd=REPO, env=env,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
 

@@ -13,7 +13,7 @@ from tests.helpers import REPO
 
 # The parts of `trainer/`, bottom up: a module may import its own part and the parts before it.
 LAYERS = ("common", "runtime", "data", "regularization", "metrics", "loop", "config", "api", "main",
-          "experiments")
+          "experiments", "benchmarks")
 
 
 def _part(module: str) -> str:
@@ -64,6 +64,24 @@ def test_no_module_imports_upward():
 def test_every_part_of_trainer_is_a_known_layer():
   parts = {_part(module) for module, _ in _modules("trainer")} - {"trainer"}
   assert parts <= set(LAYERS), parts - set(LAYERS)
+
+
+# The benchmark scripts: command lines over `trainer.benchmarks`, where the machinery (and its tests) live.
+BENCHMARK_SCRIPTS = ("benchmark.py", "benchmark_models.py", "benchmark_data.py", "benchmark_input.py",
+                     "benchmark_tuning.py", "metrics_overhead.py")
+
+
+def test_benchmark_scripts_are_thin_entry_points():
+  """No function or class of their own, and nothing imported but the package's benchmarks (and os/sys)."""
+  problems = []
+  for name in BENCHMARK_SCRIPTS:
+    path = os.path.join(REPO, "scripts", name)
+    tree = ast.parse(open(path).read(), path)
+    problems += [f"{name} defines {node.name}" for node in ast.walk(tree)
+                 if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    problems += [f"{name} imports {module}" for module in _imports(path)
+                 if module not in ("os", "sys") and not module.startswith("trainer.benchmarks")]
+  assert not problems, "\n".join(problems)
 
 
 @pytest.mark.multiprocess

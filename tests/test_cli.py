@@ -49,10 +49,11 @@ def test_expected_tags_are_written_with_finite_values(runs):
 def test_every_written_tag_is_registered_and_documented(runs):
   """The tag registry is complete: each tag of a real run (all kinds, all directories) is in it."""
   model_dir, _, _ = runs
-  for directory in (tags.TRAIN, tags.EVAL, tags.SESSION):
+  for directory in (tags.TRAIN, tags.EVAL):
     for tag in read_tags(os.path.join(model_dir, directory)):
       entry = tags.find(tag)  # raises UnknownTagError for an unregistered tag
-      assert entry.directory == directory and entry.doc, tag
+      assert entry.directory in (directory, tags.EACH) and entry.doc, tag
+  assert not [name for name in os.listdir(model_dir) if "tfevents" in name]  # model_dir itself is no run
 
 
 def test_resume_continues_the_step_counter_without_repeats_or_gaps(runs):

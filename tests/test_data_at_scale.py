@@ -236,18 +236,19 @@ def test_shipped_data_configs_train_on_mock_tfds(tmp_path, dataset, shape):
   Mock ImageNet images have random sizes, so this also covers decoding varying sizes, the random
   resized crop and the center crop (at 24 px instead of 224 to stay cheap).
   """
-  tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+  pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
   import trainer
+  from trainer.data import mock
 
-  bindings = [f"tfds.data_dir='{tmp_path / 'tfds'}'", "MLP.hidden_sizes=(16,)", "Trainer.batch_size=8",
-              "Trainer.eval_batch_size=8", "Trainer.train_steps=4", "Trainer.steps_per_loop=2",
-              "Trainer.eval_every=4", "Monitor.train_eval_examples=8", "Monitor.sharpness_examples=8"]
+  # --mock_data's shrunk run (batch 8), a little longer, with a small MLP.
+  bindings = ["MLP.hidden_sizes=(16,)", "Trainer.train_steps=4", "Trainer.steps_per_loop=2",
+              "Trainer.eval_every=4"]
   if dataset == "imagenet2012":
     bindings.append("ImagePreprocessing.image_size=24")
-  with tfds.testing.mock_data(num_examples=24):
+  with mock.mock_tfds(num_examples=24) as mocked:
     results = trainer.train([os.path.join(REPO, "gin_configs", "base.gin"),
                              os.path.join(REPO, "gin_configs", "data", f"{dataset}.gin")],
-                            bindings, model_dir=str(tmp_path / "run"))
+                            [*mocked, *bindings], model_dir=str(tmp_path / "run"), verbose=False)
   assert results.step == 4 and 0 <= results.metrics["test/accuracy"] <= 1
   classes = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet2012": 1000}[dataset]
   kernels = {value.shape for value in checkpoint_values(str(tmp_path / "run")).values() if value.ndim == 2}
@@ -296,3 +297,37 @@ def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
     replicated, _ = train_in_process(str(tmp_path / "replicated"), bindings + ["Trainer.train_steps=12"],
                                      gin_files=base, strategy=mirrored(2))
     assert_same_weights(model_weights(replicated), model_weights(straight), atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 5])
+def test_streamed_evaluation_reads_only_each_workers_share_and_covers_every_record_once(stored, tmp_path,
+                                                                                         workers):
+  """With W workers each evaluates its own files (or, with fewer files than workers, every W-th record),
+  padded to the same number of batches; the union of the weighted examples is the split, once each.
+
+  The other workers' files are overwritten with garbage before a worker reads: had it opened them,
+  TensorFlow's TFRecord reader would fail on their framing.
+  """
+  _, _, streamed = stored
+  counts = streamed.validation.file_counts or tuple(streamed.validation.records_in((f,))
+                                                    for f in streamed.validation.files)
+  seen, steps = [], set()
+  for worker in range(workers):
+    files = []
+    for index, path in enumerate(streamed.validation.files):
+      copy = str(tmp_path / f"w{worker}-{index}")
+      mine = workers > len(streamed.validation.files) or index % workers == worker
+      with open(path, "rb") as source, open(copy, "wb") as target:
+        target.write(source.read() if mine else b"garbage, not a TFRecord")
+      files.append(copy)
+    split = data.RecordData(files=tuple(files), file_counts=counts, parse=streamed.validation.parse,
+                            example_shape=(SIDE, SIDE, 3), features_dtype=np.uint8)
+    context = tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=worker,
+                                         num_replicas_in_sync=2 * workers)
+    batches = list(pipeline.eval_dataset(split, global_batch_size=6, input_context=context))
+    steps.add(len(batches))
+    for features, _, weights in batches:
+      assert features.shape[0] == -(-6 // (2 * workers))  # 6 rounded up to a multiple of the replicas
+      seen += _index_of(features.numpy()[weights.numpy() == 1.0]).tolist()
+  assert len(steps) == 1  # every worker runs as many evaluation steps
+  assert sorted(seen) == list(range(NUM_EXAMPLES))

@@ -8,6 +8,8 @@ checkpoint's (`Trainer.checkpoint_every` divides `train_steps`).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import mirrored
 from tests.helpers import FAST, QUICKSTART, read_scalars, train_in_process
+from trainer.metrics import tags
 
 L2_SCALE = 1e-4  # quickstart.gin
 # L2 in the objective, proximal L1 for exact zeros, label noise for the hparams; histograms and
@@ -160,14 +163,19 @@ def test_histograms_cover_the_regularized_weights(run):
 
 
 def test_hparams_session_holds_the_run_settings(run):
+  """Each event directory is a session of the run's group (trainer/metrics/summaries.py), same hparams."""
   _, model_dir = run
-  accumulator = event_accumulator.EventAccumulator(model_dir)  # the run's own directory: the session
-  accumulator.Reload()
-  content = accumulator.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
-  info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+  sessions = []
+  for directory in tags.SESSIONS:
+    accumulator = event_accumulator.EventAccumulator(os.path.join(model_dir, directory))
+    accumulator.Reload()
+    content = accumulator.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    sessions.append(plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info)
+  info = sessions[0]
+  assert all(session.hparams == info.hparams for session in sessions)
+  assert {session.group_name for session in sessions} == {model_dir.rstrip("/").split("/")[-1]}
   hparams = {key: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
              for key, value in info.hparams.items()}
-  assert info.group_name == model_dir.rstrip("/").split("/")[-1]
   assert hparams["reg/l2/scale"] == pytest.approx(L2_SCALE)
   assert hparams["reg/l2/type"] == "L2"
   assert hparams["reg/proximal_l1/scale"] == pytest.approx(0.1)

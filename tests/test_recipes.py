@@ -121,15 +121,15 @@ def test_recipe_has_the_papers_hyperparameters(recipe):
 @pytest.mark.slow
 def test_cifar_resnet_recipe_trains_on_mock_cifar10(tmp_path):
   """The CIFAR ResNet recipe (SGD + momentum, step schedule, L2, crop + flip, CIFAR-10's data config)
-  trains 2 steps end to end on TFDS's mock data, at depth 8 and batch 8 to stay cheap."""
-  tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+  trains end to end on TFDS's mock data through `trainer.data.mock` (what `--mock_data` uses): 2 steps of
+  batch 8, at depth 8 to stay cheap."""
+  pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
   import trainer
+  from trainer.data import mock
 
-  bindings = [f"tfds.data_dir='{tmp_path / 'tfds'}'", "CifarResNet.depth=8", "Trainer.batch_size=8",
-              "Trainer.eval_batch_size=8", "Trainer.train_steps=2", "Trainer.steps_per_loop=1",
-              "Trainer.eval_every=2", "Monitor.train_eval_examples=8", "Monitor.sharpness_examples=8"]
-  with tfds.testing.mock_data(num_examples=16):
-    results = trainer.train([os.path.join(REPO, "gin_configs", "cifar10", "resnet20.gin")], bindings,
-                            model_dir=str(tmp_path / "run"))
+  with mock.mock_tfds() as bindings:
+    results = trainer.train([os.path.join(REPO, "gin_configs", "cifar10", "resnet20.gin")],
+                            [*bindings, "CifarResNet.depth=8"], model_dir=str(tmp_path / "run"),
+                            verbose=False)
   assert results.step == 2 and 0 <= results.metrics["test/accuracy"] <= 1
   assert math.isfinite(results.metrics["train/loss"]) and results.metrics["train/loss"] > 0

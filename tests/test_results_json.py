@@ -60,3 +60,20 @@ def test_a_resumed_run_records_where_it_resumed_from(tmp_path):
   results = _results(model_dir)
   assert results["restored_from"] == os.path.join(model_dir, "checkpoints", "ckpt-200")
   assert results["step"] == 250 and results["metrics"]["test/accuracy"] > 0.5
+
+
+def test_rerunning_a_finished_run_leaves_its_record_whole(tmp_path):
+  """A rerun trains nothing: results.json keeps every metric of the run and its wall time, byte for byte,
+  and the rerun returns the recorded metrics (train/*, penalty/*, norms/* included)."""
+  import trainer
+
+  model_dir = str(tmp_path)
+  first = trainer.train([helpers.QUICKSTART], helpers.FAST, model_dir=model_dir, verbose=False)
+  with open(os.path.join(model_dir, "results.json"), "rb") as file:
+    recorded = file.read()
+  assert {"train/loss", "penalty/total", "norms/distance_from_init"} <= set(json.loads(recorded)["metrics"])
+  again = trainer.train([helpers.QUICKSTART], helpers.FAST, model_dir=model_dir, verbose=False)
+  with open(os.path.join(model_dir, "results.json"), "rb") as file:
+    assert file.read() == recorded
+  assert again.step == first.step == 200 and again.restored_from.endswith("ckpt-200")
+  assert again.metrics == pytest.approx(first.metrics, rel=1e-6, nan_ok=True)

@@ -40,6 +40,16 @@ def test_each_point_trains_in_its_own_named_dir(swept):
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
+def test_workers_keep_tensorflow_start_up_lines_off_the_console(swept):
+  """Each of the two workers imports TensorFlow: neither prints its start-up block or its CUDA probe's
+  `failed call to cuInit` error line (the command line's quiet console)."""
+  noise = ("absl::InitializeLog", "cuInit", "cudart_stub", "cpu_feature_guard", "oneDNN")
+  assert not [word for word in noise if word in swept.first], swept.first[-3000:]
+  assert "2/2 ok" in swept.first
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_rerun_skips_finished_points(swept):
   assert "2 finished (skipped), 0 to run" in swept.second
   invocations = sweep.read_record(swept.sweep_dir)["invocations"]
@@ -90,6 +100,22 @@ def test_missing_tags_are_missing_columns():
   groups = report.group_runs(runs, {"s": "L2.scale"}, "Trainer.seed")
   assert [(g.x, g.mean) for g in groups] == [(0.0, {"eval_acc": 0.5}), (1.0, {"eval_acc": 0.7})]
   assert all(math.isnan(g.std["eval_acc"]) and math.isnan(g.ci["eval_acc"]) for g in groups)  # one seed
+
+
+def test_the_experiments_doc_and_the_report_show_a_group_in_one_cell_format(monkeypatch):
+  """docs/EXPERIMENTS.md's verdicts quote the report's table cell: mean ± the 95% interval's half-width."""
+  from scipy import stats
+  monkeypatch.syspath_prepend(os.path.join(REPO, "scripts"))
+  import make_experiments_doc
+  accuracies = [0.71, 0.74, 0.78]
+  runs = [report.Run("s", f"p{seed}", {"L2.scale": "0", "Trainer.seed": str(seed)}, {}, {"eval_acc": value})
+          for seed, value in enumerate(accuracies)]
+  group, = report.group_runs(runs, {"s": "L2.scale"}, "Trainer.seed")
+  half_width = stats.t.ppf(0.975, 2) * np.std(accuracies, ddof=1) / math.sqrt(3)
+  expected = f"{np.mean(accuracies):.4g} ± {half_width:.2g}"
+  assert make_experiments_doc._cell(group, "eval_acc") == expected
+  assert report.markdown_table([group], ["eval_acc"], "L2.scale").splitlines()[2].endswith(f"| {expected} |")
+  assert make_experiments_doc._cell(group, "sparsity") == "n/a"
 
 
 def test_columns_derive_from_the_tag_registry():

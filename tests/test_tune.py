@@ -1,7 +1,7 @@
 """`occam-tune` end to end: space errors, a tiny study, pruning, parallel workers, a kill, PostgreSQL.
 
 Studies run on the quickstart shrunk to a few hundred steps of a 16-unit MLP. In-process tests call
-`tune.main` or `tune.work` (this process is then the long-lived worker); the multiprocess ones run
+`tune.main` or `trial_runner.work` (this process is then the long-lived worker); the multiprocess ones run
 `python -m trainer.experiments.tune` as `occam-tune` would, and check the study in its storage.
 """
 
@@ -24,7 +24,7 @@ import pytest
 
 from tests.helpers import REPO, checkpoint_values
 from tests.sweep_fixtures import run_module
-from trainer.experiments import report, sweep, tune
+from trainer.experiments import plots, report, search_space, study_storage, sweep, trial_runner, tune
 
 QUICKSTART = "gin_configs/quickstart.gin"
 TINY = ["Trainer.train_steps=100", "Trainer.steps_per_loop=50", "Trainer.eval_every=50",
@@ -39,7 +39,7 @@ def tune_args(study_dir, *extra: str, bindings=TINY) -> list[str]:
 
 def states(study_dir: str) -> list[str]:
   """The state names of the trials of the study in `study_dir`'s default storage, in number order."""
-  storage = f"sqlite:///{os.path.join(study_dir, tune.DB_FILE)}"
+  storage = f"sqlite:///{os.path.join(study_dir, study_storage.DB_FILE)}"
   study = optuna.load_study(study_name=os.path.basename(study_dir), storage=storage)
   return [trial.state.name for trial in study.get_trials()]
 
@@ -68,14 +68,15 @@ def test_space_grammar_and_file(tmp_path):
   space_file = tmp_path / "space.txt"
   space_file.write_text("# the strength\nL2.scale=loguniform(1e-6, 1e-1)\n\n"
                         "MLP.hidden_sizes=choice((8,), (16, 16))  # widths\n")
-  space = tune.parse_space(["Trainer.train_steps=int(50, 100)"], str(space_file))
+  space = search_space.parse_space(["Trainer.train_steps=int(50, 100)"], str(space_file))
   assert [(d.key, d.kind) for d in space] == [("Trainer.train_steps", "int"), ("L2.scale", "loguniform"),
                                               ("MLP.hidden_sizes", "choice")]
   assert space[2].choices == ("(8,)", "(16, 16)")
   assert space[1].grid(3) == pytest.approx([1e-6, 10 ** -3.5, 1e-1])
-  with pytest.raises(tune.SpaceError, match="more than once"):
-    tune.parse_space(["L2.scale=uniform(0, 1)", "L2.scale=uniform(0, 2)"])
-  assert tune.direction("eval/accuracy") == "maximize" and tune.direction("eval/loss") == "minimize"
+  with pytest.raises(search_space.SpaceError, match="more than once"):
+    search_space.parse_space(["L2.scale=uniform(0, 1)", "L2.scale=uniform(0, 2)"])
+  assert study_storage.direction("eval/accuracy") == "maximize"
+  assert study_storage.direction("eval/loss") == "minimize"
 
 
 @pytest.mark.slow
@@ -91,11 +92,12 @@ def test_tiny_study_completes_and_reads_like_a_sweep(tmp_path):
     point_dir = os.path.join(study_dir, run.name)
     assert done(point_dir)["step"] == 100
     assert run.values["eval_acc"] == pytest.approx(done(point_dir)["value"], rel=1e-6)  # float32 events
-    assert any(name.startswith("events.") for name in os.listdir(point_dir))  # the HParams session
+    for directory in ("train", "eval"):  # each an HParams session (trainer/metrics/summaries.py)
+      assert any(name.startswith("events.") for name in os.listdir(os.path.join(point_dir, directory)))
   built = report.build([study_dir], str(tmp_path / "report"))
   assert built.x_label == "L2.scale" and len(built.runs) == 3
   assert {"vs_strength.png", "study_history.png", "study_slice.png"} <= set(built.files)
-  assert {"history", "slice"} <= {name for name in tune.PLOTS
+  assert {"history", "slice"} <= {name for name in plots.STUDY_VIEWS
                                   if os.path.exists(os.path.join(study_dir, f"{name}.png"))}
 
 
@@ -113,16 +115,17 @@ def test_pruning_stops_a_hopeless_trial_early_with_a_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_a_trial_is_bit_identical_first_or_after_another_in_the_same_worker(tmp_path):
   """Runs X alone, then Y and X in one study: X's evaluations and checkpoint match exactly."""
-  space = (tune.Dimension("L2.scale", "choice", choices=("1e-3", "1e-1")),)
+  space = (search_space.Dimension("L2.scale", "choice", choices=("1e-3", "1e-1")),)
   results = {}
   for name, order in (("alone", ["1e-3"]), ("after", ["1e-1", "1e-3"])):
-    spec = tune.Spec((QUICKSTART,), tuple(TINY), space, "eval/accuracy", "maximize", str(tmp_path / name),
-                     f"sqlite:///{tmp_path}/{name}.db", name, trials=len(order), heartbeat=1)
+    spec = study_storage.Spec((QUICKSTART,), tuple(TINY), space, "eval/accuracy", "maximize",
+                              str(tmp_path / name), f"sqlite:///{tmp_path}/{name}.db", name,
+                              trials=len(order), heartbeat=1)
     os.makedirs(spec.study_dir)
-    study = tune.load_study(spec)
+    study = study_storage.load_study(spec)
     for value in order:
       study.enqueue_trial({"L2.scale": value})
-    assert tune.work(spec) == 0
+    assert trial_runner.work(spec) == 0
     results[name] = os.path.join(spec.study_dir, f"trial-{len(order) - 1:04d}")
   alone, after = results["alone"], results["after"]
   assert report.read_run(alone)["eval/eval/accuracy"] == report.read_run(after)["eval/eval/accuracy"]
@@ -158,7 +161,7 @@ def test_a_killed_trial_is_retried_once_and_two_workers_finish_the_study(tmp_pat
   assert states(study_dir) == ["RUNNING"]
   result = run_module("tune", [*args, "--parallel=2"])
   assert result.returncode == 0, result.stdout[-4000:]
-  study = optuna.load_study(study_name="study", storage=f"sqlite:///{study_dir}/{tune.DB_FILE}")
+  study = optuna.load_study(study_name="study", storage=f"sqlite:///{study_dir}/{study_storage.DB_FILE}")
   trials = study.get_trials()
   complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
   failed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL]
@@ -166,11 +169,11 @@ def test_a_killed_trial_is_retried_once_and_two_workers_finish_the_study(tmp_pat
   retries = {t.system_attrs["failed_trial"]: t for t in complete if "failed_trial" in t.system_attrs}
   assert sorted(retries) == failed == [0]  # the killed trial, retried once
   for original, retry in retries.items():
-    assert retry.user_attrs["model_dir"] == tune.trial_dir(study_dir, original)
+    assert retry.user_attrs["model_dir"] == trial_runner.trial_dir(study_dir, original)
   model_dirs = [t.user_attrs["model_dir"] for t in complete]
   assert len(set(model_dirs)) == 3 and all(done(d)["step"] == 3000 for d in model_dirs)
   assert len({tuple(t.params.items()) for t in complete}) == 3
-  assert "ckpt-" in done(tune.trial_dir(study_dir, 0))["restored_from"]  # resumed, not restarted
+  assert "ckpt-" in done(trial_runner.trial_dir(study_dir, 0))["restored_from"]  # resumed, not restarted
   # Both workers joined the one study (which of them runs which trial is a race: on a quiet machine
   # the first may finish all three before the second has imported TensorFlow).
   assert "tune: worker 0: joined study" in result.stdout and "tune: worker 1: joined study" in result.stdout
@@ -237,7 +240,7 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
   result = run_module("tune", tune_args(study_dir, *SPACE, "--trials=3", "--parallel=2",
                                         f"--storage={postgres_url}", "--study=pg"))
   assert result.returncode == 0, result.stdout[-4000:]
-  assert not os.path.exists(os.path.join(study_dir, tune.DB_FILE))
+  assert not os.path.exists(os.path.join(study_dir, study_storage.DB_FILE))
   trials = optuna.load_study(study_name="pg", storage=postgres_url).get_trials()
   assert [t.state.name for t in trials] == ["COMPLETE"] * 3
   model_dirs = [t.user_attrs["model_dir"] for t in trials]
@@ -247,3 +250,16 @@ def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url):
   # the first may finish all three before the second has imported TensorFlow).
   assert "tune: worker 0: joined study 'pg'" in result.stdout
   assert "tune: worker 1: joined study 'pg'" in result.stdout
+
+
+@pytest.mark.multiprocess
+def test_a_missing_postgresql_database_exits_2_naming_the_storage_password_masked(tmp_path, capsys,
+                                                                                  postgres_url):
+  """A real server that answers and refuses: one line naming the storage, nothing written."""
+  url = postgres_url.replace("postgres@", "postgres:s3cret@").rsplit("/", 1)[0] + "/no_such_db"
+  assert tune.main(tune_args(str(tmp_path / "study"), *SPACE, f"--storage={url}")) == sweep.EXIT_BAD_INPUT
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "s3cret" not in err and "Traceback" not in err, err
+  assert f"--storage={url.replace('s3cret', '***')}: cannot open the study's storage: " in err
+  assert '"no_such_db" does not exist' in err
+  assert not (tmp_path / "study").exists()

@@ -12,6 +12,7 @@ The package's parts, from the bottom up (a module imports only from its own part
   config/          gin parsing, the resume guard, `register_all()`
   api.py, main.py  `trainer.train(...)` and the command line
   experiments/     sweeps, reports, results as pandas DataFrames
+  benchmarks/      throughput, start-up and data-scale benchmarks (behind scripts/benchmark*.py)
 
 The public Python API, importable without paying for TensorFlow until it is used:
 
@@ -38,7 +39,14 @@ __all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str):
-  """Imports a public name's module on first use (so `import trainer` and `--help` stay fast)."""
+  """Imports a public name's module on first use (so `import trainer` and `--help` stay fast).
+
+  A program that has not imported TensorFlow yet gets the command line's quiet console: TensorFlow's
+  start-up block and its native INFO, warning and error lines (`failed call to cuInit` on a machine
+  without a GPU) stay off the console; import TensorFlow first to keep them.
+  """
   if name in _PUBLIC:
+    from trainer.runtime import console
+    console.quiet(verbose=False)
     return getattr(importlib.import_module(_PUBLIC[name]), name)
   raise AttributeError(f"module 'trainer' has no attribute {name!r}")

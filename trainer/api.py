@@ -33,9 +33,10 @@ from typing import Callable, Mapping, Sequence
 import gin
 import tensorflow as tf
 
+from trainer.common import messages
 from trainer.config import guard, parsing, registry
 from trainer.data import fingerprint
-from trainer.loop import builder, driver
+from trainer.loop import builder, driver, progress
 from trainer.loop.trainer import Trainer
 from trainer.runtime import checkpointing, lock
 from trainer.runtime import strategy as strategy_lib
@@ -67,7 +68,8 @@ class Results:
 class InvalidRunError(ValueError):
   """The run cannot start: a bad config, model_dir, strategy or checkpoint. Nothing was trained or written.
 
-  The message names the culprit; the original error is its `__cause__`.
+  The message names the culprit (a huge echoed value shortened, see `common.messages`); the original
+  error is its `__cause__`.
   """
 
 
@@ -170,7 +172,8 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
           strategy: str | tf.distribute.Strategy = "default", tpu: str | None = None,
           allow_config_change: bool = False, allow_data_change: bool = False,
           callbacks: Sequence[Callback] = (),
-          cluster_timeout: float = strategy_lib.DEFAULT_CLUSTER_TIMEOUT_SECONDS) -> Results:
+          cluster_timeout: float = strategy_lib.DEFAULT_CLUSTER_TIMEOUT_SECONDS,
+          verbose: bool = True) -> Results:
   """Trains (or resumes) the run that the gin files and bindings describe, in `model_dir`.
 
   Args:
@@ -186,11 +189,15 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
     callbacks: `callback(step, metrics) -> bool | None`, after every validation evaluation.
     cluster_timeout: with strategy='multi_worker_mirrored', how long to wait (seconds) for the other
       workers of TF_CONFIG to come up before giving up with an InvalidRunError.
+    verbose: the chief draws a progress bar on stdout (`loop.progress`: the latest loop's and
+      evaluation's scalars, the ETA); False draws nothing (the command line logs its lines instead).
 
   Raises:
     InvalidRunError: bad input (a gin file or binding, model_dir, the strategy, a checkpoint that does
       not fit or does not read, a model_dir another run holds); nothing was written.
-    preemption.Preempted: SIGTERM/SIGINT; a checkpoint was written.
+    preemption.Preempted: SIGTERM; a checkpoint was written.
+    preemption.Interrupted: Ctrl-C (SIGINT), a KeyboardInterrupt; a checkpoint was written. The signal
+      handlers are the caller's again when `train` returns or raises.
     recovery.NonFiniteError: a step went non-finite and the policy did not restore.
     tf.errors.UnavailableError (or another of `strategy.PEER_LOST_ERRORS`): in a multi-worker run,
       another worker is gone; rerunning every worker resumes from the last checkpoint.
@@ -200,15 +207,21 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
                                   cluster_timeout=cluster_timeout, allow_config_change=allow_config_change,
                                   allow_data_change=allow_data_change)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
-    raise InvalidRunError(str(error)) from error
+    raise InvalidRunError(messages.cap(str(error))) from error
   except (OSError, tf.errors.OpError) as error:  # a full disk or a lost filesystem while starting
-    raise InvalidRunError(f"--model_dir={model_dir}: cannot start the run: {error}") from error
+    raise InvalidRunError(messages.cap(f"--model_dir={model_dir}: cannot start the run: {error}")) from error
   model_dir, is_chief = run.model_dir, run.is_chief
   watcher = _Callbacks(callbacks)
+  bars = ([progress.ProgressBar(train_steps=run.settings.train_steps, eval_every=run.settings.eval_every)]
+          if verbose and is_chief else [])
   with lease or contextlib.nullcontext():
-    metrics = driver.train(run, restored=restored,
-                           train_actions=([parsing.RecordOperativeConfig(model_dir, run.writers)]
-                                          if is_chief else []),
-                           eval_actions=[watcher], stop_conditions=[lambda: watcher.stop_requested])
+    try:
+      metrics = driver.train(run, restored=restored,
+                             train_actions=([parsing.RecordOperativeConfig(model_dir, run.writers)]
+                                            if is_chief else []) + bars,
+                             eval_actions=[watcher, *bars], stop_conditions=[lambda: watcher.stop_requested])
+    finally:
+      for bar in bars:
+        bar.close()
   return Results(metrics=metrics, model_dir=model_dir, step=int(run.step.numpy()), restored_from=restored,
                  stopped_by_callback=watcher.stop_requested, run=run)

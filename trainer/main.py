@@ -6,7 +6,10 @@ gin's job. Every input is checked before anything is written to `--model_dir`.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import sys
+from typing import Iterator
 
 from absl import app, flags, logging
 
@@ -32,6 +35,10 @@ flags.DEFINE_bool("allow_config_change", False, "Resume even though bindings tha
                   "(model, data, regularization, optimizer) differ from the run's stored config.gin.")
 flags.DEFINE_bool("allow_data_change", False, "Resume even though the data differ from those the run was "
                   "started on (files added, removed or resized; other shapes, counts or contents).")
+flags.DEFINE_bool("mock_data", False, "Check a config end to end before its data is prepared: every TFDS "
+                  "dataset (tfds.*) is TFDS's mock data (random examples of the real shapes), and the run is "
+                  "shrunk to 2 steps of batch 8 (trainer.data.mock.SHRINK; your bindings still win). Use a "
+                  "scratch --model_dir.")
 flags.DEFINE_bool("list_configurables", False, "List every configurable a gin config can name (Occam's "
                   "and the registered Keras ones), with its first docstring line, and exit.")
 flags.DEFINE_string("describe", None, "Print one configurable's signature (parameters and defaults; "
@@ -72,13 +79,14 @@ def run(argv) -> int:
       tf.config.experimental.enable_op_determinism()
     if FLAGS.virtual_devices:
       strategy_lib.split_cpu(FLAGS.virtual_devices)
-    api.train(FLAGS.gin_file, FLAGS.gin_bindings, model_dir=FLAGS.model_dir,
-              strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change,
-              allow_data_change=FLAGS.allow_data_change,
-              cluster_timeout=FLAGS.cluster_timeout)
+    with _data_mode() as mock_bindings:
+      api.train(FLAGS.gin_file, [*mock_bindings, *FLAGS.gin_bindings], model_dir=FLAGS.model_dir,
+                strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change,
+                allow_data_change=FLAGS.allow_data_change,
+                cluster_timeout=FLAGS.cluster_timeout, verbose=False)  # its log lines show the progress
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
-  except preemption.Preempted as stop:
+  except (preemption.Preempted, preemption.Interrupted) as stop:  # SIGTERM, Ctrl-C: checkpoint written
     logging.warning("%s", stop)
     return preemption.EXIT_PREEMPTED
   except recovery.NonFiniteError as error:
@@ -96,6 +104,20 @@ def run(argv) -> int:
   return 0  # the driver logged the final block and wrote model_dir/results.json
 
 
+@contextlib.contextmanager
+def _data_mode() -> Iterator[list[str]]:
+  """With --mock_data, TFDS's mock data and the bindings that shrink the run; else the real data."""
+  if not FLAGS.mock_data:
+    yield []
+    return
+  from trainer.data import mock
+
+  with mock.mock_tfds() as bindings:
+    logging.warning("--mock_data: TFDS datasets are random mock data and the run is shrunk (%s); its "
+                    "metrics mean nothing", " ".join(bindings))
+    yield bindings
+
+
 def _catalog() -> int:
   """--list_configurables / --describe: generated from gin's registry; 2 for an unknown name."""
   from trainer.config import catalog
@@ -108,14 +130,33 @@ def _catalog() -> int:
 
 
 def _fail(error: Exception | str, status: int) -> int:
-  """Prints the error once, as one `occam: error:` line (not also as a log line); returns `status`."""
-  print(f"occam: error: {error}", file=sys.stderr)
+  """Prints the error once, as one `occam: error:` line (not also as a log line, a huge echoed value
+  shortened); returns `status`."""
+  from trainer.common import messages
+
+  print(f"occam: error: {messages.cap(str(error))}", file=sys.stderr)
   return status
+
+
+HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "-?")
+VERBOSITY_HELP = ("  -v,--verbosity: 0 (the default) shows Occam's lines only; 1 also TensorFlow's start-up\n"
+                  "    block and its libraries' INFO lines.\n    (default: '0')\n    (an integer)")
+
+
+def usage() -> str:
+  """`--help`: the module docstring, Occam's flags and --verbosity (absl's --helpfull lists all)."""
+  module = FLAGS.find_module_defining_flag("gin_file")
+  flags_help = re.sub(r"--\[no\](\w+)", r"--\1 (--no\1)", FLAGS.module_help(module))  # as they are typed
+  return f"{__doc__}\n{flags_help}\n{VERBOSITY_HELP}\n\nEvery flag, absl's included: --helpfull"
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, but a bad command line (unknown flag, missing --model_dir) exits with
-  EXIT_BAD_INPUT like any other bad input, with one line instead of the usage text."""
+  EXIT_BAD_INPUT like any other bad input, with one line instead of the usage text; `--help` prints
+  `usage()` and exits 0 (absl's own exits 1 and leaves out --verbosity)."""
+  if any(arg in HELP_FLAGS for arg in argv[1:]):
+    print(usage())
+    sys.exit(0)
   try:
     return FLAGS(argv)
   except flags.Error as error:

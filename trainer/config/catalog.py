@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from typing import Sequence
 
 import gin
 
@@ -48,17 +49,43 @@ class UnknownConfigurableError(KeyError):
     return str(self.args[0])
 
 
+def names() -> list[str]:
+  """Every configurable's name, sorted."""
+  return sorted({entry.name for entry in _entries()})
+
+
+def closest(name: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+  """The `candidates` closest to `name`, ignoring case, best first (difflib's similarity)."""
+  by_key: dict[str, str] = {}
+  for candidate in candidates:
+    by_key.setdefault(candidate.lower(), candidate)
+  return [by_key[key] for key in difflib.get_close_matches(name.lower(), list(by_key), n=n)]
+
+
+def _parameters(wrapped) -> list[str]:
+  try:
+    return [p.name for p in inspect.signature(wrapped).parameters.values()
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+  except (TypeError, ValueError):  # a builtin without an introspectable signature
+    return []
+
+
 def describe(name: str) -> str:
-  """`name`'s selector, signature (defaults, `REQUIRED` where gin needs a binding) and docstring."""
+  """`name`'s selector, signature (defaults, `REQUIRED` where gin needs a binding) and docstring.
+
+  `name` is a configurable's name or selector, or `Name.parameter` (a binding's left side), which
+  describes `Name`.
+  """
   entries = _entries()
   matches = [entry for entry in entries if name in (entry.name, entry.selector)]
+  if not matches and "." in name:  # `L2.scale`: the configurable it binds, if it has that parameter
+    owner, parameter = name.rsplit(".", 1)
+    matches = [entry for entry in entries
+               if owner in (entry.name, entry.selector) and parameter in _parameters(entry.wrapped)]
   if len(matches) != 1:
-    names = sorted({entry.name for entry in entries})
     if matches:
       raise UnknownConfigurableError(f"{name!r} is ambiguous: " + ", ".join(e.selector for e in matches))
-    close = difflib.get_close_matches(name, names, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else " (see --list_configurables)"
-    raise UnknownConfigurableError(f"no configurable named {name!r}{hint}")
+    raise UnknownConfigurableError(f"no configurable named {name!r}{_suggestion(name, entries)}")
   entry = matches[0]
   try:
     parameters = inspect.signature(entry.wrapped).parameters.values()
@@ -73,6 +100,17 @@ def describe(name: str) -> str:
   if doc:
     parts += ["", doc]
   return "\n".join(parts)
+
+
+def _suggestion(name: str, entries: list) -> str:
+  """`; did you mean L2.scale, L1.scale, L2?`: the closest names (case ignored), else the closest
+  `Name.parameter` bindings, and the configurable whose name starts the query (`L2scale` -> `L2`)."""
+  known = sorted({entry.name for entry in entries})
+  close = closest(name, known) or closest(name, sorted({f"{entry.name}.{parameter}" for entry in entries
+                                                        for parameter in _parameters(entry.wrapped)}))
+  prefixes = sorted((n for n in known if len(n) >= 2 and name.lower().startswith(n.lower())), key=len)[-1:]
+  close += [prefix for prefix in prefixes if prefix not in close]
+  return f"; did you mean {', '.join(close)}?" if close else " (see --list_configurables)"
 
 
 def _parameter(parameter: inspect.Parameter) -> str:

@@ -9,14 +9,16 @@ and writes the operative config once everything configurable has been called.
 from __future__ import annotations
 
 import importlib.util  # noqa: F401  (gin's file loader uses importlib.util without importing it)
+import inspect
 import os
+import re
 from typing import Mapping, Sequence
 
 import gin
 
 import gin_configs
-from trainer.common import files
-from trainer.config import registry
+from trainer.common import files, messages
+from trainer.config import catalog, registry
 from trainer.metrics import tags
 from trainer.metrics.summaries import SummaryWriters
 from trainer.regularization import tfa_optimizers
@@ -54,9 +56,29 @@ def _parse_one(culprit: str, parse_fn) -> None:
   try:
     parse_fn()
   except (ValueError, SyntaxError, TypeError, OSError, ImportError) as error:
-    raise ConfigError(f"{culprit}: {error}{tfa_optimizers.explain_config_error(str(error))}") from error
+    first, *rest = str(error).split("\n", 1)
+    explained = f"{first}{_did_you_mean(first)}{tfa_optimizers.explain_config_error(str(error))}"
+    raise ConfigError(messages.cap("\n".join([f"{culprit}: {explained}", *rest]))) from error
   except Exception as error:  # tokenize.TokenError and friends: the text is not gin at all.
-    raise ConfigError(f"{culprit}: malformed gin ({type(error).__name__}: {error})") from error
+    raise ConfigError(messages.cap(f"{culprit}: malformed gin ({type(error).__name__}: {error})")) from error
+
+
+def _did_you_mean(message: str) -> str:
+  """` (did you mean scale?)` after gin's unknown parameter or configurable: the closest names."""
+  unknown_parameter = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", message)
+  if unknown_parameter:
+    owner, parameter = unknown_parameter.groups()
+    try:
+      candidates = list(inspect.signature(gin.get_configurable(owner)).parameters)
+    except (ValueError, TypeError):
+      return ""
+    close = catalog.closest(parameter, candidates)
+  else:
+    unknown_configurable = re.search(r"No configurable matching '([\w.]+)'", message)
+    if not unknown_configurable:
+      return ""
+    close = catalog.closest(unknown_configurable.group(1), catalog.names())
+  return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def write_operative_config(model_dir: str) -> str:

@@ -109,38 +109,58 @@ def eval_dataset(split, *, global_batch_size: int, input_context=None,
                  preprocessing: ImagePreprocessing | None = None) -> tf.data.Dataset:
   """Every example once, as per-replica (features, labels, weights) batches of static shape.
 
-  The last global batch is padded with weight-0 copies of example 0, so shapes stay static (TPU,
-  XLA) and every worker runs the same number of steps; weighted sums ignore the padding. Every
-  worker walks the whole split in order and keeps its slice of each global batch. A global batch
-  that the replicas cannot split is rounded up (`eval_batch_size_for`).
+  Padding examples carry weight 0, so shapes stay static (TPU, XLA) and every worker runs the same
+  number of steps; weighted sums ignore the padding. A global batch that the replicas cannot split is
+  rounded up (`eval_batch_size_for`). Each worker reads only its share of the split: a random-access
+  split its slice of each global batch, a streamed one its own files (`_streamed_eval`).
   """
   preprocessing = preprocessing or ImagePreprocessing()
   replicas = input_context.num_replicas_in_sync if input_context else 1
   global_batch_size = eval_batch_size_for(global_batch_size, replicas)
+  batch = _replica_batch(global_batch_size, input_context)
+  if isinstance(split, RecordData):
+    return _streamed_eval(split, global_batch_size, batch, input_context, preprocessing)
   num_examples = split.num_examples
   padded = -(-num_examples // global_batch_size) * global_batch_size
-  weights = tf.data.Dataset.from_tensor_slices(
-      tf.concat([tf.ones([num_examples]), tf.zeros([padded - num_examples])], axis=0))
+  weights = tf.concat([tf.ones([num_examples]), tf.zeros([padded - num_examples])], axis=0)
+  index = tf.concat([tf.range(num_examples, dtype=tf.int64), tf.zeros([padded - num_examples], tf.int64)], 0)
   start, share = _pipeline_slice(global_batch_size, input_context)
-  batch = _replica_batch(global_batch_size, input_context)
+  mine = (tf.data.Dataset.from_tensor_slices((index, weights))
+          .batch(global_batch_size, drop_remainder=True)
+          .map(lambda index, weights: (index[start:start + share], weights[start:start + share]))
+          .unbatch())
+  return _read_by_index(split, mine, batch, preprocessing, None).prefetch(_AUTOTUNE)
 
-  def mine(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return (dataset.batch(global_batch_size, drop_remainder=True)
-            .map(lambda *parts: tuple(part[start:start + share] for part in parts))
-            .unbatch())
 
-  if isinstance(split, RecordData):
-    examples = tf.data.TFRecordDataset(list(split.files)).map(
-        lambda record: _parsed_example(split, record, preprocessing, None), num_parallel_calls=_AUTOTUNE)
-    examples = examples.concatenate(examples.take(1).repeat(padded - num_examples))
-    labelled = mine(tf.data.Dataset.zip((examples, weights)).map(lambda example, w: (*example, w)))
-    return (labelled.batch(batch, drop_remainder=True)
-            .map(lambda features, labels, w: (preprocessing.normalize(features), labels, w))
-            .prefetch(_AUTOTUNE))
-  index = tf.data.Dataset.from_tensor_slices(
-      tf.concat([tf.range(num_examples, dtype=tf.int64), tf.zeros([padded - num_examples], tf.int64)], 0))
-  return _read_by_index(split, mine(tf.data.Dataset.zip((index, weights))), batch, preprocessing,
-                        None).prefetch(_AUTOTUNE)
+def _streamed_eval(split: RecordData, global_batch_size: int, batch: int, input_context,
+                   preprocessing: ImagePreprocessing) -> tf.data.Dataset:
+  """A streamed split's evaluation on this worker: its own files (every num_workers-th; with fewer
+  files than workers, every num_workers-th record), padded with weight-0 copies of its first record
+  to the number of batches the largest share needs, so that every worker runs as many steps.
+
+  Only this worker's records are parsed and decoded, and with enough files only its files are read:
+  evaluation costs each of N hosts 1/N of the split, not all of it.
+  """
+  worker, workers = ((input_context.input_pipeline_id, input_context.num_input_pipelines)
+                     if input_context else (0, 1))
+  by_file = len(split.files) >= workers
+  total = split.num_examples  # counts every file once (evaluation needs the padding)
+  shares = ([split.records_in(split.files[w::workers]) for w in range(workers)] if by_file
+            else [len(range(w, total, workers)) for w in range(workers)])
+  per_worker_batch = global_batch_size // workers
+  padded = -(-max(shares) // per_worker_batch) * per_worker_batch
+  records = (tf.data.TFRecordDataset(list(split.files[worker::workers])) if by_file
+             else tf.data.TFRecordDataset(list(split.files)).shard(workers, worker))
+  source = records if shares[worker] else tf.data.TFRecordDataset(list(split.files))  # a record to repeat
+  padding = source.take(1).repeat(padded - shares[worker])
+  weights = tf.concat([tf.ones([shares[worker]]), tf.zeros([padded - shares[worker]])], axis=0)
+  examples = records.concatenate(padding).map(
+      lambda record: _parsed_example(split, record, preprocessing, None), num_parallel_calls=_AUTOTUNE)
+  return (tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(weights)))
+          .map(lambda example, weight: (*example, weight))
+          .batch(batch, drop_remainder=True)
+          .map(lambda features, labels, weight: (preprocessing.normalize(features), labels, weight))
+          .prefetch(_AUTOTUNE))
 
 
 def first_examples(split, count: int, preprocessing: ImagePreprocessing | None = None,

@@ -9,12 +9,16 @@ uint8 arrays. Neither ever downloads: training machines read a local `data_dir`.
 
 from __future__ import annotations
 
+import contextlib
+import logging as python_logging
 import math
-from typing import Sequence
+import os
+from typing import Iterator, Sequence
 
 import gin
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData, Splits, describe
@@ -302,7 +306,7 @@ def npy(*, train: Sequence[str], validation: Sequence[str], test: Sequence[str],
 # --- TFDS -----------------------------------------------------------------------------------------
 
 
-def _import_tfds():
+def import_tfds():
   """`tensorflow_datasets`, imported on first use because it is an optional dependency."""
   try:
     import tensorflow_datasets
@@ -313,11 +317,47 @@ def _import_tfds():
   return tensorflow_datasets
 
 
-def _not_prepared(name: str, data_dir: str) -> FileNotFoundError:
-  return FileNotFoundError(
+class NotPreparedError(FileNotFoundError):
+  """A TFDS dataset is not prepared under its data_dir; the message says how to prepare it."""
+
+
+def _not_prepared(name: str, data_dir: str) -> NotPreparedError:
+  return NotPreparedError(
       f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r}; prepare it where there is "
       f"network (`tfds build {name} --data_dir=... --file_format=array_record` for random access) and "
       "copy the directory here")
+
+
+class _HeldRecords(python_logging.Filter):
+  """Holds the log records of TensorFlow Datasets' own files instead of letting them through."""
+
+  def __init__(self):
+    super().__init__()
+    self.records: list[python_logging.LogRecord] = []
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    if "tensorflow_datasets" in record.pathname.split(os.sep):
+      self.records.append(record)
+      return False
+    return True
+
+
+@contextlib.contextmanager
+def _unless_not_prepared() -> Iterator[None]:
+  """TFDS's warnings while a dataset is looked up, shown only if it is prepared: for one that is not,
+  TFDS warns about each empty folder it probed before `NotPreparedError` says what to do."""
+  logger = absl_logging.get_absl_logger()
+  held = _HeldRecords()
+  logger.addFilter(held)
+  try:
+    yield
+  except NotPreparedError:
+    held.records.clear()
+    raise
+  finally:
+    logger.removeFilter(held)
+    for record in held.records:
+      logger.handle(record)
 
 
 def _builder(tensorflow_datasets, name: str, data_dir: str):
@@ -369,7 +409,7 @@ def _array_split(builder, split: str, feature_key: str, label_key: str, classifi
 
 
 @gin.configurable
-def tfds(*, name: str, data_dir: str, train_split: str = "train",
+def tfds(*, name: str, data_dir: str | None = None, train_split: str = "train",
          validation_split: str = "validation", test_split: str = "test",
          feature_key: str = "image", label_key: str = "label",
          num_classes: int | None = None) -> Splits:
@@ -385,20 +425,34 @@ def tfds(*, name: str, data_dir: str, train_split: str = "train",
 
   Args:
     name: TFDS name, optionally with config and version, e.g. `cifar10` or `mnist/3.0.1`.
-    data_dir: directory the dataset was prepared into.
+    data_dir: directory the dataset was prepared into (required; None is refused with how to prepare
+      and bind it).
     train_split, validation_split, test_split: TFDS split specs, so slices such as
       `train[:45000]` / `train[45000:]` carve a validation split out of a dataset that has none.
     feature_key, label_key: feature names in the dataset's `FeaturesDict`.
     num_classes: number of classes; None takes it from a `ClassLabel` label feature, and means
       regression (float32 labels) if the label is not a `ClassLabel`.
   """
-  tensorflow_datasets = _import_tfds()
+  if data_dir is None:
+    raise ValueError(
+        f"tfds(name={name!r}) reads a dataset prepared in advance, and no tfds.data_dir is bound: prepare "
+        f"it where there is network (`tfds build {name} --data_dir=DIR --file_format=array_record`), copy "
+        "DIR here and add --gin_bindings=\"tfds.data_dir='DIR'\"; to check the config without the data, add "
+        "--mock_data")
+  tensorflow_datasets = import_tfds()
+  with _unless_not_prepared():
+    return _tfds_splits(tensorflow_datasets, name, data_dir, (train_split, validation_split, test_split),
+                        feature_key, label_key, num_classes)
+
+
+def _tfds_splits(tensorflow_datasets, name: str, data_dir: str, split_names: tuple[str, str, str],
+                 feature_key: str, label_key: str, num_classes: int | None) -> Splits:
+  """`tfds`'s splits: read by index if prepared as array_record, else in memory."""
   builder = _builder(tensorflow_datasets, name, data_dir)
   info = builder.info
   inferred_classes = _label_classes(info.features, info.full_name, feature_key, label_key)
   num_classes = inferred_classes if num_classes is None else num_classes
   classification = num_classes is not None
-  split_names = (train_split, validation_split, test_split)
   try:
     splits = [_indexed_split(tensorflow_datasets, name, data_dir, split, feature_key, label_key,
                              num_classes, info) for split in split_names]

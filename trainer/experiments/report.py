@@ -9,11 +9,12 @@ Writes to `--out_dir`:
                       std and the half-width of the 95% confidence interval of the mean (empty for n = 1)
   summary.md          the `--table` columns as a Markdown table, `mean ± half-width` (`n/a`: one seed)
   vs_strength.FORMAT  each `--panels` column against the strength (log x axis; 0 drawn at the left):
-                      the mean over seeds, a band for its 95% interval, the best point starred
+                      the mean over seeds, a band for its 95% interval, the best-validation strength
+                      starred on every panel (`plots.VALIDATION`)
   curves.FORMAT       training curves (`--curves` tags against step): per grid point the mean over
-                      seeds with its 95% band, the best point starred
+                      seeds with its 95% band, its best-validation step starred on every panel
   NAME_history.png    for a study directory (`occam-tune`): its optimization history, parameter
-  NAME_importances.png  importances and slice plot, drawn by Optuna (when it has 2+ complete trials)
+  NAME_importances.png  importances (2+ parameters) and slice plot, drawn by Optuna (2+ complete trials)
   NAME_slice.png
 
 The interval is Student t's (`trainer.experiments.intervals`): mean ± t(n-1) * std / sqrt(n).
@@ -39,42 +40,13 @@ import json
 import math
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
-from trainer.experiments import event_files, intervals, plots, sweep, tune
+from trainer.experiments import event_files, intervals, plots, study_storage, sweep
+from trainer.experiments.report_data import Column, Group, Run, Scalars, best_max, best_min, cell, final
 from trainer.metrics import tags
 
-Scalars = dict[str, list[tuple[int, float]]]  # "dir/tag" -> [(step, value), ...], in the order written
 EVENT_DIRS = (tags.TRAIN, tags.EVAL)  # The event directories below a run's model_dir that hold scalars.
-
-
-@dataclasses.dataclass(frozen=True)
-class Column:
-  """A table column: `reduce` over the (step, value) series of `tag` in the run's `event_dir`."""
-  name: str
-  event_dir: str
-  tag: str
-  reduce: Callable[[list[tuple[int, float]]], float]
-  higher_is_better: bool | None = None
-
-  @property
-  def label(self) -> str:
-    """What the column holds, for an axis: the tag, and 'best' when it is the best over evaluations."""
-    return f"best {self.tag}" if self.reduce is not final else self.tag
-
-
-def final(series: list[tuple[int, float]]) -> float:
-  """The last value written at the largest step (a resumed or restored run may log a step twice)."""
-  last_step = max(step for step, _ in series)
-  return [value for step, value in series if step == last_step][-1]
-
-
-def best_max(series: list[tuple[int, float]]) -> float:
-  return max(value for _, value in series)
-
-
-def best_min(series: list[tuple[int, float]]) -> float:
-  return min(value for _, value in series)
 
 
 def derive_columns(registry: dict[str, tags.Tag]) -> tuple[Column, ...]:
@@ -100,38 +72,6 @@ DEFAULT_CURVES = ("eval/train_eval/accuracy", "eval/eval/accuracy")
 DEFAULT_TABLE = ("test_acc", "test_acc_at_best", "best_eval_acc", "train_eval_acc", "gap_acc")
 INTERVAL_NOTE = ("± is the half-width of the 95% confidence interval of the mean over seeds (Student t, "
                  "n - 1 degrees of freedom); n/a: one seed.")
-
-
-@dataclasses.dataclass
-class Run:
-  """One finished point of a sweep: where it is, its bindings, its scalars and table values."""
-  sweep: str
-  name: str
-  bindings: dict[str, str]
-  scalars: Scalars
-  values: dict[str, float]
-
-
-@dataclasses.dataclass
-class Group:
-  """Runs that differ only in the seed: the series they belong to, the strength, and statistics.
-
-  `std` is the sample standard deviation over the runs and `ci` the half-width of the 95% confidence
-  interval of the mean (`intervals`); both NaN for a single run.
-  """
-  series: str
-  x: float
-  bindings: dict[str, str]
-  runs: list[Run]
-  mean: dict[str, float]
-  std: dict[str, float]
-  ci: dict[str, float]
-
-  @property
-  def label(self) -> str:
-    """The point's name in a legend: its series and strength."""
-    parts = ([] if self.series == "all" else [self.series]) + ([] if math.isnan(self.x) else [f"{self.x:g}"])
-    return " ".join(parts) or "all"
 
 
 def read_run(model_dir: str) -> Scalars:
@@ -254,16 +194,9 @@ def markdown_table(groups: Sequence[Group], columns: Sequence[str], x_key: str |
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for g in groups:
     cells = ([g.series] if several else []) + [f"{g.x:g}", str(len(g.runs))]
-    cells += [_cell(g, c) for c in columns]
+    cells += [cell(g, c) for c in columns]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + f"\n\n{INTERVAL_NOTE}\n"
-
-
-def _cell(group: Group, column: str) -> str:
-  if column not in group.mean:
-    return ""
-  spread = group.ci[column]
-  return f"{group.mean[column]:.4g} ± {'n/a' if math.isnan(spread) else f'{spread:.2g}'}"
 
 
 @dataclasses.dataclass
@@ -303,7 +236,7 @@ def build(sweep_dirs: Sequence[str], out_dir: str, *, x_key: str | None = None,
     if figure is not None:
       files.update(plots.save(figure, out_dir, name, style))
   for sweep_dir in sweep_dirs:  # A study (occam-tune) adds its own views: history, importances, slice.
-    views = tune.write_record_views(sweep_dir, out_dir)
+    views = study_storage.write_record_views(sweep_dir, out_dir)
     files.update({os.path.basename(path): path for path in views.values()})
   return Report(runs, groups, label, markdown, files)
 

@@ -39,9 +39,10 @@ import time
 from typing import Any, Sequence
 
 from trainer.experiments import workers
+from trainer.experiments.layout import DONE_FILE, LOG_FILE, POINT_FILE, SWEEP_FILE
+from trainer.runtime import console
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-POINT_FILE, DONE_FILE, LOG_FILE, SWEEP_FILE = "point.json", "done.json", "log.txt", "sweep.json"
 _MAX_NAME = 200  # Leaves room under the usual 255-byte file-name limit.
 
 
@@ -168,14 +169,6 @@ def read_record(sweep_dir: str) -> dict:
     return json.load(file)
 
 
-def write_json(path: str, content) -> None:
-  """Writes `content` as JSON to `path` atomically (a reader never sees half a file)."""
-  temporary = path + ".tmp"
-  with open(temporary, "w") as file:
-    json.dump(content, file, indent=2)
-  os.replace(temporary, path)
-
-
 def command(python: str, gin_files: Sequence[str], bindings: Sequence[str], point: Point,
             point_dir: str) -> list[str]:
   """The trainer command line of one point (fixed bindings first, the grid's win)."""
@@ -186,14 +179,16 @@ def command(python: str, gin_files: Sequence[str], bindings: Sequence[str], poin
 
 def write_point(point_dir: str, point: Point, argv: Sequence[str], **extra) -> None:
   """Creates `point_dir` and writes its `point.json`: the bindings, the trainer command and `extra`."""
+  from trainer.common import files  # here: TensorFlow's file API, which reading a sweep does not need
   os.makedirs(point_dir, exist_ok=True)
-  write_json(os.path.join(point_dir, POINT_FILE), {"bindings": dict(point.bindings), "command": list(argv),
-                                                   **extra})
+  files.write_json(os.path.join(point_dir, POINT_FILE),
+                   {"bindings": dict(point.bindings), "command": list(argv), **extra})
 
 
 def mark_done(point_dir: str, seconds: float, **extra) -> None:
   """Writes `done.json`: the point finished (`is_done`), in `seconds` of wall time, with `extra`."""
-  write_json(os.path.join(point_dir, DONE_FILE),
+  from trainer.common import files
+  files.write_json(os.path.join(point_dir, DONE_FILE),
              {"seconds": seconds, "finished": datetime.datetime.now().isoformat(), **extra})
 
 
@@ -266,7 +261,7 @@ def work(job: Job, worker: int = 0) -> int:
   while (point := job.claim()) is not None:
     try:
       error, seconds = run_point(job, point, worker)
-    except preemption.Preempted as stop:
+    except (preemption.Preempted, preemption.Interrupted) as stop:  # a signal: the command's 75
       job.progress.report("STOPPED", point.name, f"{stop}; rerun the command to resume it")
       return preemption.EXIT_PREEMPTED
     if error is None:
@@ -315,12 +310,13 @@ def check_same_experiment(args: argparse.Namespace) -> None:
 def _record_invocation(args: argparse.Namespace, ran: int, skipped: int, failed: list[str],
                        seconds: float) -> None:
   """Appends this invocation's wall time to `sweep.json` (a resumed sweep has several)."""
+  from trainer.common import files
   record = {"gin_files": args.gin_file, "gin_bindings": args.gin_bindings, "grid": args.grid,
             "invocations": read_record(args.sweep_dir).get("invocations", [])}
   record["invocations"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
                                 "wall_seconds": round(seconds, 1), "parallel": args.parallel,
                                 "ran": ran, "skipped": skipped, "failed": failed})
-  write_json(os.path.join(args.sweep_dir, SWEEP_FILE), record)
+  files.write_json(os.path.join(args.sweep_dir, SWEEP_FILE), record)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -349,6 +345,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point of `occam-sweep`: runs the sweep `argv` describes (default: sys.argv[1:]); exit code."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  console.quiet(verbose=False)  # TensorFlow's start-up lines stay off the console
   try:
     grid = parse_grid(args.grid)
     points = expand(grid)

@@ -13,8 +13,12 @@ import contextlib
 import logging as py_logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from typing import Callable, Iterator, Sequence
+
+from trainer.experiments import layout
 
 LOG_FORMAT = "%(levelname).1s %(asctime)s %(message)s"
 
@@ -61,14 +65,31 @@ def train_point(gin_files: Sequence[str], bindings: Sequence[str], model_dir: st
   import tensorflow as tf
 
   from trainer import api
-  from trainer.experiments import sweep
   tf.keras.backend.clear_session()  # Drops the previous run's graphs and layer-name counters.
-  with point_log(os.path.join(model_dir, sweep.LOG_FILE)):
-    return api.train(gin_files, bindings, model_dir=model_dir, callbacks=list(callbacks))
+  with point_log(os.path.join(model_dir, layout.LOG_FILE)):
+    return api.train(gin_files, bindings, model_dir=model_dir, callbacks=list(callbacks), verbose=False)
 
 
 def _exit_with(target: Callable[..., int], args: tuple, worker: int) -> None:
+  """A spawned worker: `target`'s exit code, on the command line's quiet console (no TensorFlow start-up
+  block, no `failed call to cuInit` line per worker)."""
+  from trainer.runtime import console
+  console.quiet(verbose=False)
   sys.exit(target(*args, worker))
+
+
+def _reap(process: multiprocessing.Process) -> None:
+  """Waits for `process` and collects its exit status as soon as it exits, saying so if it failed.
+
+  Left unreaped until the end, a killed worker would stay a zombie: a process whose pid still exists,
+  which could pass for alive (the lease of the run it was training, `trainer.runtime.lock`, knows
+  better, but other tools may not).
+  """
+  process.join()
+  code = process.exitcode
+  if code:
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    print(f"{process.name} (pid {process.pid}) {how}", file=sys.stderr, flush=True)
 
 
 def run_workers(target: Callable[..., int], args: tuple, parallel: int, name: str,
@@ -76,19 +97,22 @@ def run_workers(target: Callable[..., int], args: tuple, parallel: int, name: st
   """Runs `target(*args, k)` for k in 0..parallel-1; the exit codes, in worker order.
 
   Worker 0 is this process; the others are spawned (a fresh interpreter, not a forked TensorFlow)
-  with `python` (default: this interpreter). `target` and `args` must be picklable.
+  with `python` (default: this interpreter), each reaped by a thread of this process as soon as it
+  exits (`_reap`). `target` and `args` must be picklable.
   """
   context = multiprocessing.get_context("spawn")
   if python and os.path.realpath(python) != os.path.realpath(sys.executable):
     context.set_executable(python)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Inherited by the spawned workers.
   others = [context.Process(target=_exit_with, args=(target, args, k), name=f"{name}-{k}")
             for k in range(1, parallel)]
+  reapers = []
   for process in others:
     process.start()
+    reapers.append(threading.Thread(target=_reap, args=(process,), name=f"reap-{process.name}", daemon=True))
+    reapers[-1].start()
   try:
     codes = [target(*args, 0)]
   finally:
-    for process in others:
-      process.join()
+    for reaper in reapers:
+      reaper.join()
   return codes + [process.exitcode for process in others]

@@ -8,7 +8,7 @@ host does happens at loop boundaries, and everything beyond the cadence comes in
   as `action(step, scalars)` (early stopping and the best model, the operative config, user callbacks);
 * `stop_conditions` are asked at every boundary (early stopping, a callback that asked to stop);
 * `on_nonfinite(step, quantities)` decides what a non-finite step does (raise, or restore);
-* `preemption.should_stop()` turns a SIGTERM into a checkpoint and `Preempted`.
+* `preemption.should_stop()` turns a SIGTERM (SIGINT) into a checkpoint and `Preempted` (`Interrupted`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from absl import logging
 from trainer.loop.runners import TrainOutput
 from trainer.metrics import tags
 from trainer.metrics.summaries import SummaryWriters
-from trainer.runtime.preemption import Preempted, PreemptionWatcher
+from trainer.runtime.preemption import PreemptionWatcher
 
 Action = Callable[[int, Mapping[str, float]], None]
 
@@ -67,12 +67,12 @@ class Controller:
   def run(self) -> dict[str, float]:
     """Trains, evaluates and checkpoints; returns the last loop's metrics plus the final evaluation.
 
-    Raises `Preempted` after checkpointing when a SIGTERM/SIGINT arrived; whatever `on_nonfinite`
-    raises propagates with the last good checkpoint untouched.
+    Raises `Preempted` (`Interrupted`) after checkpointing when a SIGTERM (SIGINT) arrived; whatever
+    `on_nonfinite` raises propagates with the last good checkpoint untouched.
     """
     step = self._trainer.step
     final: dict[str, float] = {}
-    eta = _Eta(self._train_steps)
+    eta = Eta(self._train_steps)
     with self._preemption:
       while step < self._train_steps and not self._should_stop():
         output = self._trainer.train(self._next_boundary(step) - step)
@@ -98,7 +98,7 @@ class Controller:
         _log_loop(step, self._train_steps, scalars, eta.update(step))
         final = scalars
         if preempted:
-          raise Preempted(step)
+          raise self._preemption.stopped(step)
     # The last loop evaluated the validation split already; a run resumed at its end has not.
     final.update(self._evaluate(step, ["test"] if "eval/loss" in final else ["eval", "test"]))
     return final
@@ -109,7 +109,7 @@ class Controller:
     return scalars
 
 
-class _Eta:
+class Eta:
   """Remaining time from the wall clock between loop ends, so it covers evaluation and checkpoints.
 
   Measured from the end of this invocation's first loop: that loop traces the compiled step (seconds
@@ -131,9 +131,16 @@ class _Eta:
     return f"{(self._train_steps - step) * seconds_per_step:.0f}s"
 
 
-def _log_loop(step: int, train_steps: int, scalars: Mapping[str, float], eta: str) -> None:
-  """One greppable line per loop: `train | step: 500/1000 | loss: 0.31 | ... | steps/sec: 41.2 | eta: 12s`."""
+def loop_summary(step: int, train_steps: int, scalars: Mapping[str, float], eta: str) -> str:
+  """`step: 500/1000 | loss: 0.31 | ... | steps/sec: 41.2 | eta: 12s`: the console's scalars of a loop."""
   parts = [f"step: {step}/{train_steps}"]
   parts += [f"{key.replace('train/', '')}: {scalars[key]:.4g}" for key in tags.console() if key in scalars]
-  parts += [f"steps/sec: {scalars['perf/steps_per_sec']:.1f}", f"eta: {eta}"]
-  logging.info("train | %s", " | ".join(parts))
+  if "perf/steps_per_sec" in scalars:
+    parts.append(f"steps/sec: {scalars['perf/steps_per_sec']:.1f}")
+  parts.append(f"eta: {eta}")
+  return " | ".join(parts)
+
+
+def _log_loop(step: int, train_steps: int, scalars: Mapping[str, float], eta: str) -> None:
+  """One greppable line per loop: `train | step: 500/1000 | loss: 0.31 | ... | steps/sec: 41.2 | eta: 12s`."""
+  logging.info("train | %s", loop_summary(step, train_steps, scalars, eta))

@@ -3,12 +3,14 @@
 This is the one place that decides which behaviour a run has around the bare cadence: non-finite
 recovery, early stopping with the best model, preemption, the start-of-run report and HParams, plus
 whatever actions the caller adds (the operative config, per-evaluation callbacks). At the end, the
-chief writes `model_dir/results.json` (`results_record`, schema in docs/COMMAND_LINE.md) and logs the same
-results as the final console block.
+chief writes `model_dir/results.json` (`results_record`, schema in docs/COMMAND_LINE.md) and logs the
+same results as the final console block. Rerunning a finished run trains nothing and leaves its record
+as it is (the run's metrics and wall time, not the rerun's evaluation alone).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -42,10 +44,11 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
   """Trains `run` (restored from `restored`, None for a fresh start) to its `train_steps`.
 
   Returns the last loop's metrics and the final evaluation, which the chief also writes to
-  `model_dir/results.json` and logs. Raises `Preempted` after a checkpoint on SIGTERM/SIGINT,
-  `NonFiniteError` when a step diverged and the policy does not restore (no results.json then), and
-  `diagnosis.InputError` naming the file and record when a stream hits bad data, `WriteError` naming
-  the directory when a checkpoint or another file of the run cannot be written (a full disk).
+  `model_dir/results.json` and logs; a finished run that trains nothing returns its recorded metrics.
+  Raises `Preempted` (`Interrupted`) after a checkpoint on SIGTERM (SIGINT), `NonFiniteError` when
+  a step diverged and the policy does not restore (no results.json then), `diagnosis.InputError`
+  naming the file and record when a stream hits bad data, and `WriteError` naming the directory when a
+  checkpoint or another file of the run cannot be written (a full disk).
   """
   started = time.monotonic()
   settings = run.settings
@@ -71,15 +74,22 @@ def train(run: Run, *, restored: str | None, train_actions: Sequence[Action] = (
   try:
     report_start(run, trainer.step, restored)
     recovery.on_start(trainer.step, restored)
+    first_step = trainer.step
     metrics = controller.run()
     if keep_best is not None:  # the best weights' test metrics, next to the last weights'
       best = keep_best.finish(evaluator.evaluate)
       if best:
         run.writers.write_scalars(tags.EVAL, int(run.early_stopping.best_step.numpy()), best)
         metrics.update(best)
-    record = results_record(run, metrics, restored=restored, wall_time_sec=time.monotonic() - started)
+    path = os.path.join(run.model_dir, RESULTS_FILE)
+    record = finished_record(path, step=first_step) if trainer.step == first_step else None
+    if record is not None:  # a rerun of a finished run: its record stays whole
+      metrics = {name: math.nan if value is None else value for name, value in record["metrics"].items()}
+    else:
+      record = results_record(run, metrics, restored=restored, wall_time_sec=time.monotonic() - started)
+      if run.is_chief:
+        files.write_json(path, record)
     if run.is_chief:
-      files.write_json(os.path.join(run.model_dir, RESULTS_FILE), record)
       report_end(record)
     return metrics
   except (tf.errors.OpError, OSError, ValueError) as error:
@@ -111,13 +121,26 @@ def _explained(run: Run, error: Exception) -> Exception | None:
   return None
 
 
+def finished_record(path: str, *, step: int) -> dict | None:
+  """The record at `path` if it is a readable results.json of this schema written at `step`, else None
+  (none yet, or a run killed between its last checkpoint and its record: the caller writes a new one)."""
+  try:
+    with tf.io.gfile.GFile(path) as file:
+      record = json.load(file)
+  except (OSError, tf.errors.OpError, ValueError):
+    return None
+  if not isinstance(record, dict) or record.get("schema") != RESULTS_SCHEMA or record.get("step") != step:
+    return None
+  return record if isinstance(record.get("metrics"), dict) else None
+
+
 def report_start(run: Run, step: int, restored: str | None) -> None:
   """Logs the decisions a user must trust (data, model size, each term's variables) and writes HParams."""
   logging.info("data: %s", run.splits.description)
   logging.info("model: %s, %d trainable parameters", run.model.name,
                sum(int(tf.size(v)) for v in run.model.trainable_variables))
   for term in run.terms:
-    logging.info("regularizer %s: %s", term.name, term.describe())
+    logging.info("regularizer %s", term.describe())  # `l2: L2(scale=...) on ...`: it starts with the name
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())
   ended = schedules.ended_early_warning(run.schedule.schedule, run.settings.train_steps)
   if ended:
@@ -134,9 +157,10 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
                  int(run.early_stopping.best_step.numpy()))
   if not restored:  # the dashboards' configuration, once per run
     run.writers.write_with(tags.TRAIN, dashboard.write_layout)
-    run.writers.write_with(tags.SESSION, lambda: dashboard.write_hparams_config(
+    run.writers.write_with(tags.EVAL, lambda: dashboard.write_hparams_config(
         run.hparams, classification=run.splits.num_classes is not None))
-  run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)))
+  run.writers.write_hparams(run.hparams, trial_id=os.path.basename(os.path.normpath(run.model_dir)),
+                            step=step)
 
 
 def results_record(run: Run, metrics: Mapping[str, float], *, restored: str | None,

@@ -4,11 +4,17 @@ Two things are written once, at a run's first start:
 
 * a **custom-scalars layout** (in `train/`): train and eval curves are in different event
   directories under different tags, so the scalar dashboard cannot overlay them; the layout's charts
-  do (loss train vs train_eval vs eval vs test, accuracy likewise, the gap, penalties, norms).
-* an **HParams config** (in the session directory, model_dir itself): the hyperparameters in a fixed
-  order, regularization strengths first, and as metrics only the tags the registry marks
-  `hparams_metric` (named once each, with the registry's doc), instead of the dashboard's default of
-  every scalar tag (every `norms/<layer>/*`, `perf/*`).
+  do (loss train vs train_eval vs eval vs test, accuracy likewise), one unit per chart, each chart's
+  series named in its title.
+* an **HParams config** (in `eval/`): the hyperparameters in a fixed order, regularization strengths
+  first, and as metrics only the tags the registry marks `hparams_metric` (named once each, with the
+  registry's doc), instead of the dashboard's default of every scalar tag (every `norms/<layer>/*`,
+  `perf/*`).
+
+The hyperparameters themselves are a session in each of `train/` and `eval/`, under one group name
+(`SummaryWriters.write_hparams`), so the metrics are declared without a group (TensorBoard reads a
+metric from `<session>/<group>`): each is found in the one directory that has its tag, whether the
+logdir is model_dir itself or a parent of many runs.
 
 Every tag a chart names is a registered tag (`trainer/metrics/tags.py`); tests read both back
 through a real TensorBoard server.
@@ -29,22 +35,28 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from trainer.metrics import tags
 
-# (category, [(chart title, [tag or tag pattern, ...]), ...]); patterns are registry patterns.
+# (category, [(what the chart shows, [tag or tag pattern, ...]), ...]); patterns are registry patterns.
+# One unit and scale per chart (a norm of ~1,800 next to one of ~16 flattens the smaller; an accuracy
+# gap next to a loss gap mixes units), each entry one series, or a family with one series per term
+# or layer. The plugin tells a run's lines apart only by a marker explained under "Matches", so each
+# chart's title names its series in order (`chart_title`).
 LAYOUT: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = (
     ("Generalization", (
-        ("loss: train vs eval", ("train/data_loss", "train_eval/loss", "eval/loss", "test/loss")),
-        ("accuracy: train vs train_eval vs eval", ("train/accuracy", "train_eval/accuracy",
-                                                   "eval/accuracy", "test/accuracy")),
-        ("generalization gap", ("gap/loss", "gap/accuracy")),
+        ("loss", ("train/data_loss", "train_eval/loss", "eval/loss", "test/loss")),
+        ("accuracy", ("train/accuracy", "train_eval/accuracy", "eval/accuracy", "test/accuracy")),
+        ("gap/loss = eval/loss - train_eval/loss", ("gap/loss",)),
+        ("gap/accuracy = train_eval/accuracy - eval/accuracy", ("gap/accuracy",)),
     )),
     ("Regularization", (
-        ("objective and penalties", ("train/loss", "train/data_loss", "penalty/total", "penalty/<term>",
-                                     "penalty/model_losses")),
-        ("weight norms", ("norms/weights_l2", "norms/weights_l1", "norms/excluded_l2",
-                          "norms/distance_from_init")),
-        ("per-layer kernel norms", ("norms/<layer>/kernel_l2",)),
-        ("sparsity", ("sparsity/zero_fraction", "sparsity/near_zero_fraction")),
-        ("learning rate and decay", ("optimizer/learning_rate", "optimizer/weight_decay")),
+        ("objective", ("train/loss", "train/data_loss")),
+        ("penalties", ("penalty/total", "penalty/<term>", "penalty/model_losses")),
+        ("L2 norms", ("norms/weights_l2", "norms/excluded_l2", "norms/distance_from_init")),
+        ("L1 norm", ("norms/weights_l1",)),
+        ("per-layer kernel L2 norms", ("norms/<layer>/kernel_l2",)),
+        ("sparsity (fractions of the regularized weights)", ("sparsity/zero_fraction",
+                                                             "sparsity/near_zero_fraction")),
+        ("learning rate", ("optimizer/learning_rate",)),
+        ("decoupled weight decay factor", ("optimizer/weight_decay",)),
     )),
 )
 
@@ -53,19 +65,42 @@ _STRENGTHS = ("scale", "rate")
 
 
 def tag_regex(pattern: str) -> str:
-  """The anchored regex the custom-scalars plugin matches a registry pattern with (`<x>` is a component)."""
+  """The anchored regex the custom-scalars plugin matches a registry pattern with (`<x>` is a component).
+
+  A pattern's regex leaves out the tags registered under their own name (`penalty/<term>` does not
+  match `penalty/total`), so each regex finds the tags `tags.find` gives that entry: one series each.
+
+  >>> tag_regex("norms/<layer>/kernel_l2")
+  '^norms/[^/]+/kernel_l2$'
+  """
   parts = re.split(r"(<[a-z_]+>)", pattern)
-  return "^" + "".join(("[^/]+" if part.startswith("<") else re.escape(part)) for part in parts) + "$"
+  regex = "".join(("[^/]+" if part.startswith("<") else re.escape(part)) for part in parts)
+  named = [entry.pattern for entry in tags.TAGS
+           if entry.pattern != pattern and "<" not in entry.pattern and re.fullmatch(regex, entry.pattern)]
+  if named:
+    regex = f"(?!(?:{'|'.join(re.escape(tag) for tag in named)})$){regex}"
+  return f"^{regex}$"
+
+
+def chart_title(what: str, patterns: tuple[str, ...]) -> str:
+  """A chart's title: what it shows, then its series in order unless it is one tag named in `what`.
+
+  >>> chart_title("objective", ("train/loss", "train/data_loss"))
+  'objective: train/loss, train/data_loss'
+  """
+  if len(patterns) == 1 and patterns[0] in what:
+    return what
+  return f"{what}: {', '.join(patterns)}"
 
 
 def custom_scalars_layout() -> layout_pb2.Layout:
-  """The `LAYOUT` as the custom-scalars plugin's proto (one multiline chart per entry)."""
+  """The `LAYOUT` as the custom-scalars plugin's proto (one multiline chart per entry, a regex per series)."""
   categories = []
   for title, charts in LAYOUT:
     categories.append(layout_pb2.Category(title=title, chart=[
-        layout_pb2.Chart(title=chart, multiline=layout_pb2.MultilineChartContent(
+        layout_pb2.Chart(title=chart_title(what, patterns), multiline=layout_pb2.MultilineChartContent(
             tag=[tag_regex(pattern) for pattern in patterns]))
-        for chart, patterns in charts]))
+        for what, patterns in charts]))
   return layout_pb2.Layout(category=categories)
 
 
@@ -93,8 +128,7 @@ def hparams_experiment(hparams: Mapping[str, object], *, classification: bool) -
   infos = [api_pb2.HParamInfo(name=name, differs=is_strength(name),
                               description="regularization strength" if is_strength(name) else "")
            for name in ordered_hparams(hparams)]
-  metrics = [hp.Metric(entry.pattern, group=entry.directory, display_name=entry.pattern,
-                       description=entry.doc).as_proto()
+  metrics = [hp.Metric(entry.pattern, display_name=entry.pattern, description=entry.doc).as_proto()
              for entry in tags.hparams_metrics(classification=classification)]
   return api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
 

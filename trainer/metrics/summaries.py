@@ -17,11 +17,6 @@ from tensorboard.plugins.hparams import api as hp
 
 from trainer.metrics import tags as tags_lib
 
-# The event directory of the run itself (model_dir), parent of `train/` and `eval/`. The HParams
-# dashboard treats the directory holding a run's hyperparameters as the session and the scalars of
-# its subdirectories as the session's metrics (grouped by subdirectory), so hyperparameters go here.
-SESSION = ""
-
 
 class SummaryWriters:
   """One writer per event directory, created lazily so that a failed start writes no event file."""
@@ -106,12 +101,23 @@ class SummaryWriters:
       for tag, values in tensors.items():
         tf.summary.histogram(tag, values)
 
-  def write_hparams(self, hparams: Mapping[str, bool | int | float | str], trial_id: str) -> None:
-    """The run's hyperparameters for TensorBoard's HParams dashboard, in the `SESSION` directory."""
+  def write_hparams(self, hparams: Mapping[str, bool | int | float | str], trial_id: str,
+                    step: int) -> None:
+    """The run's hyperparameters for TensorBoard's HParams dashboard, in each event directory, at the
+    `step` this start (fresh or resumed) begins from: one value per step, the latest start's shown.
+
+    The dashboard reads a session's metrics from the directory of its hyperparameters (joined with the
+    metric's group). In model_dir itself that fails when model_dir is the logdir: the session is then
+    named "." and TensorBoard looks for `./eval`, not the run `eval`. So `train/` and `eval/` are each
+    a session, under one group name (`trial_id`): the dashboard shows one row per run, each metric read
+    from the directory that has it (trainer/metrics/dashboard.py), and model_dir holds no event file.
+    """
     if not self._enabled:
       return
-    with self._writer(SESSION).as_default():
-      hp.hparams(dict(hparams), trial_id=trial_id)
+    session = hp.hparams_pb(dict(hparams), trial_id=trial_id).SerializeToString()
+    for name in tags_lib.SESSIONS:
+      with self._writer(name).as_default():
+        tf.summary.experimental.write_raw_pb(session, step=step)
 
   def write_with(self, name: str, write: Callable[[], object]) -> None:
     """Calls `write()` (summary ops, e.g. a dashboard config) under the `name` directory's writer."""

@@ -21,7 +21,10 @@ import dataclasses
 import functools
 import re
 
-TRAIN, EVAL, SESSION = "train", "eval", ""  # event directories below model_dir
+TRAIN, EVAL = "train", "eval"  # event directories below model_dir
+# Each event directory is also an HParams session (trainer/metrics/dashboard.py): `Tag.directory` of
+# the session's tag, written in every one of them.
+SESSIONS, EACH = (TRAIN, EVAL), "*"
 
 SCALAR, TEXT, HISTOGRAM, HPARAMS, LAYOUT = "scalar", "text", "histogram", "hparams", "layout"
 
@@ -32,7 +35,7 @@ class Tag:
 
   Attributes:
     pattern: the tag, or a pattern with one `<placeholder>` (see the module docstring).
-    directory: the event directory below model_dir: 'train', 'eval', or '' (the HParams session).
+    directory: the event directory below model_dir: 'train', 'eval', or '*' (`EACH`: the HParams session).
     doc: one line saying what the value is, for docs/METRICS.md and TensorBoard.
     kind: 'scalar', 'text', 'histogram', 'hparams' or 'layout' (the custom-scalars layout).
     higher_is_better: True (accuracies), False (losses, gaps, sharpness), None (neither: norms, rates).
@@ -140,12 +143,12 @@ TAGS: tuple[Tag, ...] = (
         higher_is_better=_LOSS),
     Tag("best/test/accuracy", EVAL, "test accuracy of the best-validation weights (early stopping), at "
         "their step", higher_is_better=_ACCURACY, column="test_acc_at_best", hparams_metric=True),
-    # The HParams session (TensorBoard's own tag in model_dir's event file).
+    # The dashboards' configuration (TensorBoard's own tags).
     Tag("custom_scalars__config__", TRAIN, "the custom-scalars layout (trainer/metrics/dashboard.py), once",
         kind=LAYOUT),
-    Tag("_hparams_/session_start_info", SESSION, "the run's hyperparameters for the HParams dashboard",
+    Tag("_hparams_/session_start_info", EACH, "the run's hyperparameters for the HParams dashboard",
         kind=HPARAMS),
-    Tag("_hparams_/experiment", SESSION, "the HParams config: hyperparameters in order, declared metrics",
+    Tag("_hparams_/experiment", EVAL, "the HParams config: hyperparameters in order, declared metrics",
         kind=HPARAMS),
 )
 

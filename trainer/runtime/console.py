@@ -1,8 +1,9 @@
 """A quiet console: TensorFlow's start-up and routine chatter stay off it unless `--verbosity >= 1`.
 
 Researchers read Occam's own lines (the data, the terms, one line per loop, the final block); the
-libraries' INFO lines (oneDNN and CUDA stubs at import, `Sharding callback duration` per checkpoint,
-SavedModel export steps) hide them. Their warnings and errors always pass.
+libraries' INFO lines (oneDNN and CUDA stubs at import, `Sharding callback duration` per
+checkpoint, SavedModel export steps, gin's `resource_reader` per config file) hide them. Their
+warnings and errors always pass.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def quiet(*, verbose: bool) -> None:
 
 
 class LibraryInfoFilter:
-  """A logging filter that drops INFO and below logged from TensorFlow's, Keras' and TensorBoard's files."""
+  """A logging filter that drops INFO and below logged from TensorFlow's, Keras', TensorBoard's and gin's
+  files."""
 
-  _LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorboard")
+  _LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorboard", "gin")  # gin: each file it opens
 
   def filter(self, record) -> bool:
     if record.levelno >= python_logging.WARNING:
