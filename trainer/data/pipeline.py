@@ -30,9 +30,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData
 from trainer.data.preprocessing import ImagePreprocessing, example_seed
-from trainer.data.sources import RecordData
+from trainer.data.sources import RecordData, input_error
 
 _FOREVER = 2**62
 _INTERLEAVED_FILES = 16  # Files read at once by a sequential training stream.
@@ -170,21 +171,25 @@ def first_examples(split, count: int, preprocessing: ImagePreprocessing | None =
   """The first `count` examples of `split` (all if fewer) as the model sees them in evaluation.
 
   Reads those examples only: a streamed split is not counted (a fresh run's start-up, which takes
-  the Monitor's probe batch from here, must not grow with the dataset).
+  the Monitor's probe batch from here, must not grow with the dataset). Raises a ValueError naming
+  the file and record if one of them is bad.
   """
   if count < 1:
     raise ValueError("first_examples needs count >= 1")
   preprocessing = preprocessing or ImagePreprocessing()
-  if isinstance(split, RecordData):
-    dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
-               .map(lambda record: _parsed_example(split, record, preprocessing, None))
-               .batch(count)
-               .map(lambda features, labels: (preprocessing.normalize(features), labels)))
-    features, labels = next(iter(dataset))
-  else:
-    dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
-                           preprocessing=preprocessing)
-    features, labels, _ = next(iter(dataset))
+  try:
+    if isinstance(split, RecordData):
+      dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
+                 .map(lambda record: _parsed_example(split, record, preprocessing, None))
+                 .batch(count)
+                 .map(lambda features, labels: (preprocessing.normalize(features), labels)))
+      features, labels = next(iter(dataset))
+    else:
+      dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
+                             preprocessing=preprocessing)
+      features, labels, _ = next(iter(dataset))
+  except tf.errors.OpError as error:  # a damaged or bad record, named (with its file) in one line
+    raise ValueError(diagnosis.culprit(split, error)) from error
   return features.numpy(), labels.numpy()
 
 
@@ -269,7 +274,9 @@ class _RowFile:
     rows = np.empty((len(indices),) + tuple(self._example_shape), self._dtype)
     buffers = rows.reshape(len(indices), -1).view(np.uint8)
     for buffer, index in zip(buffers, indices):
-      os.preadv(self._descriptor, [buffer], self._offset + int(index) * self._row_bytes)
+      if os.preadv(self._descriptor, [buffer], self._offset + int(index) * self._row_bytes) < len(buffer):
+        raise input_error(f"{self._path}: row {int(index)} is past the end of the file (truncated during "
+                          "the run?)")
     return rows[0] if scalar else rows
 
   def __del__(self):
