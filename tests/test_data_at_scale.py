@@ -8,16 +8,18 @@ documented rules say, computed independently in numpy.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import pytest
+import scipy.stats
 import tensorflow as tf
 
 from tests.conftest import mirrored
 from tests.helpers import REPO, assert_same_weights, checkpoint_values, model_weights, train_in_process
 from trainer import data
-from trainer.data import ArrayData, ImagePreprocessing, pipeline
+from trainer.data import ArrayData, ImagePreprocessing, pipeline, preprocessing
 
 NUM_EXAMPLES = 40
 SIDE = 8
@@ -178,12 +180,84 @@ def test_center_crop_and_normalization_match_numpy():
   np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_random_resized_crop_gives_the_size_and_stays_inside_the_image():
+@pytest.mark.parametrize("sampler", ["inception", "torchvision"])
+def test_random_resized_crop_gives_the_size_and_stays_inside_the_image(sampler):
   images = _images(8)
-  preprocessing = ImagePreprocessing(image_size=5, train_crop="random_resized", area_range=(0.25, 1.0))
-  features, _ = _batches(pipeline.train_dataset(images, global_batch_size=8, seed=0, start_step=0,
-                                                preprocessing=preprocessing), 1)[0]
-  assert features.shape == (8, 5, 5, 3) and features.min() >= 0 and features.max() <= 1
+  augmentation = ImagePreprocessing(image_size=5, train_crop="random_resized", area_range=(0.25, 1.0),
+                                    crop_sampler=sampler)
+  batches = [_batches(pipeline.train_dataset(images, global_batch_size=8, seed=0, start_step=0,
+                                             preprocessing=augmentation), 1)[0][0] for _ in range(2)]
+  assert batches[0].shape == (8, 5, 5, 3) and batches[0].min() >= 0 and batches[0].max() <= 1
+  np.testing.assert_array_equal(*batches)  # stateless per example: the same crops again
+  with pytest.raises(ValueError, match="ImagePreprocessing.crop_sampler='timm' is not one of"):
+    ImagePreprocessing(crop_sampler="timm")
+
+
+def _torchvision_get_params(rng: np.random.Generator, height: int, width: int, scale=(0.08, 1.0),
+                            ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision's `RandomResizedCrop.get_params` (top, left, height, width), written out with numpy's
+  generator: 10 tries of area ~ U(scale) and log aspect ~ U(log ratio), the first that fits placed
+  uniformly, else the central crop clamped to the ratio range."""
+  area = height * width
+  for _ in range(10):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    w, h = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  return _torchvision_center_crop(height, width, ratio)
+
+
+def _torchvision_center_crop(height: int, width: int, ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """`get_params`' fallback: the whole image, clamped to the aspect ratio range, centred."""
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    w, h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+@pytest.mark.parametrize("height, width", [(300, 400), (50, 400)], ids=["300x400", "50x400-mostly-fallback"])
+def test_torchvision_crop_sampler_follows_torchvision_s_distribution(height, width):
+  """3,000 windows of `crop_sampler='torchvision'` (one per example seed) against 3,000 of torchvision's
+  `get_params` written in numpy: area fraction, log aspect ratio and relative offsets agree in
+  distribution (two-sample Kolmogorov-Smirnov, p > 0.001; both samples are fixed by their seeds), the
+  center-crop fallback's rate within 4 standard deviations and its window exact. On a 300x400 image
+  the mean area fraction is 0.43 (TensorFlow's Inception sampler: 0.37, docs/REGULARIZATION.md)."""
+  count, shape = 3000, tf.constant([height, width, 3])
+
+  @tf.function(autograph=False)  # plain map_fn; TF 2.15's AutoGraph trips over these test closures
+  def windows():
+    def one(position):
+      begin, size = preprocessing.torchvision_window(shape, preprocessing.example_seed(0, position),
+                                                     (0.08, 1.0), (3 / 4, 4 / 3))
+      return tf.concat([begin[:2], size[:2]], 0)
+    return tf.map_fn(one, tf.range(count, dtype=tf.int64), fn_output_signature=tf.int32)
+
+  got = windows().numpy()
+  rng = np.random.default_rng(0)
+  expected = np.array([_torchvision_get_params(rng, height, width) for _ in range(count)])
+
+  def statistics(w):  # area fraction, log aspect, top offset fraction, left offset fraction
+    top, left, h, w_ = w.T
+    return (h * w_ / (height * width), np.log(w_ / h), top / np.maximum(height - h, 1),
+            left / np.maximum(width - w_, 1))
+
+  for got_statistic, expected_statistic in zip(statistics(got), statistics(expected)):
+    assert scipy.stats.ks_2samp(got_statistic, expected_statistic).pvalue > 1e-3
+  assert (got[:, :2] >= 0).all() and (got[:, 2:] > 0).all()
+  assert ((got[:, 0] + got[:, 2] <= height) & (got[:, 1] + got[:, 3] <= width)).all()
+  fallback = np.array(_torchvision_center_crop(height, width))
+  rate = (expected == fallback).all(axis=1).mean()
+  got_rate = (got == fallback).all(axis=1).mean()
+  assert abs(got_rate - rate) <= 4 * np.sqrt(2 * max(rate * (1 - rate), 1 / count) / count)
+  if (height, width) == (300, 400):
+    assert statistics(got)[0].mean() == pytest.approx(0.43, abs=0.01)
+  else:
+    assert rate > 0.3
 
 
 def test_png_shards_decode_to_the_written_pixels(tmp_path):
@@ -297,6 +371,98 @@ def test_training_resumed_on_augmented_data_ends_bit_identical(tmp_path, kind):
     replicated, _ = train_in_process(str(tmp_path / "replicated"), bindings + ["Trainer.train_steps=12"],
                                      gin_files=base, strategy=mirrored(2))
     assert_same_weights(model_weights(replicated), model_weights(straight), atol=1e-5)
+
+
+def _timm_erasing_box(rng: np.random.Generator, height: int, width: int,
+                      probability: float) -> tuple[int, int, int, int]:
+  """timm's `RandomErasing(probability, mode='pixel')` box (top, left, h, w), written out with numpy's
+  generator; (0, 0, 0, 0) when nothing is erased."""
+  if rng.random() > probability:
+    return 0, 0, 0, 0
+  for _ in range(10):
+    target_area = rng.uniform(0.02, 1 / 3) * height * width
+    aspect = math.exp(rng.uniform(math.log(0.3), math.log(1 / 0.3)))
+    h, w = int(round(math.sqrt(target_area * aspect))), int(round(math.sqrt(target_area / aspect)))
+    if w < width and h < height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  return 0, 0, 0, 0
+
+
+def test_random_erasing_follows_timm_s_random_erasing():
+  """3,000 training images of a constant 0.5 through `random_erasing=0.25`, against 3,000 boxes of timm's
+  sampler in numpy: the erased share within 4 standard deviations of timm's, the erased boxes' area
+  fraction, log aspect and relative offsets equal in distribution (two-sample Kolmogorov-Smirnov,
+  p > 0.001, fixed seeds), and the erased pixels normalize to N(0, 1) (KS against the normal CDF on
+  5,000 values, p > 0.001). Erasing is a pure function of the example's seed."""
+  count, height, width = 3000, 24, 32
+  mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+  augmentation = ImagePreprocessing(random_erasing=0.25, mean=mean, std=std)
+  image = tf.fill([height, width, 3], tf.constant(0.5))
+
+  @tf.function(autograph=False)  # plain map_fn; TF 2.15's AutoGraph trips over these test closures
+  def erased():
+    return tf.map_fn(lambda position: augmentation.example(image, preprocessing.example_seed(0, position)),
+                     tf.range(count, dtype=tf.int64), fn_output_signature=tf.float32)
+
+  images = erased().numpy()
+  changed = (images != 0.5).any(axis=-1)
+  rows, columns = changed.any(axis=2), changed.any(axis=1)
+  got = np.array([(r.argmax(), c.argmax(), r.sum(), c.sum()) if r.any() else (0, 0, 0, 0)
+                  for r, c in zip(rows, columns)])
+  assert (changed.sum(axis=(1, 2)) == got[:, 2] * got[:, 3]).all()  # each change is one full box
+  rng = np.random.default_rng(0)
+  expected = np.array([_timm_erasing_box(rng, height, width, 0.25) for _ in range(count)])
+  rate = (expected[:, 2] > 0).mean()
+  assert abs((got[:, 2] > 0).mean() - rate) <= 4 * np.sqrt(2 * rate * (1 - rate) / count)
+
+  def statistics(boxes):
+    top, left, h, w = boxes[boxes[:, 2] > 0].T
+    return (h * w / (height * width), np.log(h / w), top / np.maximum(height - h, 1),
+            left / np.maximum(width - w, 1))
+
+  for got_statistic, expected_statistic in zip(statistics(got), statistics(expected)):
+    assert scipy.stats.ks_2samp(got_statistic, expected_statistic).pvalue > 1e-3
+  noise = ((images - np.array(mean)) / np.array(std))[changed][:5000 // 3].ravel()
+  assert scipy.stats.kstest(noise, "norm").pvalue > 1e-3
+  again = augmentation.example(image, preprocessing.example_seed(0, tf.constant(7, tf.int64))).numpy()
+  np.testing.assert_array_equal(again, images[7])
+  with pytest.raises(ValueError, match="ImagePreprocessing.random_erasing must be a probability"):
+    ImagePreprocessing(random_erasing=1.5)
+
+
+DEIT_AUGMENTED = dict(AUGMENTED, rand_augment="rand-m9-mstd0.5-inc1", random_erasing=0.25,
+                      repeated_augmentation=3)
+
+
+def test_repeated_augmentation_reads_each_drawn_example_three_times_in_a_row(stored):
+  """Each epoch of 40 reads the first 14 examples of the epoch's permutation (that of the stream without
+  repeats) 3 times each in a row, cut at 40; the copies are augmented differently (their positions
+  differ); DeiT's augmentation (crop, flip, RandAugment, erasing, repeats) resumes exactly and is
+  replica-invariant."""
+  _, mapped, streamed = stored
+
+  def stream(start_step=0, input_context=None, **augmentation):
+    augmentation = ImagePreprocessing(**augmentation)
+    return pipeline.train_dataset(mapped.train, global_batch_size=8, seed=4, start_step=start_step,
+                                  input_context=input_context, preprocessing=augmentation)
+
+  plain = np.concatenate([_index_of(x) for x, _ in _batches(stream(), 10)])  # 2 epochs
+  repeated = np.concatenate([_index_of(x) for x, _ in _batches(stream(repeated_augmentation=3), 10)])
+  expected = np.concatenate([np.repeat(plain[epoch * 40:epoch * 40 + 14], 3)[:40] for epoch in (0, 1)])
+  np.testing.assert_array_equal(repeated, expected)
+  augmented = np.concatenate([x for x, _ in _batches(stream(**DEIT_AUGMENTED), 5)])
+  triples = augmented[:39].reshape(13, 3, -1)
+  assert all(not np.array_equal(t[0], t[1]) or not np.array_equal(t[1], t[2]) for t in triples)
+  full = _batches(stream(**DEIT_AUGMENTED), 8)
+  for (x, _), (expected_x, _) in zip(_batches(stream(3, **DEIT_AUGMENTED), 5), full[3:]):
+    np.testing.assert_array_equal(x, expected_x)
+  halves = [_batches(stream(3, tf.distribute.InputContext(2, replica, 2), **DEIT_AUGMENTED), 2)
+            for replica in range(2)]
+  for step in range(2):
+    np.testing.assert_array_equal(np.concatenate([half[step][0] for half in halves]), full[3 + step][0])
+  with pytest.raises(ValueError, match="repeated_augmentation needs a split read by index"):
+    pipeline.train_dataset(streamed.train, global_batch_size=8, seed=4, start_step=0,
+                           preprocessing=ImagePreprocessing(repeated_augmentation=3))
 
 
 @pytest.mark.parametrize("workers", [2, 3, 5])

@@ -67,6 +67,23 @@ def test_sam_and_mixup_log_their_tags_and_hparams_and_leave_the_weight_statistic
   assert len(run.terms[0].selected) == 4  # SAM perturbs kernels and biases
 
 
+def test_mixup_cutmix_and_reference_asam_train_and_report_their_settings(tmp_path):
+  """timm's per-batch switch and ASAM with the reference code's scaled parameters in a real run (the
+  digits are 8x8 images): they train, log the mixing lambda, and HParams carry their settings."""
+  run, results = train_in_process(str(tmp_path), [
+      "Trainer.regularizers=[@SAM(), @MixupCutMix()]", "SAM.rho=0.5", "SAM.adaptive=True",
+      "SAM.scaled='reference'", "MixupCutMix.prob=0.8", "Trainer.train_steps=4", "Trainer.steps_per_loop=2",
+      "Trainer.eval_every=2", "MLP.hidden_sizes=(8,)"])
+  scalars = read_scalars(os.path.join(tmp_path, "train"))
+  assert all(0 < value <= 1 for _, value in scalars["train/mixing_lambda"])
+  assert np.isfinite(results["train/loss"])
+  hparams = run.hparams
+  settings = ("type", "mixup_alpha", "cutmix_alpha", "prob", "switch_prob")
+  expected = ["MixupCutMix", 0.8, 1.0, 0.8, 0.5]
+  assert [hparams[f"reg/mixup_cutmix/{setting}"] for setting in settings] == expected
+  assert hparams["reg/sam/scaled"] == "reference"
+
+
 @pytest.mark.parametrize("bindings, message", [
     (["Trainer.regularizers=[@Mixup(), @CutMix()]", "Mixup.alpha=1.0", "CutMix.alpha=1.0"],
      r"Trainer.regularizers: at most one batch transform \(Mixup, CutMix\) per run, "

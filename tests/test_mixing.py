@@ -132,3 +132,141 @@ def test_cutmix_refuses_features_that_are_not_images():
 def test_bad_alpha_is_refused_naming_the_term(term, message):
   with pytest.raises(ValueError, match=message):
     term()
+
+
+# ----- as the recipes use them: application probability and timm's per-batch switch ------------------
+
+STEPS = 2000
+SIDE = 64  # CutMix's box is empty (nothing pasted, lam = 1) only if floor(64 sqrt(1 - lam)) < 2
+
+
+def _outcomes(term: mixing.BatchMixing, batch: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """For STEPS consecutive steps: lam, whether the batch came back unchanged, and whether every pixel is
+  its own or its partner's (a paste, not a blend). Images hold distinct values, so a blend shows; with 16
+  examples the permutation is the identity (nothing changes) with probability 1 / 16!."""
+  images = tf.reshape(tf.range(batch * SIDE * SIDE, dtype=tf.float32), (batch, SIDE, SIDE, 1)) / 1e5 + 0.25
+  labels = tf.range(batch)  # partner labels are the partners
+
+  @tf.function
+  def outcomes():
+    def one(step):
+      mixed = term(images, labels, seed=5, step=step, replica=tf.constant(0))
+      partner_images = tf.gather(images, mixed.partner_labels)
+      own = mixed.features == images
+      return (mixed.lam, tf.reduce_all(own),
+              tf.reduce_all(tf.logical_or(own, mixed.features == partner_images)))
+    return tf.map_fn(one, tf.range(STEPS, dtype=tf.int64),
+                     fn_output_signature=(tf.float32, tf.bool, tf.bool))
+  return tuple(t.numpy() for t in outcomes())
+
+
+def _assert_rate(hits: np.ndarray, probability: float) -> None:
+  """The frequency of `hits` within 4 binomial standard deviations of `probability`."""
+  sigma = np.sqrt(probability * (1 - probability) / len(hits))
+  assert abs(hits.mean() - probability) <= 4 * sigma + 1e-12, (hits.mean(), probability, sigma)
+
+
+@pytest.mark.parametrize("make, pastes", [(lambda: mixing.Mixup(1.0, prob=0.3), False),
+                                          (lambda: mixing.CutMix(1.0, prob=0.5), True)],
+                         ids=["Mixup", "CutMix"])
+def test_prob_mixes_that_fraction_of_batches_and_leaves_the_others_unchanged(make, pastes):
+  """Over 2,000 steps the mixed fraction is within 4 standard deviations of `prob` (less CutMix's empty
+  boxes, P = 1/1024 under Beta(1, 1)); an unmixed batch is the input bit for bit with lam exactly 1."""
+  term = make()
+  lam, unchanged, pasted = _outcomes(term)
+  empty_box = 1 / 1024 if pastes else 0.0
+  _assert_rate(lam < 1, term.prob * (1 - empty_box))
+  assert np.array_equal(unchanged, lam == 1)  # (the identity permutation, 1 / 16!, would break this)
+  if pastes:
+    assert pasted.all()
+
+
+def test_mixup_cutmix_switches_per_batch_with_the_stated_probabilities():
+  """timm's `Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.8, switch_prob=0.25)`: per batch, no mixing
+  with probability 0.2, CutMix (a paste) 0.8 * 0.25, Mixup (a blend) 0.8 * 0.75, each within 4 standard
+  deviations over 2,000 steps; the Mixup batches' lams follow Beta(0.8, 0.8) (Kolmogorov-Smirnov,
+  p > 0.001; the draws are fixed by the seed, so the test is deterministic)."""
+  term = mixing.MixupCutMix(0.8, 1.0, prob=0.8, switch_prob=0.25)
+  lam, unchanged, pasted = _outcomes(term)
+  cut, blended = pasted & (lam < 1), ~pasted
+  _assert_rate(cut, 0.8 * 0.25 * (1 - 1 / 1024))
+  _assert_rate(blended, 0.8 * 0.75)
+  _assert_rate(unchanged, 0.2 + 0.8 * 0.25 / 1024)
+  assert np.array_equal(unchanged, lam == 1) and not (blended & unchanged).any()
+  assert scipy.stats.kstest(lam[blended].astype(np.float64), scipy.stats.beta(0.8, 0.8).cdf).pvalue > 1e-3
+
+
+def _timm_mixup_target(labels: np.ndarray, partner_labels: np.ndarray, lam: float, smoothing: float,
+                       classes: int) -> np.ndarray:
+  """timm's `mixup_target`: smoothed one-hots (off = s / K, on = 1 - s + off), `lam * y1 + (1 - lam) * y2`."""
+  off = smoothing / classes
+  def smoothed(y):
+    return np.full((len(y), classes), off) + (1 - smoothing) * np.eye(classes)[y]
+  return lam * smoothed(labels) + (1 - lam) * smoothed(partner_labels)
+
+
+def test_mixup_cutmix_loss_with_label_smoothing_is_cross_entropy_on_timms_mixed_targets():
+  """DeiT's targets: the per-example loss of `MixupCutMix` with `label_smoothing=0.1` equals the cross
+  entropy (numpy, float64) on timm's `mixup_target` for the same lam and partners, relative 1e-5, on
+  mixed and unmixed batches (prob 0.5) alike."""
+  term = mixing.MixupCutMix(0.8, 1.0, prob=0.5)
+  loss_fn = functools.partial(losses.softmax_cross_entropy, label_smoothing=0.1)
+  images, lams = tf.constant(RNG.random((6, 8, 8, 3)).astype(np.float32)), set()
+  for step in range(8):
+    mixed = term(images, tf.constant(LABELS), seed=1, step=tf.constant(step, tf.int64),
+                 replica=tf.constant(0))
+    logits = RNG.normal(size=(6, 10))
+    got = mixing.mixed_loss(loss_fn, tf.constant(LABELS), tf.constant(logits, tf.float32), mixed).numpy()
+    target = _timm_mixup_target(LABELS, mixed.partner_labels.numpy(), float(mixed.lam), 0.1, 10)
+    log_softmax = logits - logits.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    np.testing.assert_allclose(got, -(target * log_softmax).sum(1), rtol=1e-5)
+    lams.add(float(mixed.lam) == 1.0)
+  assert lams == {True, False}  # both kinds of batch were seen
+
+
+@pytest.mark.slow  # XLA compilation of the two branches, ~40 s on a busy machine
+def test_mixup_cutmix_draws_the_same_with_and_without_xla():
+  """The switch, the apply choice, the pairs and the box are integer draws: XLA makes the same ones
+  (features within float32 rounding of the blend, lam within 1e-6)."""
+  term = mixing.MixupCutMix(0.8, 1.0, prob=0.7)
+  images = tf.constant(RNG.random((6, 8, 8, 3)).astype(np.float32))
+
+  def draw(step):
+    return tuple(term(images, tf.constant(LABELS), seed=2, step=step, replica=tf.constant(1)))
+
+  graph, xla = tf.function(draw), tf.function(draw, jit_compile=True)
+  for step in range(4):
+    step = tf.constant(step, tf.int64)
+    (features, partners, lam), (xla_features, xla_partners, xla_lam) = graph(step), xla(step)
+    np.testing.assert_array_equal(partners.numpy(), xla_partners.numpy())
+    np.testing.assert_allclose(features.numpy(), xla_features.numpy(), atol=1e-6, rtol=0)
+    assert float(lam) == pytest.approx(float(xla_lam), abs=1e-6)
+
+
+@pytest.mark.parametrize("term, message", [
+    (lambda: mixing.Mixup(1.0, prob=1.5), "mixup: prob must be in \\[0, 1\\], got 1.5"),
+    (lambda: mixing.MixupCutMix(switch_prob=-0.1), "mixup_cutmix: switch_prob must be in"),
+    (lambda: mixing.MixupCutMix(cutmix_alpha=0.0), "mixup_cutmix: cutmix_alpha must be > 0")])
+def test_bad_probabilities_are_refused_naming_the_term(term, message):
+  with pytest.raises(ValueError, match=message):
+    term()
+
+
+def test_the_permutation_is_the_stable_argsort_of_the_64_bit_draws_without_a_64_bit_sort():
+  """Sorted as two 32-bit words (TPUs have no int64 sort), the order is numpy's argsort of the int64 draws
+  that Philox makes from the same key; XLA gives the same; the graph holds no 64-bit sort."""
+  compiled = tf.function(mixing.permutation, jit_compile=True)
+  for seed in range(40):
+    key = tf.constant([seed, 7], tf.int64)
+    for size in (1, 2, 16, 257):
+      draws = tf.random.stateless_uniform([size], seed=key, minval=None, maxval=None, dtype=tf.int64,
+                                          alg="philox").numpy()
+      expected = np.argsort(draws, kind="stable")
+      np.testing.assert_array_equal(mixing.permutation(key, tf.constant(size)).numpy(), expected)
+      if seed < 3:
+        np.testing.assert_array_equal(compiled(key, tf.constant(size)).numpy(), expected)
+  graph = tf.function(mixing.permutation).get_concrete_function(
+      tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)).graph
+  sorts = [op for op in graph.get_operations() if op.type in ("TopKV2", "TopK")]
+  assert sorts and all(op.get_attr("T") == tf.int32 for op in sorts)

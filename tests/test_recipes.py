@@ -73,7 +73,9 @@ EXPECTED = {
         "ImagePreprocessing.image_size": 224},
     # DeiT (Touvron et al. 2021, Table 9): AdamW lr 5e-4 per 512, wd 0.05 (PyTorch AdamW = lr-coupled),
     # batch 1024, 300 epochs, 5 warm-up epochs, cosine to 1e-5, stochastic depth 0.1, no dropout,
-    # label smoothing 0.1.
+    # label smoothing 0.1; timm's Mixup(0.8, 1.0, prob 1, switch 0.5), RandAugment rand-m9-mstd0.5-inc1,
+    # random erasing 0.25, 3 repeats,
+    # RandomResizedCrop (torchvision's sampler).
     "imagenet2012/vit_s16.gin": {
         "tfds.name": "imagenet2012", "Trainer.model": "ViT", "ViT.variant": "S", "ViT.patch_size": 16,
         "ViT.dropout": 0.0, "ViT.stochastic_depth_rate": 0.1, "Trainer.optimizer": "Adam",
@@ -83,7 +85,10 @@ EXPECTED = {
         "Trainer.train_steps": imagenet_epoch(300, 1024),
         "WarmupCosine.warmup_steps": imagenet_epoch(5, 1024),
         "WarmupCosine.final_fraction": 1e-5 / (5e-4 * 1024 / 512),
-        "softmax_cross_entropy.label_smoothing": 0.1},
+        "softmax_cross_entropy.label_smoothing": 0.1, "MixupCutMix.mixup_alpha": 0.8,
+        "MixupCutMix.cutmix_alpha": 1.0, "MixupCutMix.prob": 1.0, "MixupCutMix.switch_prob": 0.5,
+        "ImagePreprocessing.rand_augment": "rand-m9-mstd0.5-inc1", "ImagePreprocessing.random_erasing": 0.25,
+        "ImagePreprocessing.repeated_augmentation": 3, "ImagePreprocessing.crop_sampler": "torchvision"},
 }
 
 

@@ -79,20 +79,78 @@ def test_a_schedule_that_ends_before_the_run_warns():
   assert schedules.ended_early_warning(schedules.Piecewise(1.0, [10], [0.1]), 100) is None
 
 
-def test_inverse_square_root_and_one_cycle_match_closed_forms():
+def test_inverse_square_root_matches_its_closed_form():
   rsqrt = schedules.InverseSquareRoot(0.5, warmup_steps=16)
   for step in [0, 1, 8, 16, 64, 400]:
     expected = 0.5 * step / 16 if step < 16 else 0.5 * math.sqrt(16 / step)
     assert float(rsqrt(step)) == pytest.approx(expected, rel=1e-6, abs=1e-9)
-  cycle = schedules.OneCycle(1.0, total_steps=100, warmup_fraction=0.3, div_factor=25, final_div_factor=1e4)
-  start, end = 1 / 25, 1 / 25 / 1e4
 
-  def cosine(high, low, progress):
-    return low + (high - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
-  for step in [0, 15, 29, 30, 65, 99, 100, 150]:
-    expected = cosine(start, 1.0, step / 30) if step < 30 else cosine(1.0, end, min(1, (step - 30) / 70))
-    assert float(cycle(step)) == pytest.approx(expected, rel=1e-5, abs=1e-7)  # float32 cosine near -1
+def _cosine(start: float, end: float, progress):
+  """Both references' cosine annealing from `start` (progress 0) to `end` (progress 1)."""
+  return end + (start - end) / 2 * (np.cos(np.pi * progress) + 1)
+
+
+def _optax_one_cycle(steps: np.ndarray, total: int, peak: float, fraction: float, div: float,
+                     final_div: float) -> np.ndarray:
+  """optax's `cosine_onecycle_schedule`, written out: `piecewise_interpolate_schedule('cosine', peak /
+  div, {int(fraction * total): div, total: 1 / (div * final_div)})`, i.e. boundaries [0, P, T] with the
+  values' running product, the interval containing the step interpolated, the last value past T."""
+  bounds = np.array([0, int(fraction * total), total], np.float64)
+  values = np.cumprod([peak / div, div, 1 / (div * final_div)])
+  rates = []
+  for count in steps:
+    inside = (bounds[:-1] <= count) & (count < bounds[1:])
+    progress = (count - bounds[:-1]) / (bounds[1:] - bounds[:-1])
+    rates.append(inside @ _cosine(values[:-1], values[1:], progress) + (bounds[-1] <= count) * values[-1])
+  return np.array(rates)
+
+
+def _pytorch_one_cycle(steps: np.ndarray, total: int, peak: float, fraction: float, div: float,
+                       final_div: float) -> np.ndarray:
+  """PyTorch's `OneCycleLR(anneal_strategy='cos', three_phase=False)` rate, written out: phases ending at
+  steps `float(fraction * total) - 1` (initial -> max) and `total - 1` (max -> min); a step belongs to the
+  first phase whose end it does not pass (or to the last), progress counted from the previous end."""
+  initial = peak / div
+  phases = [(float(fraction * total) - 1, initial, peak), (total - 1, peak, initial / final_div)]
+  rates = []
+  for step in steps:
+    start_step = 0.0
+    for index, (end_step, high, low) in enumerate(phases):
+      if step <= end_step or index == len(phases) - 1:
+        rates.append(_cosine(high, low, (step - start_step) / (end_step - start_step)))
+        break
+      start_step = end_step
+  return np.array(rates)
+
+
+@pytest.mark.parametrize("total, fraction", [(100, 0.3), (37, 0.3), (7, 0.25), (50, 0.05)],
+                         ids=["whole-peak", "fractional-peak", "short", "peak-at-1"])
+@pytest.mark.parametrize("convention", ["optax", "pytorch"])
+def test_one_cycle_equals_its_reference_formula_step_by_step(convention, total, fraction):
+  """Every step of the cycle against optax's or PyTorch's formula in float64, within 1e-5 relative or 1e-7
+  absolute (5e-8 of the peak: float32's cosine near -1); past the cycle the rate stays final (PyTorch
+  refuses those steps)."""
+  cycle = schedules.OneCycle(2.0, total_steps=total, warmup_fraction=fraction, div_factor=25,
+                             final_div_factor=1e4, convention=convention)
+  reference = _optax_one_cycle if convention == "optax" else _pytorch_one_cycle
+  steps = np.arange(cycle.end_step + 1)
+  expected = reference(steps, total, 2.0, fraction, 25, 1e4)
+  got = np.array([float(cycle(step)) for step in steps])
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+  peak_step = int(fraction * total) if convention == "optax" else fraction * total - 1
+  assert expected.argmax() in {max(0, math.floor(peak_step)), max(0, math.ceil(peak_step))}
+  assert expected[-1] == pytest.approx(2.0 / 25 / 1e4)
+  assert [float(cycle(cycle.end_step + k)) for k in (1, 50)] == [float(cycle(cycle.end_step))] * 2
+
+
+def test_one_cycle_conventions_differ_where_the_references_do():
+  """The peak and the floor one step apart; a fractional fraction * T moves the optax peak to its floor."""
+  optax, pytorch = (schedules.OneCycle(1.0, total_steps=37, convention=c) for c in ("optax", "pytorch"))
+  assert (optax.end_step, pytorch.end_step) == (37, 36)
+  assert float(optax(11)) == pytest.approx(1.0) and float(pytorch(11)) < 1.0  # optax peaks at int(11.1)
+  with pytest.raises(ValueError, match="OneCycle.convention='keras' is not one of"):
+    schedules.OneCycle(convention="keras")
 
 
 @pytest.mark.parametrize("schedule, base", [

@@ -223,3 +223,62 @@ def test_sam_and_mixup_compile_with_xla_and_match_the_graph_step():
     results.append(_weights(model))
   for got, expected in zip(*results):
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+# ----- ASAM's scaled parameters: Occam's 'kernels' and the reference code's 'weight' names ----------
+
+def _reference_asam_ascent(named: dict, gradients: dict, rho: float, eta: float) -> dict:
+  """ASAM's reference ascent step (Kwon et al. 2021, official PyTorch code), in numpy float64: every
+  parameter whose name contains 'weight' gets `T = |w| + eta`; its gradient is multiplied by T, the norm
+  is taken over all (scaled and unscaled) gradients, and `e = rho * T * (T g) / norm`."""
+  scaled = {name: (np.abs(w) + eta if "weight" in name else 1.0) for name, w in named.items()}
+  norm = np.sqrt(sum(np.sum((scaled[name] * gradients[name]) ** 2) for name in named)) + 1e-16
+  return {name: rho * scaled[name] * scaled[name] * gradients[name] / norm for name in named}
+
+
+def _norm_model() -> tuple[tf.keras.Model, list[str]]:
+  """Dense -> BatchNorm -> PReLU -> Dense -> LayerNorm -> Dense, with each trainable variable's PyTorch
+  name (`torch.nn` names a kernel, a normalization scale and a PReLU slope `weight`, a bias and an
+  offset `bias`)."""
+  tf.keras.utils.set_random_seed(2)
+  inputs = tf.keras.Input((4,))
+  x = tf.keras.layers.Dense(5)(inputs)
+  x = tf.keras.layers.BatchNormalization()(x)
+  x = tf.keras.layers.PReLU()(x)
+  x = tf.keras.layers.Dense(6)(x)
+  x = tf.keras.layers.LayerNormalization()(x)
+  model = tf.keras.Model(inputs, tf.keras.layers.Dense(3)(x))
+  names = ["fc1.weight", "fc1.bias", "bn.weight", "bn.bias", "prelu.weight", "fc2.weight", "fc2.bias",
+           "ln.weight", "ln.bias", "head.weight", "head.bias"]
+  assert [tuple(v.shape) for v in model.trainable_variables] == [
+      (4, 5), (5,), (5,), (5,), (5,), (5, 6), (6,), (6,), (6,), (6, 3), (3,)]
+  rng = np.random.default_rng(3)
+  for variable in model.trainable_variables:  # scales away from 1 and offsets away from 0
+    variable.assign(rng.normal(size=variable.shape).astype(np.float32))
+  return model, names
+
+
+@pytest.mark.parametrize("scaled", ["kernels", "reference"])
+def test_asam_scales_kernels_or_every_parameter_the_reference_code_names_weight(scaled):
+  """'reference' equals the reference code's name rule on a model with BatchNorm, LayerNorm and PReLU;
+  'kernels' equals the same formula with only the kernels named 'weight'. float32 against float64:
+  relative 1e-5."""
+  model, names = _norm_model()
+  term = SAM(0.5, adaptive=True, eta=0.01, scaled=scaled)
+  term.bind(model)
+  rng = np.random.default_rng(4)
+  gradients = [rng.normal(size=v.shape).astype(np.float32) for v in model.trainable_variables]
+  got = term.ascent([tf.constant(v.numpy()) for v in model.trainable_variables],
+                    [tf.constant(g) for g in gradients])
+  if scaled == "kernels":
+    names = [name if name.startswith(("fc", "head")) else name.replace("weight", "scale") for name in names]
+  weights = dict(zip(names, _weights(model)))
+  expected = _reference_asam_ascent(weights, dict(zip(names, [g.astype(np.float64) for g in gradients])),
+                                    rho=0.5, eta=0.01)
+  for name, e in zip(names, got):
+    np.testing.assert_allclose(e.numpy(), expected[name], rtol=1e-5, atol=1e-9, err_msg=name)
+
+
+def test_unknown_scaled_is_refused_naming_the_term():
+  with pytest.raises(ValueError, match=r"asam: unknown scaled 'all'; valid values are \['kernels', "):
+    SAM(0.5, adaptive=True, scaled="all", name="asam")

@@ -9,8 +9,9 @@
 The steps of one run, in order: register the configurables, parse the gin files and bindings (each
 error names its file or binding), create the strategy, build the run under it (every inconsistency
 between the parts is an error here), refuse a config change that would silently make a resumed run
-another experiment, create the model_dir, take its lease (one writer per directory, see
-`runtime.lock`), restore the newest readable checkpoint, record the config, and train. Bad input
+another experiment, and data that changed since the run started (`data.fingerprint`), create the
+model_dir, take its lease (one writer per directory, see `runtime.lock`), restore the newest
+readable checkpoint, record the config and the data's fingerprint, and train. Bad input
 raises before anything is written to model_dir (a directory that did not exist is not created).
 `model_dir` is a name, never a pattern, and may be a URL (`gs://...`): all its I/O goes through
 `tf.io.gfile`.
@@ -34,6 +35,7 @@ import tensorflow as tf
 
 from trainer.common import messages
 from trainer.config import guard, parsing, registry
+from trainer.data import fingerprint
 from trainer.loop import builder, driver, progress
 from trainer.loop.settings import Trainer
 from trainer.runtime import checkpointing, lock
@@ -136,8 +138,8 @@ def _require_bindings() -> None:
 
 def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
            strategy: str | tf.distribute.Strategy, tpu: str | None, cluster_timeout: float,
-           allow_config_change: bool) -> tuple[builder.Run, builder.Checkpointers, str | None,
-                                               lock.Lease | None]:
+           allow_config_change: bool, allow_data_change: bool,
+           ) -> tuple[builder.Run, builder.Checkpointers, str | None, lock.Lease | None]:
   """Everything before the first step: the built run, its checkpointers, the checkpoint it restored (None
   if fresh) and the chief's lease on model_dir. Every check runs before the first write to model_dir."""
   registry.register_all()
@@ -149,6 +151,7 @@ def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
   _require_bindings()
   run = builder.build(Trainer(), strategy=strategy, model_dir=model_dir, is_chief=is_chief)
   guard.check(model_dir, allow_change=allow_config_change)
+  fingerprint.check(model_dir, run.splits, allow_change=allow_data_change)
   prepare_model_dir(model_dir)
   lease = lock.acquire(model_dir) if is_chief else None
   checkpointers = builder.open_checkpointers(run)
@@ -156,6 +159,7 @@ def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
     restored = checkpointers.latest.restore_latest()
     if is_chief:
       guard.record(model_dir)
+      fingerprint.record(model_dir, run.splits)
       run.writers.purge_after(int(run.step.numpy()))  # what a killed run logged after its checkpoint
   except BaseException:
     checkpointers.close()
@@ -167,7 +171,8 @@ def _start(gin_files: Sequence[str], bindings: Sequence[str], *, model_dir: str,
 
 def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_dir: str,
           strategy: str | tf.distribute.Strategy = "default", tpu: str | None = None,
-          allow_config_change: bool = False, callbacks: Sequence[Callback] = (),
+          allow_config_change: bool = False, allow_data_change: bool = False,
+          callbacks: Sequence[Callback] = (),
           cluster_timeout: float = strategy_lib.DEFAULT_CLUSTER_TIMEOUT_SECONDS,
           verbose: bool = True) -> Results:
   """Trains (or resumes) the run that the gin files and bindings describe, in `model_dir`.
@@ -180,6 +185,8 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
       multi_worker_mirrored, tpu (see `trainer.runtime.strategy`).
     tpu: with strategy='tpu', the TPU to connect to.
     allow_config_change: resume although bindings that change the experiment differ.
+    allow_data_change: resume although the data differ from those the run started on (files added,
+      removed or resized, other shapes, counts or contents; see `trainer.data.fingerprint`).
     callbacks: `callback(step, metrics) -> bool | None`, after every validation evaluation.
     cluster_timeout: with strategy='multi_worker_mirrored', how long to wait (seconds) for the other
       workers of TF_CONFIG to come up before giving up with an InvalidRunError.
@@ -199,7 +206,8 @@ def train(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), *, model_
   try:
     run, checkpointers, restored, lease = _start(
         gin_files, bindings, model_dir=model_dir, strategy=strategy, tpu=tpu,
-        cluster_timeout=cluster_timeout, allow_config_change=allow_config_change)
+        cluster_timeout=cluster_timeout, allow_config_change=allow_config_change,
+        allow_data_change=allow_data_change)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
     raise InvalidRunError(messages.cap(str(error))) from error
   except (OSError, tf.errors.OpError) as error:  # a full disk or a lost filesystem while starting

@@ -33,6 +33,8 @@ flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism "
                   "at some speed cost on GPU.")
 flags.DEFINE_bool("allow_config_change", False, "Resume even though bindings that change the experiment "
                   "(model, data, regularization, optimizer) differ from the run's stored config.gin.")
+flags.DEFINE_bool("allow_data_change", False, "Resume even though the data differ from those the run was "
+                  "started on (files added, removed or resized; other shapes, counts or contents).")
 flags.DEFINE_bool("mock_data", False, "Check a config end to end before its data is prepared: every TFDS "
                   "dataset (tfds.*) is TFDS's mock data (random examples of the real shapes), and the run is "
                   "shrunk to 2 steps of batch 8 (trainer.data.mock.SHRINK; your bindings still win). Use a "
@@ -47,9 +49,11 @@ flags.register_multi_flags_validator(
     message="--model_dir is required (unless --list_configurables or --describe)")
 
 # Exit statuses (also in docs/COMMAND_LINE.md): 0 done, 2 bad input (nothing written), 3 a non-finite loss,
-# penalty or gradient (last good checkpoint untouched), 75 preempted by SIGTERM/SIGINT (checkpoint written;
-# rerun the same command to resume), and also 75 when another worker of a multi-worker run is lost (rerun
-# every worker to resume from the last checkpoint).
+# penalty or gradient (last good checkpoint untouched), 65 bad data met mid-run (the file and record named,
+# last checkpoint untouched), 74 a checkpoint or another file of the run could not be written mid-run (a
+# full disk: nothing half-written, earlier checkpoints intact), 75 preempted by SIGTERM/SIGINT (checkpoint
+# written; rerun the same command to resume), and also 75 when another worker of a multi-worker run is
+# lost (rerun every worker to resume from the last checkpoint).
 EXIT_BAD_INPUT = 2
 
 
@@ -65,8 +69,9 @@ def run(argv) -> int:
   import tensorflow as tf
 
   from trainer import api
+  from trainer.data import diagnosis
   from trainer.loop import recovery
-  from trainer.runtime import preemption
+  from trainer.runtime import checkpointing, preemption
   from trainer.runtime import strategy as strategy_lib
 
   try:
@@ -77,6 +82,7 @@ def run(argv) -> int:
     with _data_mode() as mock_bindings:
       api.train(FLAGS.gin_file, [*mock_bindings, *FLAGS.gin_bindings], model_dir=FLAGS.model_dir,
                 strategy=FLAGS.strategy, tpu=FLAGS.tpu, allow_config_change=FLAGS.allow_config_change,
+                allow_data_change=FLAGS.allow_data_change,
                 cluster_timeout=FLAGS.cluster_timeout, verbose=False)  # its log lines show the progress
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     return _fail(error, EXIT_BAD_INPUT)
@@ -85,6 +91,10 @@ def run(argv) -> int:
     return preemption.EXIT_PREEMPTED
   except recovery.NonFiniteError as error:
     return _fail(error, recovery.EXIT_NONFINITE)
+  except diagnosis.InputError as error:
+    return _fail(error, diagnosis.EXIT_BAD_DATA)
+  except checkpointing.WriteError as error:
+    return _fail(error, checkpointing.EXIT_WRITE_FAILED)
   except strategy_lib.PEER_LOST_ERRORS as error:
     if FLAGS.strategy != "multi_worker_mirrored":
       raise

@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging as absl_logging
 
+from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData
-from trainer.data.sources import IndexedData, RecordData, count_records
+from trainer.data.sources import IndexedData, RecordData, count_records, input_error
 from trainer.data.splits import Splits, describe
 
 IMAGE_FORMATS = ("raw", "png", "jpeg")
@@ -105,14 +106,18 @@ class _RecordFormat:
   """How the records of one split store features and labels, learnt from each file's first record.
 
   Every file's first record is checked against the declared `feature_shape` and label kind, so a
-  wrong key, shape or dtype fails when the split is opened, naming the file.
+  wrong key, shape or dtype fails when the split is opened, naming the file. Later records are
+  checked as they are parsed: a class id outside [0, num_classes) or an image of another size fails
+  the parse (in the graph) instead of training on it; `trainer.data.diagnosis` then names the file
+  and record.
   """
 
-  def __init__(self, feature_key: str, label_key: str, feature_shape: tuple, classification: bool):
+  def __init__(self, feature_key: str, label_key: str, feature_shape: tuple, num_classes: int | None):
     self.feature_key, self.label_key = feature_key, label_key
-    self.feature_shape, self.classification = feature_shape, classification
+    self.feature_shape, self.classification = feature_shape, num_classes is not None
+    self.num_classes = num_classes
     self.encoding: str | None = None  # 'float', 'raw' or 'encoded'
-    self.label_size: int | None = 1 if classification else None
+    self.label_size: int | None = 1 if self.classification else None
 
   def check(self, path: str, example: tf.train.Example) -> None:
     features = example.features.feature
@@ -184,10 +189,20 @@ class _RecordFormat:
     elif self.encoding == "raw":
       features = tf.reshape(tf.io.decode_raw(features, tf.uint8), self.feature_shape)
     else:
-      features = tf.io.decode_image(features, channels=self.feature_shape[-1], expand_animations=False)
-      features.set_shape(self.feature_shape)
+      features = tf.ensure_shape(
+          tf.io.decode_image(features, channels=self.feature_shape[-1], expand_animations=False),
+          self.feature_shape)
     label = parsed[self.label_key]
-    return features, (tf.cast(label, tf.int32) if self.classification else label)
+    if not self.classification:
+      return features, label
+    with tf.control_dependencies([tf.debugging.assert_non_negative(label, message=self._label_message),
+                                  tf.debugging.assert_less(label, tf.constant(self.num_classes, tf.int64),
+                                                           message=self._label_message)]):
+      return tf.identity(features), tf.cast(label, tf.int32)
+
+  @property
+  def _label_message(self) -> str:
+    return f"{self.label_key!r} is a class id outside [0, num_classes={self.num_classes})"
 
 
 def _open_split(argument: str, patterns: str | Sequence[str], record_format: _RecordFormat,
@@ -196,7 +211,11 @@ def _open_split(argument: str, patterns: str | Sequence[str], record_format: _Re
   files = tuple(_match_files(argument, patterns))
   for path in files:
     record_format.check(path, _first_record(path))
-  return RecordData(files=files, file_counts=count_records(files) if count else None,
+  try:
+    counts = count_records(files) if count else None
+  except (tf.errors.OpError, ValueError) as error:  # a damaged record or a truncated file: name the file
+    raise ValueError(f"{argument}: {diagnosis.bad_record(files) or diagnosis.reason(error)}") from error
+  return RecordData(files=files, file_counts=counts,
                     parse=record_format.parse,
                     example_shape=record_format.feature_shape,
                     features_dtype=np.float32 if record_format.encoding == "float" else np.uint8,
@@ -236,7 +255,7 @@ def tfrecord(*, train_files: str | Sequence[str], validation_files: str | Sequen
     raise ValueError(f"feature_shape must be non-empty with positive sizes, got {feature_shape}")
   if shuffle_buffer < 1:
     raise ValueError(f"tfrecord.shuffle_buffer must be >= 1, got {shuffle_buffer}")
-  record_format = _RecordFormat(feature_key, label_key, feature_shape, num_classes is not None)
+  record_format = _RecordFormat(feature_key, label_key, feature_shape, num_classes)
   train, validation, test = (
       _open_split(argument, patterns, record_format, shuffle_buffer, count=argument != "train_files")
       for argument, patterns in (("train_files", train_files), ("validation_files", validation_files),
@@ -359,20 +378,25 @@ def _label_classes(features, full_name: str, feature_key: str, label_key: str) -
 
 
 def _indexed_split(tensorflow_datasets, name: str, data_dir: str, split: str, feature_key: str,
-                   label_key: str, classification: bool, info) -> IndexedData:
-  """One split read by index through TFDS's random-access data source (array_record files)."""
+                   label_key: str, num_classes: int | None, info) -> IndexedData:
+  """One split read by index through TFDS's random-access data source (array_record files).
+
+  Each class id read is checked against num_classes (the examples are only known when read)."""
   source = tensorflow_datasets.data_source(name, split=split, data_dir=data_dir, download=False)
   feature = info.features[feature_key]
   label = info.features[label_key]
 
   def read(index: int) -> tuple[np.ndarray, np.ndarray]:
     example = source[index]
+    if num_classes is not None and not 0 <= int(example[label_key]) < num_classes:
+      raise input_error(f"TFDS {name} split {split!r} in {data_dir}: example {index}: {label_key!r} is "
+                        f"{int(example[label_key])}, outside [0, num_classes={num_classes})")
     return example[feature_key], example[label_key]
 
   return IndexedData(read=read, num_examples=len(source), example_shape=feature.shape,
                      features_dtype=np.dtype(feature.np_dtype),
-                     labels_dtype=np.int32 if classification else np.float32,
-                     label_shape=() if classification else tuple(label.shape))
+                     labels_dtype=np.int32 if num_classes is not None else np.float32,
+                     label_shape=() if num_classes is not None else tuple(label.shape))
 
 
 def _array_split(builder, split: str, feature_key: str, label_key: str, classification: bool) -> ArrayData:
@@ -432,7 +456,7 @@ def _tfds_splits(tensorflow_datasets, name: str, data_dir: str, split_names: tup
   classification = num_classes is not None
   try:
     splits = [_indexed_split(tensorflow_datasets, name, data_dir, split, feature_key, label_key,
-                             classification, info) for split in split_names]
+                             num_classes, info) for split in split_names]
     source = f"TFDS {info.full_name} in {data_dir}, read by index"
   except (AssertionError, FileNotFoundError, tensorflow_datasets.core.DatasetNotFoundError) as error:
     raise _not_prepared(name, data_dir) from error

@@ -30,9 +30,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData
 from trainer.data.preprocessing import ImagePreprocessing, example_seed
-from trainer.data.sources import RecordData
+from trainer.data.sources import RecordData, input_error
 
 _FOREVER = 2**62
 _INTERLEAVED_FILES = 16  # Files read at once by a sequential training stream.
@@ -85,6 +86,9 @@ def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, 
   """Infinite stream of per-replica (features, labels) batches, starting at global step `start_step`."""
   preprocessing = preprocessing or ImagePreprocessing()
   if isinstance(split, RecordData):
+    if preprocessing.repeated_augmentation > 1:
+      raise ValueError("ImagePreprocessing.repeated_augmentation needs a split read by index (arrays, TFDS "
+                       "array_record); this one is streamed from TFRecord files")
     return _sequential_train(split, global_batch_size, seed, start_step, input_context, preprocessing)
   num_examples = split.num_examples
   if global_batch_size > num_examples:
@@ -93,7 +97,7 @@ def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, 
   start, share = _pipeline_slice(global_batch_size, input_context)
   indices = (tf.data.Dataset.range(offset // num_examples, _FOREVER)
              .flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices(
-                 _epoch_permutation(num_examples, seed, epoch)))
+                 preprocessing.epoch_order(_epoch_permutation(num_examples, seed, epoch))))
              .skip(offset % num_examples))
   positions = tf.data.Dataset.range(offset, _FOREVER)
   mine = (tf.data.Dataset.zip((indices, positions))
@@ -167,21 +171,25 @@ def first_examples(split, count: int, preprocessing: ImagePreprocessing | None =
   """The first `count` examples of `split` (all if fewer) as the model sees them in evaluation.
 
   Reads those examples only: a streamed split is not counted (a fresh run's start-up, which takes
-  the Monitor's probe batch from here, must not grow with the dataset).
+  the Monitor's probe batch from here, must not grow with the dataset). Raises a ValueError naming
+  the file and record if one of them is bad.
   """
   if count < 1:
     raise ValueError("first_examples needs count >= 1")
   preprocessing = preprocessing or ImagePreprocessing()
-  if isinstance(split, RecordData):
-    dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
-               .map(lambda record: _parsed_example(split, record, preprocessing, None))
-               .batch(count)
-               .map(lambda features, labels: (preprocessing.normalize(features), labels)))
-    features, labels = next(iter(dataset))
-  else:
-    dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
-                           preprocessing=preprocessing)
-    features, labels, _ = next(iter(dataset))
+  try:
+    if isinstance(split, RecordData):
+      dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
+                 .map(lambda record: _parsed_example(split, record, preprocessing, None))
+                 .batch(count)
+                 .map(lambda features, labels: (preprocessing.normalize(features), labels)))
+      features, labels = next(iter(dataset))
+    else:
+      dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
+                             preprocessing=preprocessing)
+      features, labels, _ = next(iter(dataset))
+  except tf.errors.OpError as error:  # a damaged or bad record, named (with its file) in one line
+    raise ValueError(diagnosis.culprit(split, error)) from error
   return features.numpy(), labels.numpy()
 
 
@@ -266,7 +274,9 @@ class _RowFile:
     rows = np.empty((len(indices),) + tuple(self._example_shape), self._dtype)
     buffers = rows.reshape(len(indices), -1).view(np.uint8)
     for buffer, index in zip(buffers, indices):
-      os.preadv(self._descriptor, [buffer], self._offset + int(index) * self._row_bytes)
+      if os.preadv(self._descriptor, [buffer], self._offset + int(index) * self._row_bytes) < len(buffer):
+        raise input_error(f"{self._path}: row {int(index)} is past the end of the file (truncated during "
+                          "the run?)")
     return rows[0] if scalar else rows
 
   def __del__(self):

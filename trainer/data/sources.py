@@ -20,6 +20,15 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+# Starts the message of an error a reader raises from inside the pipeline (a `tf.numpy_function`), so
+# that `trainer.data.diagnosis` can find it again in TensorFlow's text.
+INPUT_ERROR_MARKER = "bad input data: "
+
+
+def input_error(text: str) -> ValueError:
+  """The error a reader raises for data it cannot use; `text` names the file (or dataset) and index."""
+  return ValueError(f"{INPUT_ERROR_MARKER}{text}")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class IndexedData:
@@ -127,13 +136,27 @@ class RecordData:
 
 def count_records(files: tuple[str, ...]) -> tuple[int, ...]:
   """Records in each TFRecord file: one pass over the bytes (framing and checksums), nothing parsed,
-  files read in parallel."""
+  files read in parallel. TensorFlow reads a file that ends inside a record as if it ended before it;
+  the bytes framed are compared with the file's size, so a truncated file is an error naming it."""
   def count(path: tf.Tensor) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensors(tf.data.TFRecordDataset(path).reduce(np.int64(0), lambda n, _: n + 1))
-  counts = (tf.data.Dataset.from_tensor_slices(list(files))
+    def add(state, record):
+      return state[0] + 1, state[1] + _FRAMING_BYTES + tf.cast(tf.strings.length(record), tf.int64)
+    framed = tf.data.TFRecordDataset(path).reduce((np.int64(0), np.int64(0)), add)
+    return tf.data.Dataset.from_tensors(framed)
+  framed = (tf.data.Dataset.from_tensor_slices(list(files))
             .interleave(count, cycle_length=tf.data.AUTOTUNE, num_parallel_calls=tf.data.AUTOTUNE,
                         deterministic=True))
-  return tuple(int(value) for value in counts.as_numpy_iterator())
+  counts = []
+  for path, (records, size) in zip(files, framed.as_numpy_iterator()):
+    on_disk = tf.io.gfile.stat(path).length
+    if size != on_disk:
+      raise input_error(f"{path}: ends inside record {records} (byte {size} of {on_disk}): the file is "
+                        "truncated")
+    counts.append(int(records))
+  return tuple(counts)
+
+
+_FRAMING_BYTES = 16  # per TFRecord: the length (8 bytes) and its CRC (4), the data's CRC (4)
 
 
 def _check_kind(split) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -21,6 +22,7 @@ from absl import logging
 
 from trainer import __version__
 from trainer.common import files
+from trainer.data import diagnosis
 from trainer.loop import runners, schedules
 from trainer.loop.builder import Checkpointers, Run
 from trainer.loop.controller import Action, Controller
@@ -28,6 +30,7 @@ from trainer.loop.early_stopping import BEST_PREFIX, KeepBest
 from trainer.loop.recovery import NonFiniteRecovery
 from trainer.metrics import dashboard, tags
 from trainer.regularization import terms as terms_lib
+from trainer.runtime import checkpointing
 from trainer.runtime.preemption import PreemptionWatcher
 
 RESULTS_FILE = "results.json"
@@ -41,8 +44,10 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
 
   Returns the last loop's metrics and the final evaluation, which the chief also writes to
   `model_dir/results.json` and logs; a finished run that trains nothing returns its recorded metrics.
-  Raises `Preempted` (`Interrupted`) after a checkpoint on SIGTERM (SIGINT) and `NonFiniteError` when
-  a step diverged and the policy does not restore (no results.json then). `checkpointers` are closed at
+  Raises `Preempted` (`Interrupted`) after a checkpoint on SIGTERM (SIGINT), `NonFiniteError` when
+  a step diverged and the policy does not restore (no results.json then), `diagnosis.InputError`
+  naming the file and record when a stream hits bad data, and `WriteError` naming the directory when a
+  checkpoint or another file of the run cannot be written (a full disk). `checkpointers` are closed at
   the end.
   """
   started = time.monotonic()
@@ -87,9 +92,32 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
     if run.is_chief:
       report_end(record)
     return metrics
+  except (tf.errors.OpError, OSError, ValueError) as error:
+    explained = _explained(run, checkpointers, error)
+    if explained is None:
+      raise
+    raise explained from error
   finally:
     run.writers.flush()
     checkpointers.close()
+
+
+def _explained(run: Run, checkpointers: Checkpointers, error: Exception) -> Exception | None:
+  """Bad data deep in a stream (`diagnosis.InputError`) or a failed write under model_dir (`WriteError`),
+  as one line naming the file or directory; None for any other error."""
+  found = diagnosis.locate(run.splits, error)
+  if found is not None:
+    latest = checkpointers.latest.candidates()
+    return diagnosis.InputError(
+        f"{found}. Training stopped; the last checkpoint ({latest[0] if latest else 'none yet'}) is intact: "
+        "fix the data and rerun the same command to resume (with --allow_data_change if the fix changed a "
+        "file)")
+  path = re.search(rf"{re.escape(run.model_dir)}[^;\s]*", getattr(error, "filename", None) or str(error))
+  if isinstance(error, checkpointing.WRITE_ERRORS) and path:
+    return checkpointing.WriteError(
+        f"cannot write {path.group(0)} in --model_dir={run.model_dir}: {checkpointing.write_failure(error)}; "
+        "the checkpoints are intact: free space and rerun the same command to resume")
+  return None
 
 
 def finished_record(path: str, *, step: int) -> dict | None:

@@ -145,17 +145,33 @@ class InverseSquareRoot(tf.keras.optimizers.schedules.LearningRateSchedule):
     return {"base_learning_rate": self.base_learning_rate, "warmup_steps": self.warmup_steps}
 
 
+ONE_CYCLE_CONVENTIONS = ("optax", "pytorch")
+
+
 @gin.configurable
 class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
-  """The one-cycle policy (Smith & Topin, 2019) in the form of PyTorch's `OneCycleLR`: the rate only.
+  """The one-cycle policy (Smith & Topin, 2019), cosine annealing, the rate only; Keras has none.
 
-  From base / `div_factor` up to the base rate over the first `warmup_fraction` of `total_steps`, then
-  down to base / (`div_factor` * `final_div_factor`) at `total_steps`, both halves along a cosine.
-  `total_steps` defaults to None: the run's length (see `for_run`). Keras has no such schedule.
+  From start = base / `div_factor` up to the base rate, then down to end = start / `final_div_factor`,
+  both halves along a cosine `low + (high - low) * (1 + cos(pi * p)) / 2`. Two conventions place the
+  peak and the floor differently (T = `total_steps`, f = `warmup_fraction`):
+
+  - 'optax' (the default): optax's `cosine_onecycle_schedule(T, base, f, div_factor, final_div_factor)`.
+    Peak at step P = floor(f * T), floor at step T: p = t / P before the peak, (t - P) / (T - P) after,
+    the final rate from T on (from 0 on the way down if P = 0).
+  - 'pytorch': PyTorch's `OneCycleLR(max_lr=base, total_steps=T, pct_start=f, anneal_strategy='cos',
+    three_phase=False)` (its rate; momentum cycling is not done). Peak at step P = f * T - 1 (a
+    fraction if f * T is), floor at step T - 1: p = t / P while t <= P, (t - P) / (T - 1 - P) after,
+    held at the final rate from T - 1 on (PyTorch refuses steps past T). If P <= 0, the rate falls
+    from step 0 on, as PyTorch's does for P < 0.
+
+  The two differ by one step in both places, and more when f * T is not a whole number. `total_steps`
+  defaults to None: the run's length (see `for_run`).
   """
 
   def __init__(self, base_learning_rate: float = 1e-3, total_steps: int | None = None,
-               warmup_fraction: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4):
+               warmup_fraction: float = 0.3, div_factor: float = 25.0, final_div_factor: float = 1e4,
+               convention: str = "optax"):
     super().__init__()
     owner = "OneCycle"
     self.base_learning_rate = checks.nonnegative(owner, "base_learning_rate", base_learning_rate)
@@ -163,9 +179,12 @@ class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
                                                                        minimum=2)
     if not 0.0 < warmup_fraction < 1.0:
       raise ValueError(f"OneCycle.warmup_fraction must be in (0, 1), got {warmup_fraction}")
+    if convention not in ONE_CYCLE_CONVENTIONS:
+      raise ValueError(f"OneCycle.convention={convention!r} is not one of {ONE_CYCLE_CONVENTIONS}")
     self.warmup_fraction = float(warmup_fraction)
     self.div_factor = checks.positive(owner, "div_factor", div_factor)
     self.final_div_factor = checks.positive(owner, "final_div_factor", final_div_factor)
+    self.convention = convention
 
   def for_run_length(self, run_steps: int) -> OneCycle:
     """This schedule if its `total_steps` is bound, else a copy whose cycle spans `run_steps`."""
@@ -176,7 +195,9 @@ class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
   @property
   def end_step(self) -> int | None:
     """The step from which the rate stays at its final value."""
-    return self.total_steps
+    if self.total_steps is None:
+      return None
+    return self.total_steps - (self.convention == "pytorch")
 
   def __call__(self, step):
     if self.total_steps is None:
@@ -185,19 +206,23 @@ class OneCycle(tf.keras.optimizers.schedules.LearningRateSchedule):
     step = tf.cast(step, tf.float32)
     peak, start = self.base_learning_rate, self.base_learning_rate / self.div_factor
     end = start / self.final_div_factor
-    rise_end = self.warmup_fraction * self.total_steps
-    rise = tf.clip_by_value(step / rise_end, 0.0, 1.0)
-    fall = tf.clip_by_value((step - rise_end) / (self.total_steps - rise_end), 0.0, 1.0)
+    if self.convention == "optax":
+      peak_step, end_step = float(math.floor(self.warmup_fraction * self.total_steps)), self.total_steps
+    else:
+      peak_step, end_step = self.warmup_fraction * self.total_steps - 1.0, self.total_steps - 1
+    rise = tf.clip_by_value(step / peak_step, 0.0, 1.0) if peak_step > 0 else tf.ones_like(step)
+    fall = tf.clip_by_value((step - peak_step) / (end_step - peak_step), 0.0, 1.0)
 
     def anneal(high, low, progress):  # from high at progress 0 to low at progress 1, along a cosine
       return low + (high - low) * 0.5 * (1.0 + tf.cos(math.pi * progress))
 
-    return tf.where(step < rise_end, anneal(start, peak, rise), anneal(peak, end, fall))
+    rising = step <= peak_step if self.convention == "pytorch" else step < peak_step
+    return tf.where(rising, anneal(start, peak, rise), anneal(peak, end, fall))
 
   def get_config(self) -> dict:
     return {"base_learning_rate": self.base_learning_rate, "total_steps": self.total_steps,
             "warmup_fraction": self.warmup_fraction, "div_factor": self.div_factor,
-            "final_div_factor": self.final_div_factor}
+            "final_div_factor": self.final_div_factor, "convention": self.convention}
 
 
 def for_run(learning_rate, run_steps: int) -> tf.keras.optimizers.schedules.LearningRateSchedule:

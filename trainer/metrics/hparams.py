@@ -6,8 +6,10 @@ Keys (public interface, documented in docs/METRICS.md):
   loss, label_smoothing, regularizers (comma-separated term names, "none" without terms), and per
   term `reg/<term>/type` plus each of its settings that exists: `reg/<term>/scale` (L2, L1,
   ProximalL1), `reg/<term>/rate` and `reg/<term>/convention` (DecoupledWeightDecay),
-  `reg/<term>/alpha` (Mixup, CutMix), `reg/<term>/rho`, `reg/<term>/adaptive`, `reg/<term>/eta`
-  (ASAM only) and `reg/<term>/perturbation` (SAM).
+  `reg/<term>/alpha` and `reg/<term>/prob` (Mixup, CutMix), `reg/<term>/mixup_alpha`,
+  `reg/<term>/cutmix_alpha`, `reg/<term>/prob` and `reg/<term>/switch_prob` (MixupCutMix),
+  `reg/<term>/rho`, `reg/<term>/adaptive`, `reg/<term>/eta` and `reg/<term>/scaled` (ASAM only) and
+  `reg/<term>/perturbation` (SAM).
 
 Values come from the built objects, which declare them: the schedule's base rate, the data's label
 noise (`Splits.label_noise`), the loss's settings (`trainer.loop.losses.hparams`) and each term's

@@ -19,10 +19,23 @@ replicas pair examples within halves of the global batch and draw two lams), so 
 replica-invariant; everything else in the step stays exact (the loss is still averaged over the
 global batch).
 
+**As the recipes use them.** `prob` applies a transform to only that fraction of the batches (the
+CutMix paper's CIFAR recipe uses `cutmix_prob` 0.5); an unmixed batch has `lam = 1` and passes through
+unchanged. `MixupCutMix` is timm's `Mixup(mixup_alpha, cutmix_alpha, prob, switch_prob,
+label_smoothing, mode='batch')`, which DeiT uses: per batch, with probability `prob` it mixes, by
+CutMix with probability `switch_prob` and by Mixup otherwise. timm folds label smoothing into the
+mixed targets, `lam * smooth(y_i) + (1 - lam) * smooth(y_j)`; since the loss above is linear in the
+target, binding `softmax_cross_entropy.label_smoothing` gives exactly that loss. One difference
+remains: timm pairs each example with its mirror in the batch (`x.flip(0)`), Occam with a random
+permutation (the reference Mixup and CutMix codes' `randperm`); either pairs random examples of a
+shuffled batch.
+
 **Stateless draws.** The draw of a step is a pure function of (seed, step, replica):
 `stateless_fold_in` of the step and then of the replica id into the key `(seed, salt)`, split into
-one key per random quantity, all Philox integer draws (the same with and without XLA). No RNG state
-exists, so a resumed run, a restored one and a rerun mix exactly as the uninterrupted run did.
+one key per random quantity, all Philox integer draws (the same with and without XLA). The
+per-batch decisions (apply, switch) come from a key folded from the same step key with a tag of their
+own, so a transform applied to every batch draws exactly what it drew before `prob` existed. No RNG
+state exists, so a resumed run, a restored one and a rerun mix exactly as the uninterrupted run did.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ from trainer.regularization import terms
 # float32 rounding.
 _ALG = "philox"
 _UNIT = 2**24  # float32 holds every multiple of 2^-24 in [0, 1) exactly
+_DECISIONS = 0xDEC  # folded into a step's key for its per-batch decisions (apply, switch)
 
 
 class Mixed(typing.NamedTuple):
@@ -112,6 +126,11 @@ def log_gamma(key: tf.Tensor, alpha: float) -> tf.Tensor:
   return log_draw
 
 
+def bernoulli(key: tf.Tensor, probability: float) -> tf.Tensor:
+  """A boolean scalar, True with `probability` (exactly, for a multiple of 2^-24 such as 0.5 or 0.25)."""
+  return _uniform(key, []) < probability
+
+
 def _uniform(key: tf.Tensor, shape) -> tf.Tensor:
   """Uniform float32 draws in [0, 1) on the grid of multiples of 2^-24, from integer draws."""
   bits = tf.random.stateless_uniform(shape, seed=key, minval=0, maxval=_UNIT, dtype=tf.int32, alg=_ALG)
@@ -126,9 +145,17 @@ def _normal(key: tf.Tensor, shape) -> tf.Tensor:
 
 
 def permutation(key: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
-  """A uniformly random permutation of `range(size)` (int32): the stable argsort of 64-bit integer draws."""
-  draws = tf.random.stateless_uniform([size], seed=key, minval=None, maxval=None, dtype=tf.int64, alg=_ALG)
-  return tf.argsort(draws, stable=True)
+  """A uniformly random permutation of `range(size)` (int32): the stable argsort of 64-bit integer draws,
+  sorted as pairs of 32-bit words, since TPUs have no native 64-bit sort.
+
+  Philox's 64-bit draw i is its 32-bit draws (2i, 2i + 1), low word first. Sorting by the low word as
+  unsigned (its sign bit flipped, then compared as signed), then stably by the high word as signed,
+  orders the pairs exactly as their int64 values: the same permutation as sorting the 64-bit draws.
+  """
+  words = tf.random.stateless_uniform([size, 2], seed=key, minval=None, maxval=None, dtype=tf.int32, alg=_ALG)
+  low_as_unsigned = tf.bitwise.bitwise_xor(words[:, 0], tf.constant(-2**31, tf.int32))
+  by_low = tf.argsort(low_as_unsigned, stable=True)
+  return tf.gather(by_low, tf.argsort(tf.gather(words[:, 1], by_low), stable=True))
 
 
 def mixup(features: tf.Tensor, partners: tf.Tensor, lam: tf.Tensor) -> tf.Tensor:
@@ -174,24 +201,21 @@ def cutmix(features: tf.Tensor, partners: tf.Tensor, box: Box) -> tuple[tf.Tenso
 
 
 class BatchMixing(terms.BatchTransform):
-  """A batch transform that mixes example pairs: the batch is a `Mixed`, scored by both labels."""
+  """A batch transform that mixes example pairs: the batch is a `Mixed`, scored by both labels.
+
+  A subclass mixes with `_mix`; `prob` is the fraction of batches it applies to (the others get
+  `lam = 1`, unchanged).
+  """
 
   _SALT = 0  # separates the draws of different transforms with the same seed
   train_tags = ("train/mixing_lambda",)
 
-  def __init__(self, alpha: float, *, name: str):
+  def __init__(self, *, prob: float, name: str):
     super().__init__(name=name, selector=None)
-    self.alpha = checks.positive(name, "alpha", alpha)
-
-  def describe(self) -> str:
-    return (f"{self.name}: {type(self).__name__}({self._settings()}), mixes each replica's batch with its "
-            "own draw per step (stateless in seed, step, replica)")
-
-  def _settings(self) -> str:
-    return f"alpha={self.alpha:g}"
+    self.prob = _probability(name, "prob", prob)
 
   def _hparams(self) -> dict:
-    return {"alpha": self.alpha}
+    return {"alpha": self.alpha, "prob": self.prob}
 
   def loss(self, loss_fn, labels: tf.Tensor, outputs: tf.Tensor, batch: Mixed) -> tf.Tensor:
     return mixed_loss(loss_fn, labels, outputs, batch)
@@ -204,17 +228,39 @@ class BatchMixing(terms.BatchTransform):
   def record(self, metrics, batch: Mixed) -> None:
     metrics["train/mixing_lambda"].update(batch.lam, 1.0)
 
+  def describe(self) -> str:
+    return (f"{self.name}: {type(self).__name__}({self._settings()}), mixes each replica's batch with its "
+            "own draw per step (stateless in seed, step, replica)")
+
+  def _settings(self) -> str:
+    return f"alpha={self.alpha:g}" + (f", prob={self.prob:g}" if self.prob < 1 else "")
+
   def __call__(self, features: tf.Tensor, labels: tf.Tensor, *, seed: int, step: tf.Tensor,
                replica: tf.Tensor) -> Mixed:
     """This replica's batch mixed with the draw of (seed, step, replica)."""
-    lam_key, permutation_key, extra_key = tf.unstack(
-        tf.random.experimental.stateless_split(step_key(seed, self._SALT, step, replica), 3, alg=_ALG))
+    key = step_key(seed, self._SALT, step, replica)
+    lam_key, permutation_key, extra_key = tf.unstack(tf.random.experimental.stateless_split(key, 3, alg=_ALG))
+    apply_key, switch_key = tf.unstack(tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(key, _DECISIONS, alg=_ALG), 2, alg=_ALG))
     partners = permutation(permutation_key, tf.shape(labels)[0])
-    features, lam = self._mix(features, partners, beta(lam_key, self.alpha), extra_key)
+    features, lam = self._mix(features, partners, _Draws(lam_key, extra_key, apply_key, switch_key))
     return Mixed(features, tf.gather(labels, partners), lam)
 
-  def _mix(self, features, partners, lam, key) -> tuple[tf.Tensor, tf.Tensor]:
+  def _lam(self, key: tf.Tensor, apply_key: tf.Tensor, alpha: float) -> tf.Tensor:
+    """`Beta(alpha, alpha)`, or 1 (no mixing) for the batches that `prob` leaves out."""
+    lam = beta(key, alpha)
+    return lam if self.prob == 1.0 else tf.where(bernoulli(apply_key, self.prob), lam, 1.0)
+
+  def _mix(self, features, partners, draws: _Draws) -> tuple[tf.Tensor, tf.Tensor]:
     raise NotImplementedError
+
+
+class _Draws(typing.NamedTuple):
+  """The keys of one step's draws: lam, CutMix's box centre, and the per-batch apply and switch choices."""
+  lam: tf.Tensor
+  box: tf.Tensor
+  apply: tf.Tensor
+  switch: tf.Tensor
 
 
 @gin.configurable
@@ -223,16 +269,18 @@ class Mixup(BatchMixing):
 
   Args:
     alpha: the Beta distribution's parameter (> 0); the paper uses 0.2 on ImageNet and 1 on CIFAR.
-    name: the term's name in logs and HParams (`reg/<name>/alpha`).
+    prob: the probability that a batch is mixed at all (in [0, 1]; default 1, every batch).
+    name: the term's name in logs and HParams (`reg/<name>/alpha`, `reg/<name>/prob`).
   """
 
   _SALT = 1
 
-  def __init__(self, alpha: float, *, name: str = "mixup"):
-    super().__init__(alpha, name=name)
+  def __init__(self, alpha: float, *, prob: float = 1.0, name: str = "mixup"):
+    super().__init__(prob=prob, name=name)
+    self.alpha = checks.positive(name, "alpha", alpha)
 
-  def _mix(self, features, partners, lam, key):
-    del key
+  def _mix(self, features, partners, draws):
+    lam = self._lam(draws.lam, draws.apply, self.alpha)
     return mixup(features, partners, lam), lam
 
 
@@ -244,21 +292,85 @@ class CutMix(BatchMixing):
 
   Args:
     alpha: the Beta distribution's parameter (> 0) of the box's area fraction; the paper uses 1.
-    name: the term's name in logs and HParams (`reg/<name>/alpha`).
+    prob: the probability that a batch is mixed at all (in [0, 1]; default 1): the paper's
+      `cutmix_prob`, 0.5 in its CIFAR recipe, 1 on ImageNet.
+    name: the term's name in logs and HParams (`reg/<name>/alpha`, `reg/<name>/prob`).
   """
 
   _SALT = 2
 
-  def __init__(self, alpha: float, *, name: str = "cutmix"):
-    super().__init__(alpha, name=name)
+  def __init__(self, alpha: float, *, prob: float = 1.0, name: str = "cutmix"):
+    super().__init__(prob=prob, name=name)
+    self.alpha = checks.positive(name, "alpha", alpha)
 
-  def _mix(self, features, partners, lam, key):
-    if features.shape.rank not in (3, 4) or None in features.shape[1:3]:
-      raise ValueError(f"{self.name}: CutMix needs image features (batch, height, width[, channels]) with "
-                       f"known height and width, got shape {features.shape}")
-    height, width = features.shape[1], features.shape[2]
-    row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(key, 2, alg=_ALG))
-    center_row = tf.random.stateless_uniform([], seed=row_key, maxval=height, dtype=tf.int32, alg=_ALG)
-    center_column = tf.random.stateless_uniform([], seed=column_key, maxval=width,
-                                                  dtype=tf.int32, alg=_ALG)
-    return cutmix(features, partners, cutmix_box(lam, center_row, center_column, height, width))
+  def _mix(self, features, partners, draws):
+    lam = self._lam(draws.lam, draws.apply, self.alpha)
+    return _cutmix_with_drawn_box(self.name, features, partners, lam, draws.box)
+
+
+@gin.configurable
+class MixupCutMix(BatchMixing):
+  """Mixup or CutMix, chosen per batch: timm's `Mixup(mixup_alpha, cutmix_alpha, prob, switch_prob)`.
+
+  Each batch is mixed with probability `prob`; a mixed batch uses CutMix (`lam ~ Beta(cutmix_alpha)`,
+  corrected to the kept area) with probability `switch_prob` and Mixup (`lam ~ Beta(mixup_alpha)`)
+  otherwise. DeiT: `mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5` with
+  `softmax_cross_entropy.label_smoothing = 0.1`, which is timm's `label_smoothing=0.1` folded into
+  the mixed targets (the module docstring says why). Needs image features, as CutMix does.
+
+  Args:
+    mixup_alpha, cutmix_alpha: the Beta parameters (> 0) of the two transforms.
+    prob: the probability that a batch is mixed at all (in [0, 1]).
+    switch_prob: the probability that a mixed batch uses CutMix rather than Mixup (in [0, 1]).
+    name: the term's name in logs and HParams (`reg/<name>/mixup_alpha`, ...).
+  """
+
+  _SALT = 3
+
+  def __init__(self, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0, *, prob: float = 1.0,
+               switch_prob: float = 0.5, name: str = "mixup_cutmix"):
+    super().__init__(prob=prob, name=name)
+    self.mixup_alpha = checks.positive(name, "mixup_alpha", mixup_alpha)
+    self.cutmix_alpha = checks.positive(name, "cutmix_alpha", cutmix_alpha)
+    self.switch_prob = _probability(name, "switch_prob", switch_prob)
+
+  def _settings(self) -> str:
+    return (f"mixup_alpha={self.mixup_alpha:g}, cutmix_alpha={self.cutmix_alpha:g}, prob={self.prob:g}, "
+            f"switch_prob={self.switch_prob:g}")
+
+  def _hparams(self) -> dict:
+    return {"mixup_alpha": self.mixup_alpha, "cutmix_alpha": self.cutmix_alpha, "prob": self.prob,
+            "switch_prob": self.switch_prob}
+
+  def _mix(self, features, partners, draws):
+    lam_keys = tf.unstack(tf.random.experimental.stateless_split(draws.lam, 2, alg=_ALG))
+    use_cutmix = bernoulli(draws.switch, self.switch_prob)
+    mixup_lam = self._lam(lam_keys[0], draws.apply, self.mixup_alpha)
+    cutmix_lam = self._lam(lam_keys[1], draws.apply, self.cutmix_alpha)
+    _check_images(self.name, features)
+    return tf.cond(use_cutmix,
+                   lambda: _cutmix_with_drawn_box(self.name, features, partners, cutmix_lam, draws.box),
+                   lambda: (mixup(features, partners, mixup_lam), mixup_lam))
+
+
+def _check_images(name: str, features: tf.Tensor) -> None:
+  if features.shape.rank not in (3, 4) or None in features.shape[1:3]:
+    raise ValueError(f"{name}: CutMix needs image features (batch, height, width[, channels]) with "
+                     f"known height and width, got shape {features.shape}")
+
+
+def _cutmix_with_drawn_box(name: str, features, partners, lam, key) -> tuple[tf.Tensor, tf.Tensor]:
+  """CutMix with area fraction `1 - lam` and the box centre drawn uniformly from `key`."""
+  _check_images(name, features)
+  height, width = features.shape[1], features.shape[2]
+  row_key, column_key = tf.unstack(tf.random.experimental.stateless_split(key, 2, alg=_ALG))
+  center_row = tf.random.stateless_uniform([], seed=row_key, maxval=height, dtype=tf.int32, alg=_ALG)
+  center_column = tf.random.stateless_uniform([], seed=column_key, maxval=width, dtype=tf.int32, alg=_ALG)
+  return cutmix(features, partners, cutmix_box(lam, center_row, center_column, height, width))
+
+
+def _probability(name: str, argument: str, value: float) -> float:
+  value = float(value)
+  if not 0.0 <= value <= 1.0:
+    raise ValueError(f"{name}: {argument} must be in [0, 1], got {value}")
+  return value

@@ -5,9 +5,22 @@ gradient `g` of the objective (the data loss plus every penalty in the gradient 
 `w + e` with `e = rho * g / ||g||`, takes the objective's gradient there, restores `w` and lets the
 optimizer step from `w` with that gradient. It wraps any optimizer, as `optax.contrib.sam` does.
 ASAM measures the ball relative to each weight, `||e / T_w|| <= rho` with `T_w = |w| + eta`, whose
-ascent step is `e = rho * T_w^2 g / ||T_w g||` (elementwise products). As in ASAM's reference code,
-`T_w` applies to the weights of the default structural selection (kernels, embeddings) and is 1 for
-biases and normalization parameters. One step costs two forward and backward passes.
+ascent step is `e = rho * T_w^2 g / ||T_w g||` (elementwise products). Which parameters `T_w` scales
+(it is 1 for the others) is `scaled`:
+
+- 'kernels' (the default): the weights of the default structural selection (kernels, embedding
+  tables); `T_w = 1` for biases, every normalization parameter and PReLU slopes, as for weight decay.
+- 'reference': what ASAM's reference code (PyTorch) scales, every parameter whose name contains
+  'weight': the same kernels and embedding tables, and also the normalization layers' scales (gamma;
+  PyTorch's `BatchNorm.weight`, `LayerNorm.weight`) and PReLU slopes. Biases, normalization offsets
+  (beta) and declared offsets (ViT's class token and position embeddings: timm's `cls_token`,
+  `pos_embed`) stay at 1 there too. A BatchNorm ResNet or a ViT follows another trajectory than with
+  'kernels'; use it to reproduce the reference's numbers.
+
+'kernels' stays the default: it is what Occam's published ASAM runs used, and the relative ball of
+ASAM is motivated by the scale symmetry of weights followed by normalization, which a normalization
+scale (like a bias) does not have; the reference's choice comes from a substring test on names.
+One step costs two forward and backward passes.
 
 `SAM` is the run's gradient estimator (`trainer.regularization.terms.GradientEstimator`): the train step
 (`trainer.loop.programs.TrainProgram`) hands `SAM.estimate` a function that runs one forward and
@@ -38,6 +51,7 @@ from trainer.regularization import distributed_update, selectors, terms
 from trainer.runtime import compat
 
 PERTURBATIONS = ("global", "per_replica")
+SCALED = ("kernels", "reference")
 
 
 @gin.configurable
@@ -50,6 +64,10 @@ class SAM(terms.GradientEstimator):
     adaptive: ASAM's scale-invariant ascent `e = rho * T_w^2 g / ||T_w g||`, `T_w = |w| + eta`.
     eta: ASAM's offset in `T_w` (>= 0; the paper's 0.01), which keeps weights at 0 movable; unused
       (and not reported) without `adaptive`.
+    scaled: which parameters ASAM's `T_w` scales (1 for the others): 'kernels' (the default
+      structural selection: kernels, embedding tables) or 'reference' (also normalization scales and
+      PReLU slopes, as ASAM's reference code does); see the module docstring. Unused (and not
+      reported) without `adaptive`.
     perturbation: 'global' (the all-reduced gradient: every replica ascends to the same `w + e`, the
       run is replica-invariant) or 'per_replica' (each replica ascends along its own gradient,
       "m-sharpness" of Foret et al. with m = the per-replica batch; depends on the replica count).
@@ -60,8 +78,9 @@ class SAM(terms.GradientEstimator):
 
   train_tags = ("sharpness/sam_train", "sharpness/sam_train_perturbation_norm")
 
-  def __init__(self, rho: float, *, adaptive: bool = False, eta: float = 0.01, perturbation: str = "global",
-               selector: selectors.VariableSelector | None = None, name: str = "sam"):
+  def __init__(self, rho: float, *, adaptive: bool = False, eta: float = 0.01, scaled: str = "kernels",
+               perturbation: str = "global", selector: selectors.VariableSelector | None = None,
+               name: str = "sam"):
     if selector is None:
       selector = selectors.VariableSelector(exclude_biases_and_norms=False)
     super().__init__(name=name, selector=selector)
@@ -69,6 +88,9 @@ class SAM(terms.GradientEstimator):
     self.adaptive = bool(adaptive)
     eta = checks.nonnegative(name, "eta", eta)
     self.eta = eta if self.adaptive else None  # plain SAM has no T_w (and HParams shows no eta)
+    if scaled not in SCALED:
+      raise ValueError(f"{name}: unknown scaled {scaled!r}; valid values are {list(SCALED)}")
+    self.scaled = scaled if self.adaptive else None
     if perturbation not in PERTURBATIONS:
       raise ValueError(f"{name}: unknown perturbation {perturbation!r}; valid values are "
                        f"{list(PERTURBATIONS)}")
@@ -84,8 +106,10 @@ class SAM(terms.GradientEstimator):
     if scaled:
       raise ValueError(f"{self.name}: SAM's ascent has one radius rho; layer_scales multipliers are not "
                        f"supported (got them on {scaled}); select variables with include/exclude instead")
-    excluded = {id(v) for v in selectors.excluded_variables(model)}
-    self._normalized = [self.adaptive and id(s.variable) not in excluded for s in self.selected]
+    unscaled = {id(v) for v in selectors.excluded_variables(model)}
+    if self.scaled == "reference":
+      unscaled -= _reference_scaled_extras(model)
+    self._normalized = [self.adaptive and id(s.variable) not in unscaled for s in self.selected]
     trainable = {id(v): index for index, v in enumerate(model.trainable_variables)}
     self._indices = [trainable[id(s.variable)] for s in self.selected]
     self._model = model
@@ -109,12 +133,12 @@ class SAM(terms.GradientEstimator):
     return [tf.math.divide_no_nan(self.rho * t * s, norm) for t, s in zip(scales, scaled)]
 
   def _settings(self) -> str:
-    eta = f", eta={self.eta:g}" if self.adaptive else ""
+    eta = f", eta={self.eta:g}, scaled={self.scaled!r}" if self.adaptive else ""
     return f"rho={self.rho:g}, adaptive={self.adaptive}{eta}, perturbation={self.perturbation!r}"
 
   def _hparams(self) -> dict:
-    eta = {"eta": self.eta} if self.adaptive else {}  # plain SAM has no T_w
-    return {"rho": self.rho, "adaptive": self.adaptive, **eta, "perturbation": self.perturbation}
+    adaptive = {"eta": self.eta, "scaled": self.scaled} if self.adaptive else {}  # plain SAM has no T_w
+    return {"rho": self.rho, "adaptive": self.adaptive, **adaptive, "perturbation": self.perturbation}
 
   def estimate(self, compute: Callable[[], terms.GradientPass], metrics) -> terms.GradientPass:
     """The first pass at `w` (it gives `train/*`) with the gradient of a second pass at `w + e`.
@@ -145,6 +169,19 @@ class SAM(terms.GradientEstimator):
     metrics["sharpness/sam_train"].update(increase, count)
     metrics["sharpness/sam_train_perturbation_norm"].update(tf.linalg.global_norm(perturbation), 1.0)
     return first._replace(gradients=perturbed.gradients)
+
+
+def _reference_scaled_extras(model) -> set[int]:
+  """Ids of the variables ASAM's reference code scales beyond the default selection: the trainable
+  weights of normalization layers except their offset `beta` (gamma; Keras 3 `RMSNormalization`'s
+  `scale`), and PReLU slopes, all of which PyTorch names `weight`."""
+  extras = set()
+  for layer in compat.flatten_layers(model):
+    if isinstance(layer, compat.normalization_layer_types()):
+      extras |= {id(w) for w in layer.trainable_weights if w is not getattr(layer, "beta", None)}
+    elif isinstance(layer, tf.keras.layers.PReLU):
+      extras |= {id(w) for w in layer.trainable_weights}
+  return extras
 
 
 def snapshot(variables: Sequence) -> list[tf.Tensor]:

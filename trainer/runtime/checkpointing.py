@@ -25,9 +25,22 @@ import time
 import tensorflow as tf
 from absl import logging
 
+EXIT_WRITE_FAILED = 74  # EX_IOERR (sysexits.h): "an error occurred while doing I/O on some file"
+
+
+# What a write that cannot complete raises (a full disk, a permission, a vanished directory); not the
+# errors of a lost peer in a collective save (`strategy.PEER_LOST_ERRORS`), which have their own status.
+WRITE_ERRORS = (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError, tf.errors.NotFoundError,
+                tf.errors.FailedPreconditionError, tf.errors.DataLossError, tf.errors.UnknownError, OSError)
+
 
 class ResumeError(RuntimeError):
   """The checkpoint in model_dir cannot be restored into this run's model/optimizer."""
+
+
+class WriteError(RuntimeError):
+  """Something a run keeps could not be written (a full disk, a lost filesystem); nothing was left
+  half-written, and the earlier checkpoints are intact. The message is one line naming the directory."""
 
 
 class Checkpointer:
@@ -97,15 +110,39 @@ class Checkpointer:
           f"wrote it ({os.path.join(os.path.dirname(self.directory), 'operative_config.gin')}).") from error
 
   def save(self, step: int) -> str:
-    if self._manager is None:
-      if not self._is_chief:
-        self._scratch = tempfile.mkdtemp(prefix="occam-worker-checkpoints-")
-      else:
-        self._repair_state()
-      self._manager = tf.train.CheckpointManager(self._checkpoint, self._scratch or self.directory,
-                                                 max_to_keep=self._keep if self._is_chief else 1,
-                                                 step_counter=self._step, checkpoint_name="ckpt")
-    return self._manager.save(checkpoint_number=step)
+    """Writes checkpoint `step`; raises `WriteError` if it cannot, after removing what it began."""
+    try:
+      if self._manager is None:
+        if not self._is_chief:
+          self._scratch = tempfile.mkdtemp(prefix="occam-worker-checkpoints-")
+        else:
+          self._repair_state()
+        self._manager = tf.train.CheckpointManager(self._checkpoint, self._scratch or self.directory,
+                                                   max_to_keep=self._keep if self._is_chief else 1,
+                                                   step_counter=self._step, checkpoint_name="ckpt")
+      return self._manager.save(checkpoint_number=step)
+    except WRITE_ERRORS as error:  # ResourceExhaustedError on a full disk, ...
+      directory = self._scratch or self.directory
+      self._remove_unfinished(directory, step)
+      raise WriteError(f"cannot write checkpoint ckpt-{step} to {directory}: {write_failure(error)}; "
+                       "nothing of it was kept and the earlier checkpoints are intact: free space and rerun "
+                       "the same command to resume") from None
+
+  @staticmethod
+  def _remove_unfinished(directory: str, step: int) -> None:
+    """Removes the temporary directory and the files of checkpoint `step` if its save did not finish
+    (a finished one has its index; only the state file may be missing then, and it is rebuilt)."""
+    try:
+      temporary = os.path.join(directory, f"ckpt-{step}_temp")
+      if tf.io.gfile.exists(temporary):
+        tf.io.gfile.rmtree(temporary)
+      if step not in checkpoint_steps(directory):
+        for name in tf.io.gfile.listdir(directory):
+          if re.fullmatch(rf"ckpt-{step}\..*", name):
+            tf.io.gfile.remove(os.path.join(directory, name))
+    except (tf.errors.OpError, OSError) as error:
+      logging.warning("could not remove the unfinished checkpoint ckpt-%d in %s: %s", step, directory,
+                      write_failure(error))
 
   def _repair_state(self) -> None:
     """Rewrites a damaged or missing `checkpoint` state file from the checkpoints in the directory.
@@ -142,6 +179,14 @@ def checkpoint_steps(directory: str, *, suffix: str = r"\.index") -> list[int]:
   steps = {int(match.group(1)) for match in
            (re.fullmatch(rf"ckpt-(\d+){suffix}", name) for name in tf.io.gfile.listdir(directory)) if match}
   return sorted(steps, reverse=True)
+
+
+def write_failure(error: Exception) -> str:
+  """Why a write failed, in a few words: 'No space left on device' rather than TensorFlow's op text."""
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
+  line = re.sub(r"\s*\[Op:\w+\].*$", "", _first_line(error))
+  return line.rsplit("; ", 1)[-1].strip() or type(error).__name__
 
 
 def _first_line(error: Exception) -> str:
