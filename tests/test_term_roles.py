@@ -15,7 +15,7 @@ from trainer.loop import losses, schedules
 from trainer.loop.programs import TrainProgram
 from trainer.metrics import tags
 from trainer.regularization import terms
-from trainer.regularization.mixing import CutMix, Mixup
+from trainer.regularization.mixing import CutMix, Mixup, MixupCutMix
 from trainer.regularization.sharpness_aware import SAM
 from trainer.runtime import compat
 
@@ -50,11 +50,12 @@ def test_a_second_batch_transform_or_estimator_and_a_non_term_are_refused(regula
     (terms.DecoupledWeightDecay(1e-3, convention="schedule_multiplier"),
      {"rate": 1e-3, "convention": "schedule_multiplier"}),
     (terms.ProximalL1(3e-5), {"scale": 3e-5}),
-    (Mixup(0.4), {"alpha": 0.4}),
-    (CutMix(1.0), {"alpha": 1.0}),
+    (Mixup(0.4), {"alpha": 0.4, "prob": 1.0}),
+    (CutMix(1.0, prob=0.5), {"alpha": 1.0, "prob": 0.5}),
+    (MixupCutMix(), {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "prob": 1.0, "switch_prob": 0.5}),
     (SAM(0.05), {"rho": 0.05, "adaptive": False, "perturbation": "global"}),
     (SAM(0.5, adaptive=True, eta=0.02, perturbation="per_replica"),
-     {"rho": 0.5, "adaptive": True, "eta": 0.02, "perturbation": "per_replica"}),
+     {"rho": 0.5, "adaptive": True, "eta": 0.02, "scaled": "kernels", "perturbation": "per_replica"}),
 ])
 def test_each_term_declares_its_hparams_and_registered_tags(term, settings):
   assert term.hparams() == {"type": type(term).__name__, **settings}
