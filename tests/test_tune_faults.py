@@ -175,5 +175,5 @@ def test_a_server_that_never_answers_does_not_hang_the_command(tmp_path, capsys)
       connection.close()
   err = capsys.readouterr().err
   assert held, "the command never connected"
-  assert seconds < study_storage.CONNECT_TIMEOUT_SECONDS + 30, seconds  # bounded (validation included)
+  assert seconds < study_storage.CONNECT_TIMEOUT_SECONDS + 60, seconds  # a hang bound (validation included)
   assert f"--storage={url}: cannot open the study's storage" in err and "timeout" in err.lower(), err
