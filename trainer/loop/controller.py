@@ -8,7 +8,9 @@ host does happens at loop boundaries, and everything beyond the cadence comes in
   as `action(step, scalars)` (early stopping and the best model, the operative config, user callbacks);
 * `stop_conditions` are asked at every boundary (early stopping, a callback that asked to stop);
 * `on_nonfinite(step, quantities)` decides what a non-finite step does (raise, or restore);
-* `preemption.should_stop()` turns a SIGTERM (SIGINT) into a checkpoint and `Preempted` (`Interrupted`).
+* `preemption.should_stop()` turns a SIGTERM (SIGINT) into a checkpoint and `Preempted` (`Interrupted`);
+  on a single worker the signal also ends the running loop early, so it waits for one compiled call
+  (about `runners.SECONDS_PER_CALL`) rather than a whole loop.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ Action = Callable[[int, Mapping[str, float]], None]
 class Trainable(Protocol):
   step: int
 
-  def train(self, num_steps: int) -> TrainOutput: ...
+  def train(self, num_steps: int, stop_requested: Callable[[], bool] | None = None) -> TrainOutput: ...
 
 
 class Evaluable(Protocol):
@@ -75,7 +77,9 @@ class Controller:
     eta = Eta(self._train_steps)
     with self._preemption:
       while step < self._train_steps and not self._should_stop():
-        output = self._trainer.train(self._next_boundary(step) - step)
+        # A signal ends the loop early (after the running call) where only this process must agree.
+        output = self._trainer.train(self._next_boundary(step) - step,
+                                     stop_requested=self._preemption.local_check())
         if output.nonfinite:
           self._on_nonfinite(output.first_bad_step, output.nonfinite)  # raises, or restores a checkpoint
           step = self._trainer.step

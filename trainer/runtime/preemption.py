@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Callable
 
 import tensorflow as tf
 from absl import logging
@@ -73,6 +74,11 @@ class PreemptionWatcher:
   def _agree_fn(self, requested: tf.Tensor) -> tf.Tensor:
     per_replica = self._strategy.run(lambda: tf.identity(requested))
     return self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+  def local_check(self) -> Callable[[], bool] | None:
+    """Whether this process got a signal, for ending a host loop early (`TrainRunner.train`); None under
+    multi-worker, where every worker must stop at the same step, agreed at loop boundaries."""
+    return None if self._agree is not None else (lambda: self._received is not None)
 
   def should_stop(self) -> bool:
     """True once any process of the job received a signal (a collective under multi-worker)."""
