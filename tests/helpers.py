@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -97,3 +99,39 @@ def run_main(args: Sequence[str]) -> int:
 def kernel_arrays(trainer) -> list[np.ndarray]:
   """The model's rank-2+ trainable weights (the kernels) as numpy arrays."""
   return [v.numpy() for v in trainer.model.trainable_variables if len(v.shape) >= 2]
+
+
+# A 20-step quickstart with a checkpoint, an evaluation and a log line every 10 steps (the fault tests' run).
+SHORT = ["Trainer.steps_per_loop=10", "Trainer.checkpoint_every=10", "Trainer.eval_every=10",
+         "MLP.hidden_sizes=(8,)"]
+
+
+def short_run_args(model_dir, steps: int = 20, extra: Sequence[str] = ()) -> list[str]:
+  """The command line of a SHORT quickstart run of `steps` steps in `model_dir`, `extra` bindings last."""
+  bindings = [f"Trainer.train_steps={steps}", *SHORT, *extra]
+  return [f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}"] + [f"--gin_bindings={b}" for b in bindings]
+
+
+def run_main_captured(args: Sequence[str], capsys, caplog) -> tuple[int, str]:
+  """`run_main` with pytest's capsys and caplog: (exit code, everything it printed and logged).
+
+  Also asserts that no traceback reached the user.
+  """
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    code = run_main(args)
+  captured = capsys.readouterr()
+  output = captured.out + captured.err + caplog.text
+  assert "Traceback" not in output
+  return code, output
+
+
+def snapshot(directory) -> dict[str, str]:
+  """{relative path: sha256} of every file under `directory`: what a refused run must leave unchanged."""
+  result = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as file:
+        result[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
+  return result

@@ -1,7 +1,8 @@
-"""Bounded waits in a multi-worker cluster: real `trainer.main` worker processes on localhost, TF_CONFIG.
+"""Cluster faults: bounded waits with real `trainer.main` worker processes on localhost, TF_CONFIG.
 
 A worker that never comes up ends the others with exit status 2 after `--cluster_timeout`; a worker that
-dies mid-run ends the survivor with exit status 75 and a rerun of all workers resumes (docs/RELIABILITY.md).
+dies mid-run ends the survivor with exit status 75 and a rerun of all workers resumes (docs/RELIABILITY.md);
+a TF_CONFIG naming a port already in use is refused naming it.
 """
 
 from __future__ import annotations
@@ -9,16 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.helpers import QUICKSTART, REPO
+from tests.helpers import QUICKSTART, REPO, run_main_captured, short_run_args
 from tests.test_distribution import _free_port
-
-pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+from trainer import main
 
 
 def _start_worker(addresses: list[str], index: int, args: list[str]) -> subprocess.Popen:
@@ -29,6 +30,8 @@ def _start_worker(addresses: list[str], index: int, args: list[str]) -> subproce
                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_an_unreachable_worker_ends_the_wait_with_exit_2_naming_it(tmp_path):
   model_dir = tmp_path / "run"
   absent = f"localhost:{_free_port()}"  # nothing listens there
@@ -44,6 +47,8 @@ def test_an_unreachable_worker_ends_the_wait_with_exit_2_naming_it(tmp_path):
   assert not model_dir.exists()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_a_lost_worker_ends_the_survivor_with_exit_75_and_a_rerun_resumes(tmp_path):
   model_dir = tmp_path / "run"
   addresses = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
@@ -72,3 +77,17 @@ def test_a_lost_worker_ends_the_survivor_with_exit_75_and_a_rerun_resumes(tmp_pa
     assert worker.returncode == 0, output[-3000:]
   assert "resumed from " in outputs[0] and "ckpt-" in outputs[0]
   assert (model_dir / "checkpoints" / "ckpt-200.index").exists()
+
+
+def test_tf_config_port_in_use_is_named(tmp_path, capsys, caplog, monkeypatch):
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+    server.bind(("", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": [f"localhost:{port}"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    args = short_run_args(tmp_path / "run") + ["--strategy=multi_worker_mirrored"]
+    code, output = run_main_captured(args, capsys, caplog)
+  assert code == main.EXIT_BAD_INPUT
+  assert f"TF_CONFIG task worker 0: port {port} of localhost:{port} is already in use" in output
+  assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
-"""Every bad input stops before training with one message that names the culprit, and writes nothing."""
+"""Bad configuration: every bad gin file, binding, flag or setting stops before training with one message
+that names the culprit (exit 2), no traceback, and writes nothing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import pytest
 
 from tests import helpers
-from tests.helpers import QUICKSTART
+from tests.helpers import QUICKSTART, run_main_captured
 from trainer import main
 
 TINY = ["--gin_bindings=Trainer.train_steps=4", "--gin_bindings=Trainer.steps_per_loop=2",
@@ -96,3 +97,41 @@ def test_indivisible_batch_is_refused(tmp_path, capsys):
                         f"--model_dir={tmp_path / 'run'}"], capsys)
   assert code == main.EXIT_BAD_INPUT
   assert "Trainer: batch_size must be an integer >= 1" in err
+
+
+@pytest.mark.parametrize("gin_files, bindings, expected", [
+    (["EMPTY"], [], "no gin file or binding sets Trainer.model, Trainer.data, Trainer.optimizer"),
+    ([], [], "no gin file or binding sets Trainer.model"),
+    ([QUICKSTART], ["Trainer.batch_size='abc'"], "Trainer: batch_size must be an integer >= 1"),
+    ([QUICKSTART], ["Trainer.seed=1e23"], "Trainer: seed must be an integer >= 0 and <= 4294967295"),
+    ([QUICKSTART], ["Trainer.train_steps=3e9"], "train_steps must be an integer >= 1 and <= 2147483647"),
+    ([QUICKSTART], ["Trainer.steps_per_loop=4294967296"], "Trainer: steps_per_loop must be an integer"),
+    ([QUICKSTART], ["MLP.hidden_sizes=(-3,)"], "Trainer.model=@MLP failed: ValueError"),
+    ([QUICKSTART], ["MLP.activation='nope'"], "Trainer.model=@MLP failed: ValueError"),
+    ([QUICKSTART], ["digits.label_noise=-1.0"], "Trainer.data=@digits failed"),
+    ([QUICKSTART], ["Trainer.data=@tfrecord", "tfrecord.train_files='/nowhere/*.tfrecord'",
+                    "tfrecord.validation_files='/nowhere/v'", "tfrecord.test_files='/nowhere/t'",
+                    "tfrecord.feature_shape=(64,)", "tfrecord.num_classes=10"],
+     "Trainer.data=@tfrecord failed: FileNotFoundError: train_files: no files match '/nowhere/*.tfrecord'"),
+    ([QUICKSTART], ["Trainer.loss=@mean_squared_error"], "loss=@mean_squared_error does not fit digits"),
+])
+def test_startup_error_is_named_and_leaves_no_trace(tmp_path, capsys, caplog, gin_files, bindings, expected):
+  empty = tmp_path / "empty.gin"
+  empty.write_text("")
+  model_dir = tmp_path / "never" / "run"
+  args = ([f"--gin_file={empty if f == 'EMPTY' else f}" for f in gin_files] + [f"--model_dir={model_dir}"]
+          + [f"--gin_bindings={b}" for b in bindings])
+  code, output = run_main_captured(args, capsys, caplog)
+  assert code == main.EXIT_BAD_INPUT and expected in output
+  assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args, expected", [
+    (["--model_dir=/tmp/x", "--bogus=1"], "Unknown command line flag 'bogus'"),
+    ([f"--gin_file={QUICKSTART}"], "--model_dir"),
+])
+def test_flag_errors_exit_2(args, expected):
+  process = helpers.run_cli(args)  # the default hang bound: a loaded machine imports TensorFlow slowly
+  assert process.returncode == main.EXIT_BAD_INPUT, process.stdout
+  assert expected in process.stdout and "Traceback" not in process.stdout

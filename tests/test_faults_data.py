@@ -1,4 +1,5 @@
-"""Data that change under a run, and bad records deep in a stream (trainer.data.fingerprint, .diagnosis).
+"""Input/data faults: data that change under a run, bad records deep in a stream (trainer.data.fingerprint,
+.diagnosis), a data factory that resets the global random state.
 
 Real files throughout: the bundled digits written as TFRecord shards and `.npy` arrays, damaged the
 way data get damaged (a shard deleted or added, an array replaced by a larger one, a record with a
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,7 +22,10 @@ import trainer
 from tests import helpers
 from tests.helpers import QUICKSTART
 from trainer import data, main
-from trainer.data import diagnosis, fingerprint, pipeline
+from trainer.config import parsing
+from trainer.data import diagnosis, digits, fingerprint, pipeline
+from trainer.loop import builder
+from trainer.loop.settings import Trainer
 from trainer.runtime import checkpointing
 
 BAD = 25  # the damaged record of shard 1: past the examples read at start (Monitor: 16 from shard 0)
@@ -244,3 +250,26 @@ def test_a_memory_mapped_file_truncated_during_the_run_is_named(tmp_path):
       next(stream)
   found = diagnosis.locate(splits, raised.value)
   assert found.startswith(f"npy data: {paths[0]}: row ") and "is past the end of the file" in found
+
+
+@gin.configurable
+def global_state_resetting_digits(**kwargs):
+  """A data factory that resets Python's and NumPy's global random state, as the mnist1d package does."""
+  random.seed(42)
+  np.random.seed(42)
+  return digits(**kwargs)
+
+
+def _initial_weights(seed: int, tmp_path) -> list:
+  parsing.parse([QUICKSTART], ["Trainer.data=@global_state_resetting_digits", f"Trainer.seed={seed}",
+                               *helpers.DROPOUT])
+  run = builder.build(Trainer(), strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path / "unused"))
+  return helpers.model_weights(run)
+
+
+def test_a_factory_resetting_global_random_state_does_not_collapse_seeds(tmp_path):
+  """Weights (and, on Keras 3, the dropout RNG state among the model's variables) follow Trainer.seed."""
+  seed_0, seed_1, seed_0_again = (_initial_weights(seed, tmp_path) for seed in (0, 1, 0))
+  helpers.assert_same_weights(seed_0_again, seed_0)
+  assert all(not np.array_equal(a, b) for (_, a), (_, b) in zip(seed_0, seed_1) if a.size > 1 and a.any())
+  assert not (tmp_path / "unused").exists()
