@@ -27,6 +27,7 @@ CONFIGURABLE_MODULES = (
     "trainer.loop.schedules",
     "trainer.loop.settings",
     "trainer.metrics.monitor",
+    "trainer.regularization.averaging",
     "trainer.regularization.mixing",
     "trainer.regularization.selectors",
     "trainer.regularization.sharpness_aware",

@@ -35,8 +35,8 @@ from trainer.metrics import hparams as hparams_lib
 from trainer.metrics import tags
 from trainer.metrics.monitor import Monitor
 from trainer.metrics.summaries import SummaryWriters
+from trainer.regularization import averaging, tfa_optimizers
 from trainer.regularization import terms as terms_lib
-from trainer.regularization import tfa_optimizers
 from trainer.runtime import compat
 from trainer.runtime.checkpointing import Checkpointer
 
@@ -66,6 +66,7 @@ class Run:
   early_stopping: EarlyStoppingState | None
   writers: SummaryWriters
   hparams: dict
+  averages: tuple = ()  # each weight average's state (`averaging.AveragedWeights`), in config order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +114,13 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     early_stopping = settings.early_stopping.create_state() if settings.early_stopping is not None else None
+    averages = _create_averages(roles, model, splits, preprocessing, config)
   terms, roles = _bind_terms(settings.regularizers, roles, model)
   train_program = TrainProgram(
       strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
       global_batch_size=config.batch_size, terms=roles, include_model_losses=bool(model.losses),
-      classification=classification, step=step, seed=config.seed, jit_compile=config.jit_compile)
+      classification=classification, step=step, seed=config.seed, jit_compile=config.jit_compile,
+      averages=averages)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification)
   monitor.bind(strategy=strategy, model=model, terms=terms, train_examples=train_examples,
@@ -133,13 +136,15 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
              optimizer=optimizer, step=step, terms=terms, roles=roles, train_program=train_program,
              eval_program=eval_program, train_input=train_input, eval_inputs=eval_inputs, monitor=monitor,
              early_stopping=early_stopping, writers=SummaryWriters(model_dir, enabled=is_chief),
-             hparams=hparams)
+             hparams=hparams, averages=averages)
 
 
 def open_checkpointers(run: Run) -> Checkpointers:
   """The run's checkpointers (nothing is written until a save): everything a resume must continue
   goes into the latest checkpoint, the model alone into the best one."""
   early_stopping_state = {"early_stopping": run.early_stopping} if run.early_stopping is not None else {}
+  if run.averages:  # absent without averages: the checkpoints of other runs stay as they were
+    early_stopping_state["averages"] = {state.spec.name: state.trackable for state in run.averages}
   latest = Checkpointer(os.path.join(run.model_dir, "checkpoints"), step=run.step,
                         keep=run.config.keep_checkpoints, is_chief=run.is_chief, model=run.model,
                         # Every model variable by position: Keras 3 does not reach the dropout
@@ -165,6 +170,29 @@ def _check_batch_size(config: RunConfig, replicas: int) -> None:
     pipeline.per_replica_batch_size(config.batch_size, replicas)
   except ValueError as error:
     raise ValueError(f"Trainer.batch_size: {error}") from error
+
+
+def _create_averages(roles: terms_lib.Roles, model: tf.keras.Model, splits: Splits,
+                     preprocessing: ImagePreprocessing, config: RunConfig) -> tuple:
+  """The state of each weight average (under the strategy's scope). An average that recomputes BatchNorm
+  statistics reads `statistics_batches` training batches (None: one epoch) in the run's order from step
+  0, as one undistributed stream, so the statistics do not depend on the replica count."""
+  def statistics_batches(term) -> Callable[[], Iterable] | None:
+    if not (term.recomputes_statistics and averaging.batch_norm_layers(model)):
+      return None
+    batches = term.statistics_batches
+    if batches is None:
+      size = splits.train.known_size
+      if size is None:
+        raise ValueError(f"Trainer.regularizers: {term.name} recomputes BatchNorm statistics on one epoch "
+                         f"of {splits.name}, whose size is not known before training: bind "
+                         f"{type(term).__name__}.statistics_batches")
+      batches = -(-size // config.batch_size)
+    return lambda: pipeline.train_dataset(splits.train, global_batch_size=config.batch_size, seed=config.seed,
+                                          start_step=0, preprocessing=preprocessing).take(batches)
+
+  return tuple(term.create_state(model, statistics_batches=statistics_batches(term))
+               for term in roles.weight_averages)
 
 
 def _input_shape(splits: Splits, preprocessing: ImagePreprocessing, batch_size: int) -> tuple[int, ...]:

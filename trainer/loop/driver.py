@@ -24,6 +24,7 @@ from trainer import __version__
 from trainer.common import files
 from trainer.data import diagnosis
 from trainer.loop import runners, schedules
+from trainer.loop.averaged_evaluation import EvaluateAverage
 from trainer.loop.builder import Checkpointers, Run
 from trainer.loop.controller import Action, Controller
 from trainer.loop.early_stopping import BEST_PREFIX, KeepBest
@@ -64,6 +65,10 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
                          feature_shape=run.input_shape, is_chief=run.is_chief)
     own_eval_actions.append(keep_best)
     own_stop_conditions.append(lambda: run.early_stopping.stopped)
+  averages = [EvaluateAverage(state, evaluate=evaluator.evaluate, writers=run.writers,
+                              model_dir=run.model_dir, feature_shape=run.input_shape, is_chief=run.is_chief)
+              for state in run.averages]
+  own_eval_actions += averages
   controller = Controller(
       trainer=trainer, evaluator=evaluator, writers=run.writers, save_checkpoint=checkpointers.latest.save,
       train_steps=config.train_steps, steps_per_loop=config.steps_per_loop,
@@ -81,6 +86,8 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
       if best:
         run.writers.write_scalars(tags.EVAL, int(run.early_stopping.best_step.numpy()), best)
         metrics.update(best)
+    for average in averages:  # each weight average's eval/* and test/*, next to the raw weights'
+      metrics.update(average.finish(trainer.step))
     path = os.path.join(run.model_dir, RESULTS_FILE)
     record = finished_record(path, step=first_step) if trainer.step == first_step else None
     if record is not None:  # a rerun of a finished run: its record stays whole

@@ -28,14 +28,15 @@ class TrainProgram:
   The step calls each role of `terms` (`trainer.regularization.terms.Roles`) at its place: the batch
   transform (at most one) transforms this replica's batch; the gradient estimator (at most one; else
   one pass) takes the gradient from forward and backward passes, the loss terms' penalties inside the
-  tape; then the update terms before the optimizer step, the step, and the update terms after it.
+  tape; then the update terms before the optimizer step, the step, the update terms after it, and
+  last the weight averages (the states the builder created for them).
   The program knows the roles' protocols, not the terms: what a term reports, it declares.
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf.keras.Model, optimizer,
                schedule, loss_fn: Callable, global_batch_size: int, terms: terms_lib.Roles,
                include_model_losses: bool, classification: bool, step: tf.Variable, seed: int,
-               jit_compile: bool = False):
+               jit_compile: bool = False, averages=()):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -46,6 +47,8 @@ class TrainProgram:
     self.update_terms = terms.update_terms
     self.batch_transform = terms.batch_transform
     self.gradient_estimator = terms.gradient_estimator
+    # The weight averages' states (`averaging.AveragedWeights`), updated after the whole update.
+    self.averages = tuple(averages)
     self.include_model_losses = include_model_losses
     self.classification = classification
     self.step = step
@@ -139,6 +142,8 @@ class TrainProgram:
     taken = compute() if self.gradient_estimator is None else self.gradient_estimator.estimate(
         compute, self.metrics)
     self._apply(taken.gradients)
+    for average in self.averages:
+      average.update(step)
     self._accumulate(labels, taken, batch)
     guarded = [tf.reduce_sum(taken.per_example), *taken.penalties.values()]
     if not self.loss_scaling:

@@ -26,6 +26,22 @@ TRAIN, EVAL = "train", "eval"  # event directories below model_dir
 # the session's tag, written in every one of them.
 SESSIONS, EACH = (TRAIN, EVAL), "*"
 
+# A weight average (`EMA`, `SWA`) is evaluated into its own run beside `eval`, `eval_<average>` (e.g.
+# `eval_ema`), with the evaluation directory's tags: eval/*, train_eval/*, gap/* and test/*.
+AVERAGED = "eval_<average>"
+
+
+def averaged_directory(name: str) -> str:
+  """The event directory of the weight average `name`: `eval_<name>`."""
+  return AVERAGED.replace("<average>", name)
+
+
+def averaged_tags() -> tuple[str, ...]:
+  """The tags an averaged run (`eval_<average>`) holds: the evaluation directory's scalars."""
+  return tuple(entry.pattern for entry in TAGS if entry.directory == EVAL and entry.kind == SCALAR
+               and entry.pattern.split("/")[0] in ("eval", "train_eval", "gap", "test"))
+
+
 SCALAR, TEXT, HISTOGRAM, HPARAMS, LAYOUT = "scalar", "text", "histogram", "hparams", "layout"
 
 

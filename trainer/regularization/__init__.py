@@ -1,10 +1,11 @@
 """Regularization terms, structural variable selector, exactly-once distributed updates, tfa optimizers.
 
-The public face: the four roles a term can play (`LossTerm`, `UpdateTerm`, `BatchTransform`,
-`GradientEstimator`, see `trainer.regularization.terms`), the built-in terms, and the selector. A new
-term subclasses one role in its own module and is registered in `trainer/config/registry.py`.
+The public face: the five roles a term can play (`LossTerm`, `UpdateTerm`, `BatchTransform`,
+`GradientEstimator`, `WeightAverage`, see `trainer.regularization.terms`), the built-in terms, and the
+selector. A new term subclasses one role in its own module and is registered in `trainer/config/registry.py`.
 """
 
+from trainer.regularization.averaging import EMA, SWA
 from trainer.regularization.mixing import CutMix, Mixup
 from trainer.regularization.selectors import VariableSelector
 from trainer.regularization.sharpness_aware import SAM
@@ -19,6 +20,7 @@ from trainer.regularization.terms import (
     ProximalL1,
     Roles,
     UpdateTerm,
+    WeightAverage,
     by_role,
 )
 
@@ -26,6 +28,7 @@ __all__ = [
     "BatchTransform",
     "CutMix",
     "DecoupledWeightDecay",
+    "EMA",
     "GradientEstimator",
     "GradientPass",
     "L1",
@@ -35,7 +38,9 @@ __all__ = [
     "ProximalL1",
     "Roles",
     "SAM",
+    "SWA",
     "UpdateTerm",
     "VariableSelector",
+    "WeightAverage",
     "by_role",
 ]

@@ -13,6 +13,10 @@ and the train step (`trainer.loop.programs.TrainProgram`) calls each role at its
 * `GradientEstimator` (`SAM`, ASAM, trainer/regularization/sharpness_aware.py; at most one): decides at
   which weights the step's gradient is taken; without one, the gradient is one forward and backward
   pass at the current weights.
+* `WeightAverage` (`EMA`, `SWA`, trainer/regularization/averaging.py): keeps an average of the weights
+  the run passes through, updated after each step, without changing the trajectory; the run also
+  evaluates and exports the average. The term is a plain spec: the builder creates its state (the
+  averaged variables) under the strategy's scope with `create_state`.
 
 Each term acts on the variables its `VariableSelector` picks (default: kernels, not biases or
 normalization parameters), and declares what the run reports about it: its HParams entries
@@ -199,12 +203,40 @@ class GradientEstimator(_Term):
     raise NotImplementedError
 
 
+class WeightAverage(_Term):
+  """An average of the weights along the trajectory (a spec of plain values; its state is separate).
+
+  `create_state(model, ...)` (under the strategy's scope, called by the builder) creates the averaged
+  variables; the train step updates them after the optimizer step and every update term. It changes
+  no weight the run trains, so it shrinks nothing and covers every trainable variable.
+  """
+
+  shrinks_weights = False
+  role = "weight average (EMA, SWA)"
+  # Whether the average's BatchNorm statistics are recomputed on training data before it is evaluated,
+  # from how many batches (None: one epoch).
+  recomputes_statistics = False
+  statistics_batches: int | None = None
+
+  def __init__(self, *, name: str):
+    super().__init__(name=name, selector=selectors.VariableSelector(exclude_biases_and_norms=False))
+
+  def create_state(self, model, *, statistics_batches: Callable[[], typing.Iterable] | None = None):
+    """The averaged variables of `model` and their update (call under the strategy's scope).
+
+    `statistics_batches()`: (features, labels) batches of training data, for an average that
+    recomputes BatchNorm statistics before it is evaluated (SWA).
+    """
+    raise NotImplementedError
+
+
 class Roles(typing.NamedTuple):
   """`Trainer.regularizers` sorted by role, each role in the order the terms were given."""
   loss_terms: tuple[LossTerm, ...] = ()
   update_terms: tuple[UpdateTerm, ...] = ()
   batch_transform: BatchTransform | None = None
   gradient_estimator: GradientEstimator | None = None
+  weight_averages: tuple[WeightAverage, ...] = ()
 
   @property
   def train_tags(self) -> tuple[str, ...]:
@@ -215,20 +247,24 @@ class Roles(typing.NamedTuple):
 
 def by_role(regularizers: Sequence) -> Roles:
   """Sorts terms by the protocol each implements; ValueError/TypeError naming the culprit term."""
-  kinds = {LossTerm: [], UpdateTerm: [], BatchTransform: [], GradientEstimator: []}
+  kinds = {LossTerm: [], UpdateTerm: [], BatchTransform: [], GradientEstimator: [], WeightAverage: []}
   for term in regularizers:
     kind = next((kind for kind in kinds if isinstance(term, kind)), None)
     if kind is None:
-      raise TypeError(f"{term!r} is not a regularization term (a LossTerm, UpdateTerm, BatchTransform or "
-                      "GradientEstimator; bind terms with parentheses, e.g. @L2())")
+      raise TypeError(f"{term!r} is not a regularization term (a LossTerm, UpdateTerm, BatchTransform, "
+                      "GradientEstimator or WeightAverage; bind terms with parentheses, e.g. @L2())")
     kinds[kind].append(term)
+  names = [term.name for term in kinds[WeightAverage]]
+  if len(set(names)) < len(names):
+    raise ValueError(f"weight averages need distinct names (each is evaluated into eval_<name>/), "
+                     f"got {names}")
   singles = []
   for kind in (BatchTransform, GradientEstimator):
     found = kinds[kind]
     if len(found) > 1:
       raise ValueError(f"at most one {kind.role} per run, got {[t.name for t in found]}")
     singles.append(found[0] if found else None)
-  return Roles(tuple(kinds[LossTerm]), tuple(kinds[UpdateTerm]), *singles)
+  return Roles(tuple(kinds[LossTerm]), tuple(kinds[UpdateTerm]), *singles, tuple(kinds[WeightAverage]))
 
 
 @gin.configurable
