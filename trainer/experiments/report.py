@@ -80,7 +80,10 @@ def read_run(model_dir: str) -> Scalars:
   The one reader of a run's scalars, for the report and for `trainer.experiments.results`; it needs
   no TensorFlow. A resumed run may hold a step twice; the later value is the one that counts.
   """
-  return {f"{directory}/{tag}": series for directory in EVENT_DIRS
+  # Each weight average's own run, `eval_<average>` (trainer/regularization/averaging.py).
+  averaged = sorted(name for name in (os.listdir(model_dir) if os.path.isdir(model_dir) else ())
+                    if name.startswith(tags.averaged_directory("")))
+  return {f"{directory}/{tag}": series for directory in EVENT_DIRS + tuple(averaged)
           for tag, series in event_files.read_scalars(os.path.join(model_dir, directory)).items()}
 
 
