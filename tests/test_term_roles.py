@@ -15,6 +15,7 @@ from trainer.loop import losses, schedules
 from trainer.loop.programs import TrainProgram
 from trainer.metrics import tags
 from trainer.regularization import terms
+from trainer.regularization.averaging import EMA, SWA
 from trainer.regularization.mixing import CutMix, Mixup, MixupCutMix
 from trainer.regularization.sharpness_aware import SAM
 from trainer.runtime import compat
@@ -56,6 +57,8 @@ def test_a_second_batch_transform_or_estimator_and_a_non_term_are_refused(regula
     (SAM(0.05), {"rho": 0.05, "adaptive": False, "perturbation": "global"}),
     (SAM(0.5, adaptive=True, eta=0.02, perturbation="per_replica"),
      {"rho": 0.5, "adaptive": True, "eta": 0.02, "scaled": "kernels", "perturbation": "per_replica"}),
+    (EMA(0.99, warmup=True, statistics="raw"), {"decay": 0.99, "warmup": True, "statistics": "raw"}),
+    (SWA(100, 10), {"start_step": 100, "every": 10}),
 ])
 def test_each_term_declares_its_hparams_and_registered_tags(term, settings):
   assert term.hparams() == {"type": type(term).__name__, **settings}

@@ -40,7 +40,9 @@ def _trajectory(model, steps: int) -> list[list[np.ndarray]]:
 def _numpy_ema(trajectory, decay: float, *, warmup: bool = False):
   average = [w.copy() for w in trajectory[0]]
   for step, weights in enumerate(trajectory[1:]):
-    rate = min(np.float32(decay), np.float32(1 + step) / np.float32(10 + step)) if warmup else np.float32(decay)
+    rate = np.float32(decay)
+    if warmup:
+      rate = min(rate, np.float32(1 + step) / np.float32(10 + step))
     average = [a - (a - w) * (np.float32(1) - rate) for a, w in zip(average, weights)]
   return average
 
@@ -97,7 +99,8 @@ def test_swa_is_the_running_mean_of_the_snapshots_from_start_step_every_steps(re
 
 
 def test_swa_before_its_first_snapshot_has_nothing_to_evaluate():
-  state = _follow(averaging.SWA(start_step=STEPS + 1), _trajectory(_model(), STEPS), tf.distribute.get_strategy())
+  state = _follow(averaging.SWA(start_step=STEPS + 1), _trajectory(_model(), STEPS),
+                  tf.distribute.get_strategy())
   assert not state.ready
 
 
@@ -187,7 +190,7 @@ def test_the_averages_are_evaluated_into_their_own_runs_and_exported(runs):
   # The export carries the EMA weights: its test accuracy is the averaged run's, not the raw weights'.
   state = run.averages[0]
   test = digits().test
-  exported = tf.saved_model.load(os.path.join(model_dir, "ema", "saved_model"))  # (kept: it owns its variables)
+  exported = tf.saved_model.load(os.path.join(model_dir, "ema", "saved_model"))  # kept: owns its variables
   outputs = exported.serve(tf.constant(test.features, tf.float32))["outputs"].numpy()
   assert np.mean(outputs.argmax(-1) == test.labels) == pytest.approx(metrics["ema/test/accuracy"], abs=1e-6)
   with state.swapped_in():
@@ -209,7 +212,8 @@ def test_averages_under_a_mirrored_strategy_match_a_single_device(runs, tmp_path
 def _tfa_trajectory(wrapper, state_spec, steps: int):
   """Trains one model with `wrapper(SGD)` (tfa) and a copy with SGD plus Occam's state of `state_spec`,
   on the same digits batches; returns (tfa's average slots, Occam's averages)."""
-  from tests.test_tfa import _batches, _model as tfa_model
+  from tests.test_tfa import _batches
+  from tests.test_tfa import _model as tfa_model
   leader = tfa_model()
   follower = tfa_model(leader.get_weights())
   tfa_optimizer = wrapper(tf.keras.optimizers.legacy.SGD(0.1))
@@ -220,7 +224,8 @@ def _tfa_trajectory(wrapper, state_spec, steps: int):
     for model, optimizer in ((leader, tfa_optimizer), (follower, sgd)):
       with tf.GradientTape() as tape:
         loss = loss_fn(labels, model(features))
-      optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+      gradients = tape.gradient(loss, model.trainable_variables)
+      optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     state.update(tf.constant(step, tf.int64))
   return [tfa_optimizer.get_slot(v, "average").numpy() for v in leader.trainable_variables], state
 
@@ -232,8 +237,8 @@ def test_ema_follows_tfa_moving_average(warmup):
   expected, state = _tfa_trajectory(
       lambda sgd: tfa.optimizers.MovingAverage(sgd, average_decay=0.9, dynamic_decay=warmup),
       averaging.EMA(0.9, warmup=warmup, statistics="raw"), 30)
-  for got, reference in zip(state.averages, expected):
-    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-5, atol=1e-6)
+  for got, reference in zip(state.averages, expected):  # measured bit-identical (TF 2.15, CPU)
+    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-6, atol=1e-7)
 
 
 @requires_tfa
@@ -243,5 +248,5 @@ def test_swa_follows_tfa_swa():
       lambda sgd: tfa.optimizers.SWA(sgd, start_averaging=5, average_period=4),
       averaging.SWA(start_step=6, every=4), 30)  # tfa counts the iterations before the step
   assert float(state.count.numpy()) == 7  # steps 6, 10, ..., 30
-  for got, reference in zip(state.averages, expected):
-    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-5, atol=1e-6)
+  for got, reference in zip(state.averages, expected):  # measured bit-identical (TF 2.15, CPU)
+    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-6, atol=1e-7)

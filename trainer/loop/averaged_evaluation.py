@@ -56,8 +56,8 @@ class EvaluateAverage:
     with self._average.swapped_in():
       scalars = self._evaluate(splits)
       if export:
-        path = export_saved_model(self._average.model,
-                                  os.path.join(self._model_dir, self.name, "saved_model"), self._feature_shape)
+        path = os.path.join(self._model_dir, self.name, "saved_model")
+        export_saved_model(self._average.model, path, self._feature_shape)
         logging.info("%s: exported the averaged weights to %s", self.name, path)
     self._writers.write_scalars(self.directory, step, scalars)
     return scalars

@@ -1,4 +1,4 @@
-"""Regularization terms and the four roles a term plays in the training step.
+"""Regularization terms and the five roles a term plays in the training step.
 
 Users bind one list, `Trainer.regularizers`; `by_role` sorts it by the protocol each term implements,
 and the train step (`trainer.loop.programs.TrainProgram`) calls each role at its place:
