@@ -62,9 +62,11 @@ def test_the_scan_finds_what_it_looks_for():
 
 @pytest.mark.slow
 def test_the_train_loop_with_every_term_holds_no_float64_64_bit_sort_or_python(tmp_path):
-  """L2, L1, decoupled decay, proximal L1, ASAM, Mixup, label smoothing, stochastic depth, mixed_bfloat16."""
+  """L2, L1, decoupled decay, proximal L1, ASAM, Mixup, EMA, SWA, label smoothing, stochastic depth,
+  mixed_bfloat16."""
   graph = _traced_train_loop(tmp_path, RESIDUAL + [
-      "Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM(), @Mixup()]",
+      "Trainer.regularizers=[@L2(), @L1(), @DecoupledWeightDecay(), @ProximalL1(), @SAM(), @Mixup(), @EMA(), "
+      "@SWA()]", "EMA.warmup=True", "SWA.statistics_batches=2",
       "L2.scale=1e-4", "L1.scale=1e-5", "DecoupledWeightDecay.rate=1e-4", "ProximalL1.scale=1e-5",
       "SAM.rho=0.5", "SAM.adaptive=True", "Mixup.alpha=0.2", "softmax_cross_entropy.label_smoothing=0.1",
       "Trainer.mixed_precision='mixed_bfloat16'"])

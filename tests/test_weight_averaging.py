@@ -250,3 +250,14 @@ def test_swa_follows_tfa_swa():
   assert float(state.count.numpy()) == 7  # steps 6, 10, ..., 30
   for got, reference in zip(state.averages, expected):  # measured bit-identical (TF 2.15, CPU)
     np.testing.assert_allclose(got.numpy(), reference, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_the_evaluate_entry_point_evaluates_an_average_of_the_latest_checkpoint(runs):
+  import trainer
+  (_, metrics), model_dir = runs["straight"]
+  result = trainer.evaluate(model_dir, split="test", weights="ema")
+  assert result.step == 200
+  assert result.metrics["ema/test/accuracy"] == pytest.approx(metrics["ema/test/accuracy"], abs=1e-6)
+  with pytest.raises(trainer.InvalidRunError, match="latest checkpoint only"):
+    trainer.evaluate(model_dir, checkpoint="best", weights="ema")

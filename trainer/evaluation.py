@@ -13,7 +13,9 @@ The run is rebuilt from the config it recorded (`model_dir/config.gin`), plus an
 restored read-only: 'latest' is the newest readable one of `model_dir/checkpoints` (the weights a
 finished run's final `eval/*` and `test/*` were computed with), 'best' the one early stopping kept in
 `model_dir/best` (its `best/test/*`). The split is 'eval' (validation) or 'test'; the metrics are the
-ones training reports for it, computed by the same evaluation program.
+ones training reports for it, computed by the same evaluation program. `weights` names which weights of
+the checkpoint: 'raw' (the trained ones) or a weight average the run keeps (`ema`, `swa`: the name of an
+`@EMA()`/`@SWA()` term; its `<name>/test/*`), from the latest checkpoint only.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class Evaluation:
 
 
 def evaluate(model_dir: str, *, checkpoint: str = "latest", split: str = "test", bindings: Sequence[str] = (),
-             strategy: str | tf.distribute.Strategy = "default", tpu: str | None = None) -> Evaluation:
+             strategy: str | tf.distribute.Strategy = "default", tpu: str | None = None,
+             weights: str = "raw") -> Evaluation:
   """Evaluates `model_dir`'s latest or best checkpoint on `split` ('eval' or 'test').
 
   Raises:
@@ -57,13 +60,13 @@ def evaluate(model_dir: str, *, checkpoint: str = "latest", split: str = "test",
   """
   try:
     return _evaluate(model_dir, checkpoint=checkpoint, split=split, bindings=bindings, strategy=strategy,
-                     tpu=tpu)
+                     tpu=tpu, weights=weights)
   except (parsing.ConfigError, checkpointing.ResumeError, ValueError, TypeError) as error:
     raise api.InvalidRunError(str(error)) from error
 
 
 def _evaluate(model_dir: str, *, checkpoint: str, split: str, bindings: Sequence[str],
-              strategy: str | tf.distribute.Strategy, tpu: str | None) -> Evaluation:
+              strategy: str | tf.distribute.Strategy, tpu: str | None, weights: str) -> Evaluation:
   if checkpoint not in CHECKPOINTS:
     raise ValueError(f"--checkpoint={checkpoint!r} is not one of {CHECKPOINTS}")
   if split not in SPLITS:
@@ -79,6 +82,11 @@ def _evaluate(model_dir: str, *, checkpoint: str, split: str, bindings: Sequence
     strategy = strategy_lib.create(strategy, tpu=tpu)
   run = builder.build(Trainer(), strategy=strategy, model_dir=model_dir,
                       is_chief=strategy_lib.worker_role(strategy).is_chief)
+  averages = {state.spec.name: state for state in run.averages}
+  if weights != "raw" and (weights not in averages or checkpoint != "latest"):
+    raise ValueError(f"--weights={weights!r}: the {checkpoint} checkpoint holds "
+                     f"{['raw', *averages] if checkpoint == 'latest' else ['raw']} (averages are kept in the "
+                     "latest checkpoint only)")
   checkpointers = builder.open_checkpointers(run)
   try:
     chosen = checkpointers.latest if checkpoint == "latest" else checkpointers.best
@@ -87,7 +95,12 @@ def _evaluate(model_dir: str, *, checkpoint: str, split: str, bindings: Sequence
       hint = " (best checkpoints come from Trainer.early_stopping)" if checkpoint == "best" else ""
       raise ValueError(f"--model_dir={model_dir}: no {checkpoint} checkpoint in {chosen.directory}{hint}")
     evaluator = runners.EvalRunner(program=run.eval_program, inputs=run.eval_inputs)
-    return Evaluation(checkpoint=path, step=int(run.step.numpy()), metrics=evaluator.evaluate([split]))
+    if weights == "raw":
+      return Evaluation(checkpoint=path, step=int(run.step.numpy()), metrics=evaluator.evaluate([split]))
+    with averages[weights].swapped_in():
+      metrics = evaluator.evaluate([split])
+    return Evaluation(checkpoint=path, step=int(run.step.numpy()),
+                      metrics={f"{weights}/{tag}": value for tag, value in metrics.items()})
   finally:
     checkpointers.close()
 
@@ -98,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--model_dir", required=True, help="the run's directory (as given to training)")
   parser.add_argument("--checkpoint", default="latest", choices=CHECKPOINTS)
   parser.add_argument("--split", default="test", choices=SPLITS, help="'eval' is the validation split")
+  parser.add_argument("--weights", default="raw",
+                      help="'raw', or the name of a weight average the run keeps (e.g. 'ema', 'swa')")
   parser.add_argument("--gin_bindings", action="append", default=[],
                       help="bindings applied after the run's config.gin (repeatable)")
   parser.add_argument("--strategy", default="default", help="distribution strategy name, as for training")
@@ -105,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   arguments = parser.parse_args(argv)
   try:
     result = evaluate(arguments.model_dir, checkpoint=arguments.checkpoint, split=arguments.split,
-                      bindings=arguments.gin_bindings, strategy=arguments.strategy, tpu=arguments.tpu)
+                      bindings=arguments.gin_bindings, strategy=arguments.strategy, tpu=arguments.tpu,
+                      weights=arguments.weights)
   except (api.InvalidRunError, strategy_lib.StrategyError) as error:
     print(f"occam-evaluate: error: {error}", file=sys.stderr)
     return 2
