@@ -123,6 +123,23 @@ def test_swa_recomputes_batch_norm_statistics_as_the_mean_of_batch_statistics():
     np.testing.assert_array_equal(variable.numpy(), value)
 
 
+def test_ema_averages_batch_norm_statistics_as_timm_or_only_the_trainables_as_tfa():
+  model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization(),
+                               tf.keras.layers.Dropout(0.5), tf.keras.layers.Dense(2)])
+  model.build((None, 3))
+  bn = model.layers[1]
+  averaged = averaging.EMA(statistics="averaged").create_state(model)
+  raw = averaging.EMA(statistics="raw").create_state(model)
+  assert len(raw.averages) == len(model.trainable_variables)
+  assert len(averaged.averages) == len(model.trainable_variables) + 2  # the moving statistics; no RNG state
+  bn.moving_mean.assign(tf.ones_like(bn.moving_mean))
+  tf.function(lambda: (averaged.update(tf.constant(0, tf.int64)), raw.update(tf.constant(0, tf.int64))))()
+  with averaged.swapped_in():  # (1 - decay) of the way from the initial zeros to the ones
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.float32(1) - np.float32(0.999), rtol=1e-6)
+  with raw.swapped_in():  # the raw model's own statistics
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), 1.0)
+
+
 def test_the_roles_and_the_specs_reject_bad_settings():
   ema, swa = averaging.EMA(0.9), averaging.SWA(5, 2)
   assert terms.by_role([ema, swa]).weight_averages == (ema, swa)

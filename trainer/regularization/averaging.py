@@ -74,7 +74,8 @@ class EMA(terms.WeightAverage):
     del statistics_batches  # the statistics are averaged (or raw), never recomputed
     averaged = list(model.trainable_variables)
     if self.statistics == "averaged":
-      averaged += [v for v in model.non_trainable_variables if v.dtype.is_floating]
+      # BatchNorm's moving statistics; not the integer state of dropout's random generator (Keras 3).
+      averaged += [v for v in model.non_trainable_variables if compat.tf_variable(v).dtype.is_floating]
     return AveragedWeights(self, averaged, model=model)
 
   def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor, step: tf.Tensor):
