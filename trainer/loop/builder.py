@@ -37,7 +37,7 @@ from trainer.metrics.monitor import Monitor
 from trainer.metrics.summaries import SummaryWriters
 from trainer.regularization import averaging, tfa_optimizers
 from trainer.regularization import terms as terms_lib
-from trainer.runtime import compat
+from trainer.runtime import compat, devices
 from trainer.runtime.checkpointing import Checkpointer
 
 
@@ -119,8 +119,8 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   train_program = TrainProgram(
       strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
       global_batch_size=config.batch_size, terms=roles, include_model_losses=bool(model.losses),
-      classification=classification, step=step, seed=config.seed, jit_compile=config.jit_compile,
-      averages=averages)
+      classification=classification, step=step, seed=config.seed,
+      jit_compile=devices.jit_compile(config.jit_compile, strategy), averages=averages)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification)
   monitor.bind(strategy=strategy, model=model, terms=terms, train_examples=train_examples,

@@ -9,8 +9,9 @@ host does happens at loop boundaries, and everything beyond the cadence comes in
 * `stop_conditions` are asked at every boundary (early stopping, a callback that asked to stop);
 * `on_nonfinite(step, quantities)` decides what a non-finite step does (raise, or restore);
 * `preemption.should_stop()` turns a SIGTERM (SIGINT) into a checkpoint and `Preempted` (`Interrupted`);
-  on a single worker the signal also ends the running loop early, so it waits for one compiled call
-  (about `runners.SECONDS_PER_CALL`) rather than a whole loop.
+  the signal also ends the running loop early (`preemption.LoopCalls`: after the running call on a
+  single worker, at the call every worker agreed on under multi-worker), so it waits for about one
+  compiled call (`runners.SECONDS_PER_CALL`) rather than a whole loop.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from absl import logging
 from trainer.loop.runners import TrainOutput
 from trainer.metrics import tags
 from trainer.metrics.summaries import SummaryWriters
-from trainer.runtime.preemption import PreemptionWatcher
+from trainer.runtime.preemption import LoopCalls, PreemptionWatcher
 
 Action = Callable[[int, Mapping[str, float]], None]
 
@@ -31,7 +32,7 @@ Action = Callable[[int, Mapping[str, float]], None]
 class Trainable(Protocol):
   step: int
 
-  def train(self, num_steps: int, stop_requested: Callable[[], bool] | None = None) -> TrainOutput: ...
+  def train(self, num_steps: int, calls: LoopCalls | None = None) -> TrainOutput: ...
 
 
 class Evaluable(Protocol):
@@ -77,9 +78,8 @@ class Controller:
     eta = Eta(self._train_steps)
     with self._preemption:
       while step < self._train_steps and not self._should_stop():
-        # A signal ends the loop early (after the running call) where only this process must agree.
-        output = self._trainer.train(self._next_boundary(step) - step,
-                                     stop_requested=self._preemption.local_check())
+        # A signal ends the loop early: after the running call, or at the call the workers agreed on.
+        output = self._trainer.train(self._next_boundary(step) - step, self._preemption.loop_calls())
         if output.nonfinite:
           self._on_nonfinite(output.first_bad_step, output.nonfinite)  # raises, or restores a checkpoint
           step = self._trainer.step
@@ -97,7 +97,8 @@ class Controller:
             action(step, scalars)
         preempted = self._preemption.should_stop()
         stop = self._should_stop()
-        if step % self._checkpoint_every == 0 or step == self._train_steps or stop or preempted:
+        due = step % self._checkpoint_every == 0 or step == self._train_steps or stop or preempted
+        if due and self._preemption.saved_step != step:  # not saved at the agreed stop already
           self._save_checkpoint(step)
         _log_loop(step, self._train_steps, scalars, eta.update(step))
         final = scalars

@@ -31,7 +31,7 @@ from trainer.loop.early_stopping import BEST_PREFIX, KeepBest
 from trainer.loop.recovery import NonFiniteRecovery
 from trainer.metrics import dashboard, tags
 from trainer.regularization import terms as terms_lib
-from trainer.runtime import checkpointing
+from trainer.runtime import checkpointing, devices
 from trainer.runtime.preemption import PreemptionWatcher
 
 RESULTS_FILE = "results.json"
@@ -73,7 +73,8 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
       trainer=trainer, evaluator=evaluator, writers=run.writers, save_checkpoint=checkpointers.latest.save,
       train_steps=config.train_steps, steps_per_loop=config.steps_per_loop,
       eval_every=config.eval_every, checkpoint_every=config.checkpoint_every, on_nonfinite=recovery,
-      preemption=PreemptionWatcher(run.strategy), train_actions=train_actions,
+      preemption=PreemptionWatcher(run.strategy, save=lambda: _save_now(run, checkpointers)),
+      train_actions=train_actions,
       eval_actions=[*own_eval_actions, *eval_actions],
       stop_conditions=[*own_stop_conditions, *stop_conditions])
   try:
@@ -107,6 +108,13 @@ def train(run: Run, checkpointers: Checkpointers, *, restored: str | None,
   finally:
     run.writers.flush()
     checkpointers.close()
+
+
+def _save_now(run: Run, checkpointers: Checkpointers) -> int:
+  """Writes the latest checkpoint at the current step (where the workers agreed to stop); returns the step."""
+  step = int(run.step.numpy())
+  checkpointers.latest.save(step)
+  return step
 
 
 def _explained(run: Run, checkpointers: Checkpointers, error: Exception) -> Exception | None:
@@ -145,6 +153,7 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   logging.info("data: %s", run.splits.description)
   logging.info("model: %s, %d trainable parameters", run.model.name,
                sum(int(tf.size(v)) for v in run.model.trainable_variables))
+  logging.info("%s", devices.describe_jit_compile(run.config.jit_compile, run.strategy))
   for term in run.terms:
     logging.info("regularizer %s", term.describe())  # `l2: L2(scale=...) on ...`: it starts with the name
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())

@@ -18,9 +18,11 @@ from trainer.loop import schedules
 from trainer.loop.builder import Run
 from trainer.loop.programs import EvalProgram, TrainProgram
 from trainer.metrics.monitor import Monitor
+from trainer.runtime import preemption
 
-# With a stop request to watch (a preemption signal), the longest stretch of training between two looks
-# at it: a Cloud TPU or spot VM gets about 30 s between its notice and the kill.
+# With a stop request to watch (a preemption signal), about the longest stretch of training between the
+# signal and the stop (split over `LoopCalls.calls_to_stop` calls): a Cloud TPU or spot VM gets about
+# 30 s between its notice and the kill.
 SECONDS_PER_CALL = 10.0
 
 
@@ -59,7 +61,7 @@ class TrainRunner:
     self._schedule, self._monitor, self._global_batch_size = schedule, monitor, global_batch_size
     self._iterator = None
     self._iterator_step: int | None = None
-    self._steps_per_call = 1  # with `stop_requested`: the first call (which traces) is one step
+    self._steps_per_call = 1  # with `calls`: the first call (which traces) is one step
 
   @property
   def step(self) -> int:
@@ -70,14 +72,15 @@ class TrainRunner:
       self._iterator = self._train_input(step)
     return self._iterator
 
-  def train(self, num_steps: int, stop_requested: Callable[[], bool] | None = None) -> TrainOutput:
+  def train(self, num_steps: int, calls: preemption.LoopCalls | None = None) -> TrainOutput:
     """Runs `num_steps` steps in compiled calls and reads the loop's results once.
 
-    Without `stop_requested` the loop is one call. With it, the loop is split into calls of about
-    `SECONDS_PER_CALL` each (sized from the previous call's rate; the first is one step, which also
-    traces), and `stop_requested()` is asked after each: when it holds, the loop ends there, early, so
-    that a preemption notice waits for at most one call, not a whole loop. The steps, their data and
-    their metrics are the same however the loop is split.
+    Without `calls` the loop is one call. With them (a preemption may come), the loop is split into
+    calls of about `SECONDS_PER_CALL` each (sized from the previous call's rate, agreed between workers;
+    the first is one step, which also traces): the loop ends after a call during which a signal came,
+    or before the call at which the workers agreed to stop (`preemption.StopAgreed`), so that a
+    preemption notice waits for at most one call, not a whole loop. The steps, their data and their
+    metrics are the same however the loop is split.
     """
     program = self._program
     start = self.step
@@ -86,15 +89,21 @@ class TrainRunner:
     started = time.perf_counter()
     done, first_bad = 0, -1
     while done < num_steps and first_bad < 0:
-      steps = num_steps - done if stop_requested is None else min(num_steps - done, self._steps_per_call)
+      steps = num_steps - done if calls is None else min(num_steps - done, self._steps_per_call)
       call_started = time.perf_counter()
-      bad = int(program.loop(iterator, tf.constant(steps, tf.int32)))
+      # A loop's first call always runs: a loop of no steps would have nothing to report.
+      run = calls.run if calls is not None and done else (lambda function, *args: function(*args))
+      try:
+        bad = int(run(program.loop, iterator, tf.constant(steps, tf.int32)))
+      except preemption.StopAgreed:
+        break
       first_bad = done + bad if bad >= 0 else -1
       done += steps
-      if stop_requested is not None:
-        rate = steps / max(time.perf_counter() - call_started, 1e-6)
-        self._steps_per_call = max(1, int(SECONDS_PER_CALL * rate))
-        if stop_requested():
+      if calls is not None:
+        seconds_per_step = max(time.perf_counter() - call_started, 1e-6) / steps
+        budget = SECONDS_PER_CALL / calls.calls_to_stop
+        self._steps_per_call = calls.steps_per_call(max(1, int(budget / seconds_per_step)))
+        if calls.stop_requested():
           break
     seconds = time.perf_counter() - started
     num_steps, step = done, start + done

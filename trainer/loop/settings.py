@@ -23,6 +23,7 @@ from trainer.data.preprocessing import ImagePreprocessing
 from trainer.loop import losses
 from trainer.loop.early_stopping import EarlyStopping
 from trainer.metrics.monitor import Monitor
+from trainer.runtime import devices
 
 ON_NONFINITE = ("stop", "restore")
 PRECISION_POLICIES = (None, "float32", "mixed_bfloat16", "mixed_float16")
@@ -41,7 +42,7 @@ class RunConfig:
   checkpoint_every: int
   keep_checkpoints: int
   mixed_precision: str | None
-  jit_compile: bool
+  jit_compile: bool | str
   on_nonfinite: str
   restore_lr_factor: float
   max_restores: int
@@ -72,7 +73,8 @@ class Trainer:
     seed: seeds weights (via `tf.keras.utils.set_random_seed`) and the data order.
     mixed_precision: None (float32), 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU; adds
       dynamic loss scaling). Losses, penalties and metrics are computed in float32 either way.
-    jit_compile: compile the replica train step with XLA (what a TPU always does).
+    jit_compile: compile the replica train step with XLA: True, False or 'auto' (TPU and GPU: on; CPU:
+      off, where it measured no better; resolved by `trainer.runtime.devices.jit_compile`).
     early_stopping: `@EarlyStopping()` to stop when an eval metric stops improving; the best weights
       go to model_dir/best (checkpoint, SavedModel, best.json).
     on_nonfinite: what a non-finite loss, penalty or gradient does: 'stop' (an error naming the term
@@ -94,7 +96,7 @@ class Trainer:
                batch_size: int = 64, eval_batch_size: int = 256, train_steps: int = 1000,
                steps_per_loop: int = 100, eval_every: int = 500, checkpoint_every: int = 500,
                keep_checkpoints: int = 3, seed: int = 0, mixed_precision: str | None = None,
-               jit_compile: bool = False, monitor: Monitor | None = None,
+               jit_compile: bool | str = devices.AUTO, monitor: Monitor | None = None,
                early_stopping: EarlyStopping | None = None, on_nonfinite: str = "stop",
                restore_lr_factor: float = 0.5, max_restores: int = 3):
     owner = "Trainer"
@@ -120,7 +122,9 @@ class Trainer:
     if mixed_precision not in PRECISION_POLICIES:
       raise ValueError(f"Trainer.mixed_precision={mixed_precision!r} is not one of {PRECISION_POLICIES}")
     self.mixed_precision = mixed_precision
-    self.jit_compile = bool(jit_compile)
+    if jit_compile not in devices.JIT_COMPILE_SETTINGS or not isinstance(jit_compile, (bool, str)):
+      raise ValueError(f"Trainer.jit_compile must be 'auto', True or False, got {jit_compile!r}")
+    self.jit_compile = jit_compile
     self.monitor = monitor
     self.early_stopping = early_stopping
     if on_nonfinite not in ON_NONFINITE:
