@@ -53,6 +53,7 @@ RESNET50_IMAGES_PER_SECOND = "order of 250-400 per TPU v3/v4 core, 1,000+ per V1
 class Settings:
   """Sizes of the check: the model, image side, per-replica batch, loops and the input benchmark's."""
 
+  model_name: str
   model: tuple[str, ...]
   image_size: int
   batch_per_replica: int
@@ -63,11 +64,13 @@ class Settings:
   input: input_throughput.Settings
 
 
-FULL = Settings(model=("Trainer.model = @ImageNetResNet", "ImageNetResNet.depth = 50"), image_size=224,
+FULL = Settings(model_name="ResNet-50",
+                model=("Trainer.model = @ImageNetResNet", "ImageNetResNet.depth = 50"), image_size=224,
                 batch_per_replica=64, steps_per_loop=20, loops=2, repeats=2, num_examples=256,
                 input=input_throughput.Settings(images=256, shards=8, batch_size=64, batches=8,
                                                 warmup_batches=2, repeats=2))
-TINY = Settings(model=("Trainer.model = @CifarResNet", "CifarResNet.depth = 8"), image_size=16,
+TINY = Settings(model_name="ResNet-8 (CIFAR)",
+                model=("Trainer.model = @CifarResNet", "CifarResNet.depth = 8"), image_size=16,
                 batch_per_replica=4, steps_per_loop=2, loops=1, repeats=1, num_examples=32,
                 input=input_throughput.QUICK)
 
@@ -143,11 +146,10 @@ def check_monitor_and_training(settings: Settings, strategy: tf.distribute.Strat
   extra = cost(monitor_on, monitor_off)[0]
   batch = settings.batch_per_replica * strategy.num_replicas_in_sync
   images = monitor_on.rate[0] * batch
-  model = ", ".join(binding.split("= ")[1] for binding in settings.model)
   return [
       Row("Monitor", "cost of the default Monitor (loops with it / without it - 1)", f"{extra:+.1%}", "<= 5%",
           _verdict(extra <= 0.05)),
-      Row("training", f"{model} at {settings.image_size} px, batch {batch}: images/s",
+      Row("training", f"{settings.model_name} at {settings.image_size} px, batch {batch}: images/s",
           f"{images:,.0f}", "(see per replica)"),
       Row("training", "images/s per replica", f"{images / strategy.num_replicas_in_sync:,.0f}",
           RESNET50_IMAGES_PER_SECOND),
