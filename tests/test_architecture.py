@@ -69,7 +69,7 @@ def test_every_part_of_trainer_is_a_known_layer():
 
 # The benchmark scripts: command lines over `trainer.benchmarks`, where the machinery (and its tests) live.
 BENCHMARK_SCRIPTS = ("benchmark.py", "benchmark_models.py", "benchmark_data.py", "benchmark_input.py",
-                     "benchmark_tuning.py", "metrics_overhead.py")
+                     "benchmark_tuning.py", "metrics_overhead.py", "device_check.py")
 
 
 def test_benchmark_scripts_are_thin_entry_points():

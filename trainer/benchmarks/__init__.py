@@ -12,6 +12,8 @@
   tuning.py            trials per hour of occam-tune / occam-sweep (scripts/benchmark_tuning.py)
   monitor_overhead.py  the default Monitor's cost on the quickstart (scripts/metrics_overhead.py)
   input_throughput.py  JPEG input: Occam's pipeline vs a Model Garden-style one (scripts/benchmark_input.py)
+  xla.py               jit_compile off/on vs fit's default: MLP, ResNet-20, ViT-Ti (benchmark_models.py --jit)
+  device_check.py      the check for a first GPU host or TPU VM (scripts/device_check.py)
 
 Child programs are modules too (`python -m trainer.benchmarks.fit_quickstart`, `...peak_rss`).
 Nothing here is imported by the rest of the package: benchmarks sit on top of every other part.
