@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from trainer import data
-from trainer.data import ArrayData, IndexedData, Splits, pipeline
+from trainer.data import ArrayData, Splits, pipeline
+from trainer.data.sources import IndexedRecords
 
 # --- containers -----------------------------------------------------------------------------------
 
@@ -290,7 +291,7 @@ def _prepare_tiny_tfds(data_dir: str, file_format: str = "tfrecord") -> None:
   TinyDigits(data_dir=data_dir, file_format=file_format).download_and_prepare()
 
 
-@pytest.mark.parametrize("file_format, kind", [("tfrecord", ArrayData), ("array_record", IndexedData)])
+@pytest.mark.parametrize("file_format, kind", [("tfrecord", ArrayData), ("array_record", IndexedRecords)])
 def test_tfds_loads_a_prepared_dataset_offline(tmp_path, file_format, kind):
   _prepare_tiny_tfds(str(tmp_path), file_format)
   splits = data.tfds(name="tiny_digits", data_dir=str(tmp_path), validation_split="train[:2]")

@@ -22,7 +22,7 @@ from absl import logging as absl_logging
 
 from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData
-from trainer.data.sources import IndexedData, RecordData, count_records, input_error
+from trainer.data.sources import IndexedRecords, RecordData, count_records
 from trainer.data.splits import Splits, describe
 
 IMAGE_FORMATS = ("raw", "png", "jpeg")
@@ -175,6 +175,25 @@ class _RecordFormat:
 
   def parse(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """One record as (features, label) tensors: uint8 images or float32 features; int32 or float32 labels."""
+    features, label = self.parse_encoded(serialized)
+    if self.encoding == "float":
+      features = tf.reshape(features, self.feature_shape)
+    elif self.encoding == "raw":
+      features = tf.reshape(tf.io.decode_raw(features, tf.uint8), self.feature_shape)
+    else:
+      features = tf.ensure_shape(
+          tf.io.decode_image(features, channels=self.feature_shape[-1], expand_animations=False),
+          self.feature_shape)
+    return features, label
+
+  @property
+  def decodes_later(self) -> bool:
+    """Whether preprocessing may decode the images itself (`parse_encoded`): encoded images of varying
+    size, so that no declared size is left to check against the decoded one."""
+    return self.encoding == "encoded" and None in self.feature_shape
+
+  def parse_encoded(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """One record as (stored features, label): the feature as stored (bytes or a flat float list)."""
     if self.encoding == "float":
       feature_spec = tf.io.FixedLenFeature([math.prod(self.feature_shape)], tf.float32)
     else:
@@ -184,14 +203,6 @@ class _RecordFormat:
     parsed = tf.io.parse_single_example(serialized,
                                         {self.feature_key: feature_spec, self.label_key: label_spec})
     features = parsed[self.feature_key]
-    if self.encoding == "float":
-      features = tf.reshape(features, self.feature_shape)
-    elif self.encoding == "raw":
-      features = tf.reshape(tf.io.decode_raw(features, tf.uint8), self.feature_shape)
-    else:
-      features = tf.ensure_shape(
-          tf.io.decode_image(features, channels=self.feature_shape[-1], expand_animations=False),
-          self.feature_shape)
     label = parsed[self.label_key]
     if not self.classification:
       return features, label
@@ -217,6 +228,7 @@ def _open_split(argument: str, patterns: str | Sequence[str], record_format: _Re
     raise ValueError(f"{argument}: {diagnosis.bad_record(files) or diagnosis.reason(error)}") from error
   return RecordData(files=files, file_counts=counts,
                     parse=record_format.parse,
+                    parse_encoded=record_format.parse_encoded if record_format.decodes_later else None,
                     example_shape=record_format.feature_shape,
                     features_dtype=np.float32 if record_format.encoding == "float" else np.uint8,
                     labels_dtype=np.int32 if record_format.classification else np.float32,
@@ -378,25 +390,42 @@ def _label_classes(features, full_name: str, feature_key: str, label_key: str) -
 
 
 def _indexed_split(tensorflow_datasets, name: str, data_dir: str, split: str, feature_key: str,
-                   label_key: str, num_classes: int | None, info) -> IndexedData:
+                   label_key: str, num_classes: int | None, info) -> IndexedRecords:
   """One split read by index through TFDS's random-access data source (array_record files).
 
-  Each class id read is checked against num_classes (the examples are only known when read)."""
-  source = tensorflow_datasets.data_source(name, split=split, data_dir=data_dir, download=False)
+  Python only fetches the serialized records, a batch per call (ArrayRecord's batch read); TFDS's own
+  graph-mode deserializer parses them, and images stay encoded until preprocessing decodes them (only
+  the crop window of a JPEG, for a random-resized crop). Each class id is checked against num_classes
+  in the graph (the examples are only known when read)."""
+  source = tensorflow_datasets.data_source(
+      name, split=split, data_dir=data_dir, download=False,
+      deserialize_method=tensorflow_datasets.decode.DeserializeMethod.RAW_BYTES)
   feature = info.features[feature_key]
   label = info.features[label_key]
+  encoded_image = isinstance(feature, tensorflow_datasets.features.Image)
+  where = f"TFDS {name} split {split!r} in {data_dir}"
 
-  def read(index: int) -> tuple[np.ndarray, np.ndarray]:
-    example = source[index]
-    if num_classes is not None and not 0 <= int(example[label_key]) < num_classes:
-      raise input_error(f"TFDS {name} split {split!r} in {data_dir}: example {index}: {label_key!r} is "
-                        f"{int(example[label_key])}, outside [0, num_classes={num_classes})")
-    return example[feature_key], example[label_key]
+  def parse(serialized: tf.Tensor, decode_image: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+    decoders = None if decode_image or not encoded_image else {
+        feature_key: tensorflow_datasets.decode.SkipDecoding()}
+    example = info.features.deserialize_example(serialized, decoders=decoders)
+    features, value = example[feature_key], example[label_key]
+    if num_classes is None:
+      return features, tf.cast(value, tf.float32)
+    message = f"{where}: {label_key!r} is a class id outside [0, num_classes={num_classes})"
+    with tf.control_dependencies([tf.debugging.assert_non_negative(value, message=message),
+                                  tf.debugging.assert_less(value, tf.cast(num_classes, value.dtype),
+                                                           message=message)]):
+      return tf.identity(features), tf.cast(value, tf.int32)
 
-  return IndexedData(read=read, num_examples=len(source), example_shape=feature.shape,
-                     features_dtype=np.dtype(feature.np_dtype),
-                     labels_dtype=np.int32 if num_classes is not None else np.float32,
-                     label_shape=() if num_classes is not None else tuple(label.shape))
+  return IndexedRecords(read_records=lambda indices: source.__getitems__([int(i) for i in indices]),
+                        parse=parse, num_examples=len(source), example_shape=feature.shape,
+                        features_dtype=np.dtype(feature.np_dtype),
+                        labels_dtype=np.int32 if num_classes is not None else np.float32,
+                        label_shape=() if num_classes is not None else tuple(label.shape),
+                        parse_encoded=(lambda serialized: parse(serialized, decode_image=False))
+                        if encoded_image else None,
+                        description=where)
 
 
 def _array_split(builder, split: str, feature_key: str, label_key: str, classification: bool) -> ArrayData:

@@ -29,5 +29,27 @@ def mock_tfds(num_examples: int = EXAMPLES) -> Iterator[list[str]]:
   before the user's (`SHRINK`, and a scratch `tfds.data_dir` that nothing is read from)."""
   tensorflow_datasets = loaders.import_tfds()
   with tempfile.TemporaryDirectory(prefix="occam_mock_tfds_") as data_dir, \
-       tensorflow_datasets.testing.mock_data(num_examples=num_examples, data_dir=data_dir):
+       tensorflow_datasets.testing.mock_data(num_examples=num_examples, data_dir=data_dir,
+                                             as_data_source_fn=_serialized_source(num_examples)):
     yield [*SHRINK, f"tfds.data_dir='{data_dir}'"]
+
+
+class _Records(list):
+  """Serialized examples with the batch read of an ArrayRecord data source (`__getitems__`)."""
+
+  def __getitems__(self, keys):
+    return [self[key] for key in keys]
+
+
+def _serialized_source(num_examples: int):
+  """`as_data_source` for the mock: every split is `num_examples` random examples of the dataset's
+  features, serialized as the prepared files hold them (the `tfds` loader reads the bytes and parses
+  them in the graph; TFDS's own mock serves neither bytes nor batch reads)."""
+  from tensorflow_datasets.testing import mocking  # imported with TFDS, an optional dependency
+
+  def as_data_source(builder, split=None, **unused):
+    del split, unused  # every split is the same mock data
+    features = builder.info.features
+    fakes = mocking.RandomFakeGenerator(features, num_examples)
+    return _Records(features.serialize_example(fakes[index]) for index in range(num_examples))
+  return as_data_source

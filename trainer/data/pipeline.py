@@ -33,7 +33,7 @@ import tensorflow as tf
 from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData
 from trainer.data.preprocessing import ImagePreprocessing, example_seed
-from trainer.data.sources import RecordData, input_error
+from trainer.data.sources import IndexedRecords, RecordData, input_error
 
 _FOREVER = 2**62
 _INTERLEAVED_FILES = 16  # Files read at once by a sequential training stream.
@@ -199,8 +199,10 @@ def _read_by_index(split, stream: tf.data.Dataset, batch: int, preprocessing: Im
 
   `extra` is the example's stream position (training; `seed_of(position)` seeds its augmentation)
   or its evaluation weight (`seed_of` None, and it stays in the output). Arrays (in RAM or
-  memory-mapped) are read a whole batch at a time; other splits example by example. Images that
-  need per-example work (a crop, a flip, a resize) get it between reading and batching.
+  memory-mapped) and serialized records (`IndexedRecords`: one Python call reads a batch, parsing and
+  decoding are in the graph) are read a whole batch at a time, in the stream's order; `IndexedData`
+  example by example. Images that need per-example work (a crop, a flip, a resize) get it between
+  reading and batching.
   """
   training = seed_of is not None
 
@@ -215,6 +217,15 @@ def _read_by_index(split, stream: tf.data.Dataset, batch: int, preprocessing: Im
     if not preprocessing.per_example(training):
       return read_batches.map(finish)
     examples = read_batches.unbatch()
+  elif isinstance(split, IndexedRecords):
+    records = (stream.batch(batch, drop_remainder=True)
+               .map(lambda index, extra: (split.read_batch(index), extra), num_parallel_calls=_AUTOTUNE)
+               .unbatch())
+    return (records.map(lambda record, extra: (*_parsed_example(split, record, preprocessing,
+                                                                seed_of(extra) if training else None), extra),
+                        num_parallel_calls=_AUTOTUNE)
+            .batch(batch, drop_remainder=True)
+            .map(finish))
   else:
     examples = stream.map(lambda index, extra: (*split.read_tensors(index), extra),
                           num_parallel_calls=_AUTOTUNE)
@@ -284,8 +295,12 @@ class _RowFile:
       os.close(self._descriptor)
 
 
-def _parsed_example(split: RecordData, record: tf.Tensor, preprocessing: ImagePreprocessing,
+def _parsed_example(split: RecordData | IndexedRecords, record: tf.Tensor, preprocessing: ImagePreprocessing,
                     seed: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
+  """One record parsed and preprocessed; a training crop of an encoded image decodes only its window."""
+  if seed is not None and split.parse_encoded is not None and preprocessing.decodes_window(training=True):
+    encoded, label = split.parse_encoded(record)
+    return preprocessing.encoded_example(encoded, split.example_shape[-1], seed), label
   features, label = split.parse(record)
   return preprocessing.example(features, seed), label
 

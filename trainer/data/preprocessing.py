@@ -149,7 +149,7 @@ class ImagePreprocessing:
     image = to_unit_float(image)
     if seed is None:
       return self._eval_crop(image)
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    crop_seed, _ = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if self.train_crop == "pad_and_crop":
       size = tf.shape(image)
       if self.image_size is not None:
@@ -158,9 +158,53 @@ class ImagePreprocessing:
       padded = tf.pad(image, [[self.padding] * 2, [self.padding] * 2, [0, 0]])
       image = tf.image.stateless_random_crop(padded, size, seed=crop_seed)
     elif self.train_crop == "random_resized":
-      image = self._random_resized_crop(image, crop_seed)
+      image = _resize(tf.slice(image, *self.crop_window(tf.shape(image), crop_seed)), self.image_size)
     elif self.image_size is not None:
       image = _resize(image, self.image_size)
+    return self._after_crop(image, seed)
+
+  def decodes_window(self, training: bool) -> bool:
+    """Whether training images are best kept encoded until `encoded_example` decodes their crop window."""
+    return training and self.train_crop == "random_resized"
+
+  def encoded_example(self, encoded: tf.Tensor, channels: int, seed: tf.Tensor) -> tf.Tensor:
+    """`example(decoded image, seed)` for a training image stored encoded (a scalar string: JPEG or PNG),
+    decoding only the random-resized crop's window of a JPEG (`tf.image.decode_and_crop_jpeg`, as TF
+    Model Garden and big_vision do) instead of the whole image.
+
+    The window is drawn from the image's size (read from the JPEG header) with the same stateless draws
+    as `example`'s, so an example gets the same window either way; a PNG (or another format) is decoded
+    whole and cropped. Only for `train_crop='random_resized'` (`decodes_window`).
+    """
+    crop_seed, _ = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+    def decode_jpeg_window() -> tf.Tensor:
+      begin, size = self.crop_window(tf.image.extract_jpeg_shape(encoded), crop_seed)
+      window = tf.stack([begin[0], begin[1], size[0], size[1]])
+      return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
+
+    def decode_then_crop() -> tf.Tensor:
+      image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+      return tf.slice(image, *self.crop_window(tf.shape(image), crop_seed))
+
+    window = tf.cond(tf.io.is_jpeg(encoded), decode_jpeg_window, decode_then_crop)
+    window.set_shape([None, None, channels])
+    return self._after_crop(_resize(to_unit_float(window), self.image_size), seed)
+
+  def crop_window(self, shape: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The random-resized crop's window of an image of `shape` (height, width, ...): `begin` and `size`
+    for `tf.slice`, drawn by `crop_sampler` from `seed` and the height and width alone."""
+    if self.crop_sampler == "torchvision":
+      return torchvision_window(shape, seed, self.area_range, self.aspect_ratio_range)
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+        min_object_covered=0.0, aspect_ratio_range=self.aspect_ratio_range, area_range=self.area_range,
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    return begin, size
+
+  def _after_crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The augmentation after the crop: flip, RandAugment, erasing, each with its own draws from `seed`."""
+    _, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     if self.flip:
       image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
     if self._rand_augment_settings is not None:
@@ -207,16 +251,6 @@ class ImagePreprocessing:
       top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
       image = image[top:top + side, left:left + side]
     return _resize(image, self.image_size) if self.image_size is not None else image
-
-  def _random_resized_crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    if self.crop_sampler == "torchvision":
-      begin, size = torchvision_window(tf.shape(image), seed, self.area_range, self.aspect_ratio_range)
-    else:
-      begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-          tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-          min_object_covered=0.0, aspect_ratio_range=self.aspect_ratio_range, area_range=self.area_range,
-          max_attempts=10, use_image_if_no_bounding_boxes=True)
-    return _resize(tf.slice(image, begin, size), self.image_size)
 
 
 def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[float],

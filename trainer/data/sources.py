@@ -1,8 +1,8 @@
 """Splits that are not arrays: random access by index, and sequential TFRecord shards.
 
 Occam's input pipeline (`trainer.data.pipeline`) treats a split by how it can be read:
-- random access (`ArrayData` in RAM or memory-mapped, `IndexedData` here): any example is found by
-  its index, so the data order stays a pure function of (seed, step), every worker reads only its
+- random access (`ArrayData` in RAM or memory-mapped, `IndexedData` and `IndexedRecords` here): any
+  example is found by its index, so the data order stays a pure function of (seed, step), every worker reads only its
   own slice of each global batch, results are replica-invariant and a resumed run is exact, with
   nothing but the step in the checkpoint;
 - sequential (`RecordData` here): records are streamed from files, each worker reading its own
@@ -15,7 +15,7 @@ count, the per-example shape (None where images vary in size) and the dtypes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -70,6 +70,54 @@ class IndexedData:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class IndexedRecords:
+  """A split of serialized records read by index a batch at a time, parsed and decoded in the graph.
+
+  The one Python call per batch is `read_records` (e.g. ArrayRecord's batch read, which fetches the
+  records in parallel); everything after it (parsing, image decoding, augmentation) is TensorFlow,
+  so only the bytes cross the GIL. This is how TFDS datasets prepared as array_record are read.
+
+  Attributes:
+    read_records: `read_records(indices) -> sequence of bytes`, the serialized records at `indices`
+      (a 1-D int64 numpy array), in that order; called from the pipeline's threads.
+    parse: `parse(serialized) -> (features, label)` for one record, in TensorFlow, images decoded.
+    parse_encoded: like `parse` but leaving an encoded image (JPEG/PNG) as its bytes, a scalar string,
+      so that a random-resized crop decodes only its window (`ImagePreprocessing.encoded_example`);
+      None if the features are not encoded images.
+    num_examples, example_shape, features_dtype, labels_dtype, label_shape: as for `IndexedData`.
+    description: where the records come from (files, dataset), for messages.
+  """
+
+  read_records: Callable[[np.ndarray], Sequence[bytes]]
+  parse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+  num_examples: int
+  example_shape: tuple
+  features_dtype: np.dtype
+  labels_dtype: np.dtype = np.dtype(np.int32)
+  label_shape: tuple = ()
+  parse_encoded: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None = None
+  description: str = "records"
+
+  def __post_init__(self):
+    _check_kind(self)
+
+  @property
+  def known_size(self) -> int:
+    return self.num_examples
+
+  def read_batch(self, indices: tf.Tensor) -> tf.Tensor:
+    """The serialized records at `indices` (1-D), as a string tensor: one Python call for the batch."""
+    def read(values: np.ndarray) -> np.ndarray:
+      records = self.read_records(values)
+      if len(records) != len(values):
+        raise input_error(f"{self.description}: asked for {len(values)} records, got {len(records)}")
+      return np.array(records, dtype=object)
+    records = tf.numpy_function(read, [indices], tf.string, stateful=False)
+    records.set_shape(indices.shape)
+    return records
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class RecordData:
   """A split streamed from TFRecord files of serialized `tf.train.Example`s.
 
@@ -80,6 +128,7 @@ class RecordData:
       training stream (to find its place in the epoch). A fresh training run never counts, so its
       start does not grow with the dataset.
     parse: `parse(serialized) -> (features, label)` for one record, in TensorFlow.
+    parse_encoded: as for `IndexedRecords`: the record with its image still encoded, or None.
     example_shape, features_dtype, labels_dtype, label_shape: as for `IndexedData`.
     shuffle_buffer: the training stream permutes each window of this many records (on top of the
       per-epoch shuffled file order and the interleave across files); the window is held in memory
@@ -94,6 +143,7 @@ class RecordData:
   labels_dtype: np.dtype = np.dtype(np.int32)
   label_shape: tuple = ()
   shuffle_buffer: int = 10_000
+  parse_encoded: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None = None
 
   def __post_init__(self):
     if not self.files or (self.file_counts is not None and len(self.files) != len(self.file_counts)):
