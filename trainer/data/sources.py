@@ -2,9 +2,9 @@
 
 Occam's input pipeline (`trainer.data.pipeline`) treats a split by how it can be read:
 - random access (`ArrayData` in RAM or memory-mapped, `IndexedData` and `IndexedRecords` here): any
-  example is found by its index, so the data order stays a pure function of (seed, step), every worker reads only its
-  own slice of each global batch, results are replica-invariant and a resumed run is exact, with
-  nothing but the step in the checkpoint;
+  example is found by its index, so the data order stays a pure function of (seed, step), every
+  worker reads only its own slice of each global batch, results are replica-invariant and a resumed
+  run is exact, with nothing but the step in the checkpoint;
 - sequential (`RecordData` here): records are streamed from files, each worker reading its own
   share of the files; the order is a pure function of (seed, epoch, worker) and a resumed run
   replays the current epoch's record stream up to its position (see the pipeline).
