@@ -10,6 +10,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 
@@ -135,3 +136,38 @@ def snapshot(directory) -> dict[str, str]:
       with open(path, "rb") as file:
         result[os.path.relpath(path, directory)] = hashlib.sha256(file.read()).hexdigest()
   return result
+
+
+def prepare_tiny_tfds(data_dir: str, file_format: str = "tfrecord") -> None:
+  """Prepares `tiny_digits` (12 4x4 images; pixel value 10*i, label i % 3) offline into data_dir.
+
+  The builder is not registered, so the loader must read it from the prepared files alone, as it
+  would on a training machine that has the data but not the builder code.
+  """
+  tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+  tfds.disable_progress_bar()
+
+  with tfds.core.registered.skip_registration():
+
+    class TinyDigits(tfds.core.GeneratorBasedBuilder):
+      VERSION = tfds.core.Version("1.0.0")
+      # TFDS looks up the code of a builder defined in a dotted module as a package resource (and needs
+      # `importlib_resources` for a namespace package such as tests/); this one has no code to find.
+      __module__ = "tiny_digits"
+
+      def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(4, 4, 1)),
+            "label": tfds.features.ClassLabel(num_classes=3)}))
+
+      def _split_generators(self, dl_manager):
+        del dl_manager  # Nothing to download.
+        return {"train": self._generate_examples(range(6)),
+                "validation": self._generate_examples(range(6, 9)),
+                "test": self._generate_examples(range(9, 12))}
+
+      def _generate_examples(self, indices):
+        for i in indices:
+          yield i, {"image": np.full((4, 4, 1), 10 * i, np.uint8), "label": i % 3}
+
+  TinyDigits(data_dir=data_dir, file_format=file_format).download_and_prepare()

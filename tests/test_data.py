@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from tests.helpers import prepare_tiny_tfds
 from trainer import data
 from trainer.data import ArrayData, Splits, pipeline
 from trainer.data.sources import IndexedRecords
@@ -259,41 +260,9 @@ def test_tfrecord_record_errors_name_the_file_and_key(tmp_path, written_key, fea
 # --- tfds -----------------------------------------------------------------------------------------
 
 
-def _prepare_tiny_tfds(data_dir: str, file_format: str = "tfrecord") -> None:
-  """Prepares `tiny_digits` (12 4x4 images; pixel value 10*i, label i % 3) offline into data_dir.
-
-  The builder is not registered, so the loader must read it from the prepared files alone, as it
-  would on a training machine that has the data but not the builder code.
-  """
-  tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
-  tfds.disable_progress_bar()
-
-  with tfds.core.registered.skip_registration():
-
-    class TinyDigits(tfds.core.GeneratorBasedBuilder):
-      VERSION = tfds.core.Version("1.0.0")
-
-      def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(4, 4, 1)),
-            "label": tfds.features.ClassLabel(num_classes=3)}))
-
-      def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download.
-        return {"train": self._generate_examples(range(6)),
-                "validation": self._generate_examples(range(6, 9)),
-                "test": self._generate_examples(range(9, 12))}
-
-      def _generate_examples(self, indices):
-        for i in indices:
-          yield i, {"image": np.full((4, 4, 1), 10 * i, np.uint8), "label": i % 3}
-
-  TinyDigits(data_dir=data_dir, file_format=file_format).download_and_prepare()
-
-
 @pytest.mark.parametrize("file_format, kind", [("tfrecord", ArrayData), ("array_record", IndexedRecords)])
 def test_tfds_loads_a_prepared_dataset_offline(tmp_path, file_format, kind):
-  _prepare_tiny_tfds(str(tmp_path), file_format)
+  prepare_tiny_tfds(str(tmp_path), file_format)
   splits = data.tfds(name="tiny_digits", data_dir=str(tmp_path), validation_split="train[:2]")
   assert splits.num_classes == 3  # Inferred from the ClassLabel feature.
   assert [split.num_examples for _, split in splits.named_splits()] == [6, 2, 3]
@@ -310,7 +279,7 @@ def test_tfds_loads_a_prepared_dataset_offline(tmp_path, file_format, kind):
 
 
 def test_tfds_errors(tmp_path):
-  _prepare_tiny_tfds(str(tmp_path / "prepared"))
+  prepare_tiny_tfds(str(tmp_path / "prepared"))
   with pytest.raises(FileNotFoundError, match="'tiny_digits' is not prepared under data_dir="):
     data.tfds(name="tiny_digits", data_dir=str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="has no feature 'pixels'"):

@@ -22,6 +22,7 @@ import gin
 CONFIGURABLE_MODULES = (
     "models",
     "trainer.data",
+    "trainer.data.service",
     "trainer.loop.early_stopping",
     "trainer.loop.losses",
     "trainer.loop.schedules",

@@ -82,14 +82,21 @@ def _epoch_permutation(num_examples: int, seed: int, epoch: tf.Tensor) -> tf.Ten
 
 
 def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, input_context=None,
-                  preprocessing: ImagePreprocessing | None = None) -> tf.data.Dataset:
-  """Infinite stream of per-replica (features, labels) batches, starting at global step `start_step`."""
+                  preprocessing: ImagePreprocessing | None = None,
+                  service_sharding: bool = False) -> tf.data.Dataset:
+  """Infinite stream of per-replica (features, labels) batches, starting at global step `start_step`.
+
+  With `service_sharding` the stream is built to run on tf.data service workers sharded by
+  `ShardingPolicy.HINT` (`trainer.data.service`): each worker reads and preprocesses only every
+  num_workers-th batch; without the service such a dataset does not run.
+  """
   preprocessing = preprocessing or ImagePreprocessing()
   if isinstance(split, RecordData):
     if preprocessing.repeated_augmentation > 1:
       raise ValueError("ImagePreprocessing.repeated_augmentation needs a split read by index (arrays, TFDS "
                        "array_record); this one is streamed from TFRecord files")
-    return _sequential_train(split, global_batch_size, seed, start_step, input_context, preprocessing)
+    return _sequential_train(split, global_batch_size, seed, start_step, input_context, preprocessing,
+                             service_sharding)
   num_examples = split.num_examples
   if global_batch_size > num_examples:
     raise ValueError(f"global batch size {global_batch_size} exceeds the {num_examples} training examples")
@@ -104,8 +111,18 @@ def train_dataset(split, *, global_batch_size: int, seed: int, start_step: int, 
           .batch(global_batch_size, drop_remainder=True)
           .map(lambda index, position: (index[start:start + share], position[start:start + share]))
           .unbatch())
-  return _read_by_index(split, mine, _replica_batch(global_batch_size, input_context), preprocessing,
+  batch = _replica_batch(global_batch_size, input_context)
+  return _read_by_index(split, _service_shard(mine, batch, service_sharding), batch, preprocessing,
                         lambda position: example_seed(seed, position)).prefetch(_AUTOTUNE)
+
+
+def _service_shard(stream: tf.data.Dataset, batch: int, service_sharding: bool) -> tf.data.Dataset:
+  """`stream`, or on a tf.data service worker its every num_workers-th run of `batch` elements (the
+  service replaces the `SHARD_HINT`s), before anything is read or decoded: the batches stay whole."""
+  if not service_sharding:
+    return stream
+  hint = tf.data.experimental.SHARD_HINT
+  return stream.batch(batch, drop_remainder=True).shard(hint, hint).unbatch()
 
 
 def eval_dataset(split, *, global_batch_size: int, input_context=None,
@@ -320,7 +337,7 @@ def _window_shuffle(records: tf.data.Dataset, size: int, seed: tf.Tensor) -> tf.
 
 
 def _sequential_train(split: RecordData, global_batch_size: int, seed: int, start_step: int, input_context,
-                      preprocessing: ImagePreprocessing) -> tf.data.Dataset:
+                      preprocessing: ImagePreprocessing, service_sharding: bool) -> tf.data.Dataset:
   worker, workers = ((input_context.input_pipeline_id, input_context.num_input_pipelines)
                      if input_context else (0, 1))
   files = split.worker_files(worker, workers)
@@ -343,9 +360,11 @@ def _sequential_train(split: RecordData, global_batch_size: int, seed: int, star
              .flat_map(epoch_records)
              .skip(offset % count))
   stream = tf.data.Dataset.zip((records, tf.data.Dataset.range(offset, _FOREVER)))
-  return (stream.map(lambda record, position: _parsed_example(split, record, preprocessing,
-                                                              example_seed(seed, position, worker)),
-                     num_parallel_calls=_AUTOTUNE)
-          .batch(_replica_batch(global_batch_size, input_context), drop_remainder=True)
+  batch = _replica_batch(global_batch_size, input_context)
+  return (_service_shard(stream, batch, service_sharding)
+          .map(lambda record, position: _parsed_example(split, record, preprocessing,
+                                                        example_seed(seed, position, worker)),
+               num_parallel_calls=_AUTOTUNE)
+          .batch(batch, drop_remainder=True)
           .map(lambda features, labels: (preprocessing.normalize(features), labels))
           .prefetch(_AUTOTUNE))

@@ -25,8 +25,9 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from trainer.data import Splits, pipeline
+from trainer.data import Splits, input_graph, pipeline
 from trainer.data.preprocessing import ImagePreprocessing
+from trainer.data.service import DataService
 from trainer.loop import losses, schedules
 from trainer.loop.early_stopping import EarlyStoppingState
 from trainer.loop.programs import EvalProgram, TrainProgram
@@ -102,6 +103,8 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
     settings.early_stopping.check_metric(tags.evaluated(classification=classification))
   preprocessing = settings.preprocessing or ImagePreprocessing()
   input_shape = _input_shape(splits, preprocessing, config.batch_size)
+  if isinstance(strategy, tf.distribute.TPUStrategy):
+    _require_graph_only_input(splits, preprocessing, config, "--strategy=tpu")
   monitor = copy.copy(settings.monitor) if settings.monitor is not None else Monitor()
   per_replica_batch = pipeline.per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
   train_examples = pipeline.first_examples(
@@ -250,11 +253,16 @@ def _inputs(strategy: tf.distribute.Strategy, splits: Splits, preprocessing: Ima
             config: RunConfig) -> tuple[Callable[[int], Iterator], dict[str, Callable[[], Iterable]]]:
   """The run's input functions: the training stream from a step on (its order is a pure function of
   (seed, step)), and one padded pass over the validation ('eval') and the test split."""
+  service = DataService()
+  if service.enabled:
+    _require_graph_only_input(splits, preprocessing, config, "the tf.data service (DataService.dispatcher)",
+                              only_train=True)
+
   def train_input(start_step: int) -> Iterator:
     return iter(strategy.distribute_datasets_from_function(
-        lambda context: pipeline.train_dataset(splits.train, global_batch_size=config.batch_size,
-                                               seed=config.seed, start_step=start_step, input_context=context,
-                                               preprocessing=preprocessing)))
+        lambda context: service.distribute(pipeline.train_dataset(
+            splits.train, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
+            input_context=context, preprocessing=preprocessing, service_sharding=service.enabled))))
 
   def eval_input(split) -> Callable[[], Iterable]:
     return lambda: strategy.distribute_datasets_from_function(
@@ -262,6 +270,19 @@ def _inputs(strategy: tf.distribute.Strategy, splits: Splits, preprocessing: Ima
                                               input_context=context, preprocessing=preprocessing))
 
   return train_input, {"eval": eval_input(splits.validation), "test": eval_input(splits.test)}
+
+
+def _require_graph_only_input(splits: Splits, preprocessing: ImagePreprocessing, config: RunConfig,
+                              runner: str, only_train: bool = False) -> None:
+  """Refuses a split (the training split if `only_train`) whose input pipeline calls Python, which
+  `runner` cannot run (`input_graph`)."""
+  for name, split in splits.named_splits()[:1 if only_train else 3]:
+    if input_graph.may_hold_python(split):
+      dataset = (pipeline.train_dataset(split, global_batch_size=config.batch_size, seed=config.seed,
+                                        start_step=0, preprocessing=preprocessing) if name == "train"
+                 else pipeline.eval_dataset(split, global_batch_size=config.eval_batch_size,
+                                            preprocessing=preprocessing))
+      input_graph.require_graph_only(f"{splits.name} {name}", dataset, runner)
 
 
 def _num_outputs(splits: Splits) -> int:
