@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.benchmarks import cli_throughput
 from trainer.benchmarks import input_throughput as bench
 
 TINY = bench.Settings(images=6, shards=2, batch_size=2, batches=1, warmup_batches=0, repeats=1,
@@ -80,3 +81,25 @@ def test_more_shards_than_images_exits_with_status_2_naming_both(capsys, tmp_pat
   assert exit_info.value.code == 2
   assert "--shards=5 exceeds --images=4" in capsys.readouterr().err
   assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_the_whole_cli_measurement_trains_the_pooled_linear_model_and_prints_its_ratio(shards):
+  """`python -m trainer.main` trains `PooledLinear` on the shards in a child; the lines carry finite
+  positive rates and ratios (never asserted against a target: a shared machine)."""
+  lines = cli_throughput.measure(shards, TINY)
+  output = "\n".join(lines)
+  rates = re.search(r"^whole CLI .*: ([\d.]+) images/s/core .* ([\d.]+) images per CPU-second$", output,
+                    flags=re.M)
+  ratios = re.search(r"^whole CLI / reference: ([\d.]+)x wall, ([\d.]+)x CPU$", output, flags=re.M)
+  assert rates and ratios, output
+  assert all(math.isfinite(float(v)) and float(v) > 0 for v in rates.groups() + ratios.groups())
+
+
+def test_pooled_linear_is_global_average_pooling_then_dense():
+  model = cli_throughput.PooledLinear(input_shape=(5, 6, 3), num_outputs=4)
+  images = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype(np.float32)
+  kernel, bias = (weight.numpy() for weight in model.layers[-1].weights)
+  np.testing.assert_allclose(model(images).numpy(), images.mean(axis=(1, 2)) @ kernel + bias, rtol=1e-5,
+                             atol=1e-6)

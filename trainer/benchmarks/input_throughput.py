@@ -2,6 +2,7 @@ r"""Per-host input throughput on ImageNet-shaped JPEGs: Occam's input pipeline a
 
     python scripts/benchmark_input.py              # 1,024 JPEGs, batch 128, 3 repeats of 10 batches
     python scripts/benchmark_input.py --quick      # a smoke run: few images and batches, numbers meaningless
+    python scripts/benchmark_input.py --cli        # then the whole CLI (`trainer.benchmarks.cli_throughput`)
 
 The benchmark writes random JPEG images of 300-500 px per side (smooth random fields, so files and
 decoding cost are of ImageNet's order rather than incompressible noise) with the package's own writer
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   defaults = Settings()
   parser = argparse.ArgumentParser(prog="benchmark_input.py", description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="few images and batches: a smoke run")
+  parser.add_argument("--cli", action="store_true",
+                      help="then time the whole CLI (python -m trainer.main) against the reference")
   for field in dataclasses.fields(Settings):
     parser.add_argument(f"--{field.name}", type=int, help=f"default {getattr(defaults, field.name)}")
   args = parser.parse_args(argv)
@@ -207,5 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = write_jpeg_shards(directory, settings)
     image_bytes = sum(os.path.getsize(path) for path in files) / settings.images
     variants = measure(files, settings)
-  print("\n".join(report(variants, settings, image_bytes)))
+    print("\n".join(report(variants, settings, image_bytes)), flush=True)
+    if args.cli:
+      from trainer.benchmarks import cli_throughput  # imports this module: imported here, when asked for
+      print("\n".join(cli_throughput.measure(files, settings)))
   return 0
