@@ -140,6 +140,16 @@ def test_a_png_stored_image_is_decoded_whole_and_cropped_the_same_way():
                                 preprocessing.example(tf.constant(image), seed))
 
 
+def test_plain_bilinear_halving_is_the_mean_of_each_2x2_block_and_antialiasing_differs():
+  """`antialias=False` is Model Garden's plain bilinear resize: halving samples midway between pixel
+  pairs, the mean of each 2x2 block (numpy); the default antialiased filter also weighs the neighbours."""
+  image = np.random.default_rng(4).uniform(size=(8, 8, 3)).astype(np.float32)
+  blocks = image.reshape(4, 2, 4, 2, 3).mean(axis=(1, 3))
+  plain = ImagePreprocessing(image_size=4, antialias=False).example(tf.constant(image), None)
+  np.testing.assert_allclose(plain, blocks, atol=1e-6)
+  assert np.abs(ImagePreprocessing(image_size=4).example(tf.constant(image), None) - blocks).max() > 1e-3
+
+
 def test_streamed_jpegs_of_varying_size_take_the_fused_path(tmp_path):
   """A tfrecord split of JPEGs of varying size hands preprocessing the encoded bytes in training: the
   batch is `encoded_example` of each record with its position's seed, bit for bit."""

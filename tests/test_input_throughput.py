@@ -63,15 +63,15 @@ def test_a_run_prints_each_variant_and_finite_positive_ratios(capsys):
   argv = [f"--{name}={value}" for name, value in vars(TINY).items()]
   assert bench.main(argv) == 0
   output = capsys.readouterr().out
-  for label in ("occam", "reference", "reference, antialiased"):
+  for label in ("occam", "occam, plain bilinear", "reference", "reference, antialiased"):
     line = re.search(rf"^  {re.escape(label)}: ([\d.]+) images/s/core .* ([\d.]+) images per CPU-second$",
                      output, flags=re.M)
     assert line, output
     assert all(math.isfinite(float(v)) and float(v) > 0 for v in line.groups())
-  ratios = re.findall(r"^occam / (reference(?:, antialiased)?): ([\d.]+)x wall, ([\d.]+)x CPU$", output,
-                      flags=re.M)
-  assert [name for name, *_ in ratios] == ["reference", "reference, antialiased"]
-  assert all(math.isfinite(float(v)) and float(v) > 0 for _, *values in ratios for v in values)
+  ratios = re.findall(r"^(occam(?:, plain bilinear)?) / (reference(?:, antialiased)?): ([\d.]+)x wall, "
+                      r"([\d.]+)x CPU$", output, flags=re.M)
+  assert [(numerator, denominator) for numerator, denominator, *_ in ratios] == list(bench.COMPARED)
+  assert all(math.isfinite(float(v)) and float(v) > 0 for _, _, *values in ratios for v in values)
 
 
 def test_more_shards_than_images_exits_with_status_2_naming_both(capsys, tmp_path, monkeypatch):

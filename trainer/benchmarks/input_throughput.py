@@ -7,7 +7,7 @@ r"""Per-host input throughput on ImageNet-shaped JPEGs: Occam's input pipeline a
 The benchmark writes random JPEG images of 300-500 px per side (smooth random fields, so files and
 decoding cost are of ImageNet's order rather than incompressible noise) with the package's own writer
 (`trainer.data.write_tfrecord(image_format='jpeg')`, one image size per shard) into a temporary
-directory, then reads the same files three ways, each producing float32 batches of 224x224x3 images in
+directory, then reads the same files four ways, each producing float32 batches of 224x224x3 images in
 [0, 1] after a random-resized crop (area 8%-100%, aspect 3/4-4/3) and a random left-right flip:
 
 - occam: `trainer.data.tfrecord(feature_shape=(None, None, 3))` streamed by
@@ -18,15 +18,17 @@ directory, then reads the same files three ways, each producing float32 batches 
   map that parses, samples the crop window from the JPEG header (`tf.image.extract_jpeg_shape`) and
   decodes only that window (`tf.image.decode_and_crop_jpeg`), resizes bilinearly and flips, AUTOTUNE
   everywhere, then batch and prefetch.
-- reference, antialiased: the same with Occam's resize (`antialias=True`), which separates the cost of
-  that choice from the cost of the pipeline's structure.
+- reference, antialiased: the same with Occam's default resize (`antialias=True`), which separates the
+  cost of that choice from the cost of the pipeline's structure.
+- occam, plain bilinear: Occam with `ImagePreprocessing.antialias=False`, the reference's resize.
 
 Each measurement builds a fresh iterator, pulls `--warmup_batches` untimed (autotuning, buffers),
 times `--batches` batches, and drops the iterator, so no pipeline works in the background while
-another is timed; the three are timed interleaved, `--repeats` times after one warm-up round, and
+another is timed; the four are timed interleaved, `--repeats` times after one warm-up round, and
 each figure is the median (`timing`). Printed: images/s per core (wall-clock images/s divided by the
 cores this process may use) and images per CPU-second of this process (all threads: nearly immune to
-other load), for each, and the ratios Occam / reference.
+other load), for each, and the ratios Occam / reference, like for like
+(`COMPARED`).
 """
 
 from __future__ import annotations
@@ -96,13 +98,14 @@ def write_jpeg_shards(directory: str, settings: Settings, seed: int = 0) -> list
   return paths
 
 
-def occam_dataset(files: Sequence[str], settings: Settings) -> tf.data.Dataset:
+def occam_dataset(files: Sequence[str], settings: Settings, *, antialias: bool = True) -> tf.data.Dataset:
   """Occam's training input pipeline over `files`, as a run with these bindings reads them."""
   split = data.tfrecord(train_files=list(files), validation_files=files[0], test_files=files[0],
                         feature_shape=(None, None, 3), num_classes=NUM_CLASSES,
                         shuffle_buffer=settings.shuffle_buffer).train
   preprocessing = ImagePreprocessing(image_size=IMAGE_SIZE, train_crop="random_resized", flip=True,
-                                     area_range=AREA_RANGE, aspect_ratio_range=ASPECT_RATIO_RANGE)
+                                     area_range=AREA_RANGE, aspect_ratio_range=ASPECT_RATIO_RANGE,
+                                     antialias=antialias)
   return pipeline.train_dataset(split, global_batch_size=settings.batch_size, seed=0, start_step=0,
                                 preprocessing=preprocessing)
 
@@ -155,9 +158,17 @@ def input_variant(label: str, make_dataset, settings: Settings) -> Variant:
   return Variant(label, measure, settings.batches * settings.batch_size)
 
 
+# The ratios printed, (numerator, denominator): each Occam variant against the reference that resizes alike.
+COMPARED = (("occam", "reference, antialiased"), ("occam, plain bilinear", "reference"),
+            ("occam", "reference"))
+
+
 def measure(files: Sequence[str], settings: Settings) -> list[Variant]:
-  """Occam, the reference and the antialiased reference, timed side by side on the same files."""
+  """Occam (antialiased resize, its default, and plain bilinear), the reference and the antialiased
+  reference, timed side by side on the same files."""
   variants = [input_variant("occam", lambda: occam_dataset(files, settings), settings),
+              input_variant("occam, plain bilinear", lambda: occam_dataset(files, settings, antialias=False),
+                            settings),
               input_variant("reference", lambda: reference_dataset(files, settings), settings),
               input_variant("reference, antialiased",
                             lambda: reference_dataset(files, settings, antialias=True), settings)]
@@ -172,7 +183,7 @@ def cores() -> int:
 
 def report(variants: Sequence[Variant], settings: Settings, image_bytes: float) -> list[str]:
   """The printed lines: the setting, each variant's images/s per core and per CPU-second, the ratios."""
-  occam, *references = variants
+  by_label = {variant.label: variant for variant in variants}
   lines = [f"input throughput: {settings.images} random JPEGs of {SIDES[0]}-{SIDES[1]} px "
            f"({image_bytes / 1024:.0f} KiB on average) in {settings.shards} TFRecord shards; random-resized "
            f"crop to {IMAGE_SIZE} + flip, batch {settings.batch_size}; median of {settings.repeats} "
@@ -181,9 +192,9 @@ def report(variants: Sequence[Variant], settings: Settings, image_bytes: float) 
     wall, cpu = variant.rate
     lines.append(f"  {variant.label}: {wall / cores():.1f} images/s/core (wall; {wall:.1f} images/s), "
                  f"{cpu:.1f} images per CPU-second")
-  for reference in references:
-    wall, cpu = ratio(occam, reference)
-    lines.append(f"occam / {reference.label}: {wall:.2f}x wall, {cpu:.2f}x CPU")
+  for numerator, denominator in COMPARED:
+    wall, cpu = ratio(by_label[numerator], by_label[denominator])
+    lines.append(f"{numerator} / {denominator}: {wall:.2f}x wall, {cpu:.2f}x CPU")
   return lines
 
 

@@ -58,6 +58,10 @@ class ImagePreprocessing:
       `crop_fraction` of the shorter side, resized to `image_size`: the standard ImageNet eval crop,
       224 of 256).
     crop_fraction: see `eval_crop`.
+    antialias: resize (to `image_size`) bilinearly with an antialiasing filter when shrinking (the
+      default; as PIL and torchvision do), or False for plain bilinear interpolation (as TF Model
+      Garden and big_vision do): about 1.7x the images per CPU-second on ImageNet-sized JPEGs
+      (docs/PERFORMANCE.md, "Input throughput"), with aliasing in windows much larger than the output.
     mean, std: per-channel statistics in [0, 1] units; images become (x - mean) / std.
     rand_augment: timm's RandAugment config string, e.g. 'rand-m9-mstd0.5-inc1' (DeiT's), or None
       (off): `trainer.data.rand_augment`. Applied after crop and flip, before erasing; the geometric
@@ -80,7 +84,7 @@ class ImagePreprocessing:
                area_range: Sequence[float] = (0.08, 1.0),
                aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3), crop_sampler: str = "inception",
                flip: bool = False,
-               eval_crop: str = "none", crop_fraction: float = 0.875,
+               eval_crop: str = "none", crop_fraction: float = 0.875, antialias: bool = True,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                rand_augment: str | None = None, random_erasing: float = 0.0,
                repeated_augmentation: int = 1):
@@ -120,6 +124,7 @@ class ImagePreprocessing:
     self.flip = bool(flip)
     self.eval_crop = eval_crop
     self.crop_fraction = float(crop_fraction)
+    self.antialias = bool(antialias)
     self.mean = None if mean is None else tuple(float(v) for v in mean)
     self.std = None if std is None else tuple(float(v) for v in std)
 
@@ -153,14 +158,14 @@ class ImagePreprocessing:
     if self.train_crop == "pad_and_crop":
       size = tf.shape(image)
       if self.image_size is not None:
-        image = _resize(image, self.image_size)
+        image = self._resize(image)
         size = tf.shape(image)
       padded = tf.pad(image, [[self.padding] * 2, [self.padding] * 2, [0, 0]])
       image = tf.image.stateless_random_crop(padded, size, seed=crop_seed)
     elif self.train_crop == "random_resized":
-      image = _resize(tf.slice(image, *self.crop_window(tf.shape(image), crop_seed)), self.image_size)
+      image = self._resize(tf.slice(image, *self.crop_window(tf.shape(image), crop_seed)))
     elif self.image_size is not None:
-      image = _resize(image, self.image_size)
+      image = self._resize(image)
     return self._after_crop(image, seed)
 
   def decodes_window(self, training: bool) -> bool:
@@ -189,7 +194,7 @@ class ImagePreprocessing:
 
     window = tf.cond(tf.io.is_jpeg(encoded), decode_jpeg_window, decode_then_crop)
     window.set_shape([None, None, channels])
-    return self._after_crop(_resize(to_unit_float(window), self.image_size), seed)
+    return self._after_crop(self._resize(to_unit_float(window)), seed)
 
   def crop_window(self, shape: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The random-resized crop's window of an image of `shape` (height, width, ...): `begin` and `size`
@@ -201,6 +206,9 @@ class ImagePreprocessing:
         min_object_covered=0.0, aspect_ratio_range=self.aspect_ratio_range, area_range=self.area_range,
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     return begin, size
+
+  def _resize(self, image: tf.Tensor) -> tf.Tensor:
+    return tf.image.resize(image, [self.image_size] * 2, method="bilinear", antialias=self.antialias)
 
   def _after_crop(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """The augmentation after the crop: flip, RandAugment, erasing, each with its own draws from `seed`."""
@@ -250,7 +258,7 @@ class ImagePreprocessing:
       side = tf.cast(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) * self.crop_fraction, tf.int32)
       top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
       image = image[top:top + side, left:left + side]
-    return _resize(image, self.image_size) if self.image_size is not None else image
+    return self._resize(image) if self.image_size is not None else image
 
 
 def torchvision_window(shape: tf.Tensor, seed: tf.Tensor, area_range: Sequence[float],
@@ -327,7 +335,3 @@ def example_seed(seed: int, position: tf.Tensor, worker: int = 0) -> tf.Tensor:
   base = tf.constant([seed, _AUGMENT_SALT], tf.int64)
   return tf.random.experimental.stateless_fold_in(
       tf.random.experimental.stateless_fold_in(base, worker), position)
-
-
-def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
-  return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
