@@ -60,7 +60,7 @@ class ImagePreprocessing:
     crop_fraction: see `eval_crop`.
     antialias: resize (to `image_size`) bilinearly with an antialiasing filter when shrinking (the
       default; as PIL and torchvision do), or False for plain bilinear interpolation (as TF Model
-      Garden and big_vision do): about 1.7x the images per CPU-second on ImageNet-sized JPEGs
+      Garden and big_vision do): about 1.5x the images per CPU-second on ImageNet-sized JPEGs
       (docs/PERFORMANCE.md, "Input throughput"), with aliasing in windows much larger than the output.
     mean, std: per-channel statistics in [0, 1] units; images become (x - mean) / std.
     rand_augment: timm's RandAugment config string, e.g. 'rand-m9-mstd0.5-inc1' (DeiT's), or None
