@@ -224,5 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(report(variants, settings, image_bytes)), flush=True)
     if args.cli:
       from trainer.benchmarks import cli_throughput  # imports this module: imported here, when asked for
-      print("\n".join(cli_throughput.measure(files, settings)))
+      for antialias in (True, False):
+        print("\n".join(cli_throughput.measure(files, settings, antialias=antialias)), flush=True)
   return 0
