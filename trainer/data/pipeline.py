@@ -1,13 +1,15 @@
 """tf.data pipelines for every kind of split: the training stream and the padded evaluation pass.
 
-Random-access splits (`ArrayData`, in RAM or memory-mapped, and `IndexedData`): the training stream
-is the concatenation of per-epoch permutations, each drawn with a stateless RNG from (seed, epoch).
+Random-access splits (`ArrayData`, in RAM or memory-mapped, `IndexedData`, `IndexedRecords`): the
+training stream is the concatenation of per-epoch permutations, each drawn with a stateless RNG from
+(seed, epoch).
 Batch `k` of the global stream is therefore known without replaying the past, so a run resumed at
 step `s` continues exactly where it stopped (no iterator state in the checkpoint), and every worker
 agrees on the global batch: each takes its own contiguous slice of it and reads only those examples.
 The union of the replicas' examples in a step is the same global batch on 1, 2 or N replicas,
 which is what makes results replica-invariant. The permutation is the only N-sized object (4 bytes
-per example and epoch: 5 MB for ImageNet); the examples themselves are read by index.
+per example and epoch: 5 MB for ImageNet); the examples themselves are read by index (serialized
+records a batch per Python call, then parsed and decoded in the graph).
 
 Sequential splits (`RecordData`, TFRecord shards): each worker streams its own files (every
 num_workers-th), in an order drawn from (seed, epoch, worker), interleaved deterministically
