@@ -23,10 +23,12 @@ import time
 import optuna
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import MAIN_LANE_ONLY, REPO
 from tests.sweep_fixtures import run_module
 from trainer.experiments import study_storage, sweep, trial_runner, tune
 from trainer.runtime import lock
+
+pytestmark = MAIN_LANE_ONLY
 
 QUICKSTART = "gin_configs/quickstart.gin"
 # Two trials of 600 steps, a checkpoint every 50 and an evaluation every 100 (a report to the study).

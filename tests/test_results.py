@@ -14,9 +14,11 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from tests.helpers import FAST, QUICKSTART, read_scalars, run_cli
+from tests.helpers import FAST, MAIN_LANE_ONLY, QUICKSTART, read_scalars, run_cli
 from tests.sweep_fixtures import POINTS, TINY
 from trainer.experiments import report, results, sweep
+
+pytestmark = MAIN_LANE_ONLY
 
 
 @pytest.fixture(scope="module")
