@@ -1,4 +1,5 @@
-"""Shared test setup: 4 logical CPU devices for real multi-replica strategies, gin isolation, one sweep.
+"""Shared test setup: 4 logical CPU devices for real multi-replica strategies, gin isolation, one sweep,
+two CLI runs.
 
 The CPU is split before any test touches TensorFlow's devices, so every module can build a
 MirroredStrategy over 1, 2 or 4 replicas in the same process.
@@ -15,6 +16,7 @@ import gin  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tests.cli_fixtures import cli_runs  # noqa: E402,F401  (the session's two real CLI runs, shared)
 from tests.sweep_fixtures import swept  # noqa: E402,F401  (the session's one tiny real sweep, shared)
 from trainer.runtime import strategy as strategy_lib  # noqa: E402
 

@@ -24,6 +24,11 @@ QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
 # from stateful random ops whose state no checkpoint holds, so there exact resume covers models
 # without dropout (docs/COMMAND_LINE.md, "What a run writes").
 DROPOUT = ["MLP.dropout=0.3"] if compat.IS_KERAS_3 else []
+# The experiment tools (sweeps, tuning, reports over event files) hold no code that depends on the Keras or
+# TensorFlow version; the training they start is tested in both lanes by the other modules. Their tests
+# run in the main lane only (docs/TESTING.md), which keeps the tfa lane within its time budget.
+MAIN_LANE_ONLY = pytest.mark.skipif(
+    not compat.IS_KERAS_3, reason="an experiment tool, independent of the Keras version: main lane only")
 # Small, fast settings layered over the shipped quickstart.
 FAST = ["Trainer.train_steps=200", "Trainer.steps_per_loop=50", "Trainer.eval_every=100",
         "Trainer.checkpoint_every=100"]

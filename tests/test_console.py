@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from tests import helpers
 from trainer.loop import controller
 
 NOISE = ("absl::InitializeLog", "oneDNN", "cuda", "Sharding callback duration", "AutoGraph",
          "Assets written", "fingerprint")
 
 
-def _cli(model_dir: str, *extra: str) -> str:
-  """The CLI's combined output, without the test helpers' TF_CPP_MIN_LOG_LEVEL (what a user gets)."""
-  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-  env["PYTHONPATH"] = helpers.REPO
-  args = ["--gin_file=gin_configs/regularization/proximal_l1.gin", f"--model_dir={model_dir}",
-          *[f"--gin_bindings={b}" for b in helpers.FAST],
-          "--gin_bindings=Trainer.early_stopping=@EarlyStopping()", *extra]  # checkpoints and an export
-  process = subprocess.run([sys.executable, "-m", "trainer.main", *args], cwd=helpers.REPO, env=env,
-                           timeout=300, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  assert process.returncode == 0, process.stdout[-3000:]
-  return process.stdout
-
-
+@pytest.mark.slow  # the session's `cli_runs` (tests/cli_fixtures.py): two CLI runs
 @pytest.mark.multiprocess
-def test_quiet_by_default_and_verbosity_brings_tensorflow_back(tmp_path):
-  quiet = _cli(str(tmp_path / "quiet"))
+def test_quiet_by_default_and_verbosity_brings_tensorflow_back(cli_runs):
+  quiet, verbose = cli_runs.first, cli_runs.second  # the default verbosity, then --verbosity=1
   assert "strategy.py" in quiet.splitlines()[0], quiet[:2000]  # Occam's first line comes first
   assert not [word for word in NOISE if word in quiet], quiet
   assert "final | results in" in quiet
-  verbose = _cli(str(tmp_path / "verbose"), "--verbosity=1")
   # The INFO lines TensorFlow's own Python files log on every machine when a SavedModel is exported (the
   # best model here): the quiet console drops them (LibraryInfoFilter), --verbosity=1 keeps them. Which
   # native start-up lines TensorFlow prints (oneDNN, CUDA stubs) depends on the CPU and the libraries.

@@ -24,7 +24,6 @@ from tests.helpers import (
   REPO,
   checkpoint_values,
   read_scalars,
-  run_cli,
   run_main,
   train_in_process,
 )
@@ -53,7 +52,12 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _run_two_workers(model_dir: str, scratch_root: str) -> list[subprocess.CompletedProcess]:
+def _start(command: list[str], env: dict) -> subprocess.Popen:
+  return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _start_two_workers(model_dir: str, scratch_root: str) -> list[subprocess.Popen]:
   """Two `trainer.main` worker processes on localhost, wired together by TF_CONFIG."""
   addresses = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
   workers = []
@@ -61,25 +65,33 @@ def _run_two_workers(model_dir: str, scratch_root: str) -> list[subprocess.Compl
     tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
     env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TMPDIR=scratch_root, PYTHONPATH=REPO,
                TF_CPP_MIN_LOG_LEVEL="2")
-    workers.append(subprocess.Popen(
-        [sys.executable, "-m", "trainer.main", *_args(model_dir, "--strategy=multi_worker_mirrored")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  results = []
-  for worker in workers:
-    output, _ = worker.communicate(timeout=300)
-    results.append(subprocess.CompletedProcess(worker.args, worker.returncode, output))
-  return results
+    workers.append(_start([sys.executable, "-m", "trainer.main",
+                           *_args(model_dir, "--strategy=multi_worker_mirrored")], env))
+  return workers
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+  output, _ = process.communicate(timeout=600)  # a hang bound
+  return subprocess.CompletedProcess(process.args, process.returncode, output)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+  """The same run on 1 device, 2 and 4 replicas and 2 workers. 4 replicas and the workers need processes
+  of their own (one MirroredStrategy size per process): they run while this process trains the 1-device
+  run and the 2-replica one (the session's `mirrored(2)`) through the API."""
   root = tmp_path_factory.mktemp("distribution")
-  outcomes = {"1": run_cli(_args(str(root / "one"))),
-              "2": run_cli(_args(str(root / "two"), "--strategy=mirrored", "--virtual_devices=2")),
-              "4": run_cli(_args(str(root / "four"), "--strategy=mirrored", "--virtual_devices=4"))}
   scratch = root / "scratch"
   scratch.mkdir()
-  outcomes["workers"] = _run_two_workers(str(root / "workers"), str(scratch))
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  four = _start([sys.executable, "-m", "trainer.main",
+                 *_args(str(root / "four"), "--strategy=mirrored", "--virtual_devices=4")], env)
+  workers = _start_two_workers(str(root / "workers"), str(scratch))
+  try:
+    train_in_process(str(root / "one"), EVERY_TERM)
+    train_in_process(str(root / "two"), EVERY_TERM, strategy=mirrored(2))
+  finally:
+    outcomes = {"4": _finish(four), "workers": [_finish(worker) for worker in workers]}
   for name, outcome in outcomes.items():
     for process in outcome if isinstance(outcome, list) else [outcome]:
       assert process.returncode == 0, f"{name}: {process.stdout[-3000:]}"
@@ -87,7 +99,7 @@ def runs(tmp_path_factory):
   return {name: str(path) for name, path in dirs.items()}, outcomes, scratch
 
 
-@pytest.mark.slow  # the `runs` fixture: 3 CLI subprocesses and 2 MultiWorkerMirrored workers, ~40 s
+@pytest.mark.slow  # the `runs` fixture: 2 runs in process while 3 processes train, ~30 s
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("replicas", ["2", "4", "workers"])
 def test_weights_and_optimizer_state_are_replica_invariant_with_every_term_on(runs, replicas):
@@ -157,8 +169,10 @@ def test_checkpoint_from_a_mirrored_run_resumes_on_a_single_device(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["@MLP", "@ResNet"])
-@pytest.mark.parametrize("precision", ["'mixed_bfloat16'", "None"])
+# Each model in bfloat16 (the TPU's precision) and the float32 step once: a ResNet in float32 would only
+# repeat an XLA compilation of ~30 s that proves nothing the other three do not.
+@pytest.mark.parametrize("model, precision", [("@MLP", "'mixed_bfloat16'"), ("@ResNet", "'mixed_bfloat16'"),
+                                              ("@MLP", "None")])
 def test_full_train_step_compiles_with_xla_for_each_model_and_term(tmp_path, model, precision):
   """TPU proxy: with jit_compile the whole replica step (every penalty and decay, bfloat16) compiles
   and trains. (SAM and Mixup under XLA: tests/test_sharpness_aware.py.)"""
@@ -179,23 +193,27 @@ def test_mixed_float16_trains_with_loss_scaling(tmp_path):
   assert np.isfinite(results["train/loss"])
 
 
-def _timed_cli(args: list[str]) -> tuple[subprocess.CompletedProcess, float]:
-  started = time.monotonic()
-  outcome = run_cli(args)
-  return outcome, time.monotonic() - started
-
-
 @pytest.mark.multiprocess
 def test_tpu_strategy_without_a_tpu_fails_fast_with_a_clear_message(tmp_path):
-  outcome, seconds = _timed_cli([f"--gin_file={QUICKSTART}", f"--model_dir={tmp_path}", "--strategy=tpu"])
+  # "Fast" compared with this machine's own start-up (TensorFlow's import, gin), measured side by side by
+  # a command refused at the same point: an absolute bound would measure the machine's load instead.
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  started = time.monotonic()
+  tpu, reference = (_start([sys.executable, "-m", "trainer.main", f"--gin_file={QUICKSTART}",
+                            f"--model_dir={tmp_path}", f"--strategy={name}"], env)
+                    for name in ("tpu", "no_such_strategy"))
+  seconds = {}  # each process's own run time (both print little: their pipes cannot fill up)
+  while len(seconds) < 2:
+    assert time.monotonic() - started < 600, "a hang bound"
+    for name, process in (("tpu", tpu), ("reference", reference)):
+      if name not in seconds and process.poll() is not None:
+        seconds[name] = time.monotonic() - started
+    time.sleep(0.05)
+  outcome, reference = _finish(tpu), _finish(reference)
   assert outcome.returncode == 2
   assert "--strategy=tpu --tpu=local: no usable TPU" in outcome.stdout
-  # "Fast" compared with this machine's own start-up (TensorFlow's import, gin), measured now by a
-  # command refused at the same point: an absolute bound would measure the machine's load instead.
-  reference, reference_seconds = _timed_cli([f"--gin_file={QUICKSTART}", f"--model_dir={tmp_path}",
-                                             "--strategy=no_such_strategy"])
   assert reference.returncode == 2 and "no_such_strategy" in reference.stdout, reference.stdout[-2000:]
-  assert seconds - reference_seconds < 30, (seconds, reference_seconds)
+  assert seconds["tpu"] - seconds["reference"] < 30, seconds
 
 
 def test_unreachable_tpu_address_fails_fast():

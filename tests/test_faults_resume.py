@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tests.helpers import FAST, run_main_captured, short_run_args, snapshot, train_in_process
+from tests.helpers import run_main_captured, short_run_args, snapshot, train_in_process
 from trainer import main
 
 
@@ -94,10 +94,7 @@ def test_every_checkpoint_damaged_is_a_clear_error(copy_of, capsys, caplog):
   assert snapshot(copy_of) == before
 
 
-HUNDRED_STEPS = FAST + ["Trainer.train_steps=100", "Trainer.checkpoint_every=50", "Trainer.eval_every=50"]
-
-
-def _corrupt(path: str) -> None:
+def _corrupt(path) -> None:
   data = bytearray(open(path, "rb").read())
   for i in range(min(len(data), 64), min(len(data), 256)):
     data[i] ^= 0xFF
@@ -105,29 +102,30 @@ def _corrupt(path: str) -> None:
     f.write(data)
 
 
+def _resume_in_process(model_dir, steps: int):
+  """`trainer.train` (the API's path) resuming the base run to `steps`; the built run."""
+  trainer, _ = train_in_process(str(model_dir), [f"Trainer.train_steps={steps}", *helpers.SHORT])
+  return trainer
+
+
 @pytest.mark.parametrize("damage", ["corrupt_data", "truncated_index"])
-def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage):
-  model_dir = str(tmp_path)
-  train_in_process(model_dir, HUNDRED_STEPS)
-  newest = os.path.join(model_dir, "checkpoints", "ckpt-100")
+def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(copy_of, caplog, damage):
+  newest = copy_of / "checkpoints" / "ckpt-20"
   if damage == "corrupt_data":
-    _corrupt(glob.glob(newest + ".data-*")[0])
+    _corrupt(glob.glob(f"{newest}.data-*")[0])
   else:
-    with open(newest + ".index", "r+b") as f:
+    with open(f"{newest}.index", "r+b") as f:
       f.truncate(20)
   caplog.set_level(logging.WARNING)
-  trainer, _ = train_in_process(model_dir, HUNDRED_STEPS + ["Trainer.train_steps=150"])
-  assert any("ckpt-100 is unreadable" in r.getMessage() and "falling back" in r.getMessage()
+  trainer = _resume_in_process(copy_of, 30)
+  assert any("ckpt-20 is unreadable" in r.getMessage() and "falling back" in r.getMessage()
              for r in caplog.records)
-  assert int(trainer.step.numpy()) == 150
+  assert int(trainer.step.numpy()) == 30
 
 
-def test_a_save_killed_before_its_index_was_written_is_not_a_candidate(tmp_path):
-  model_dir = str(tmp_path)
-  train_in_process(model_dir, HUNDRED_STEPS)
-  os.remove(os.path.join(model_dir, "checkpoints", "ckpt-100.index"))  # what a kill mid-save leaves
-  trainer, _ = train_in_process(model_dir, HUNDRED_STEPS + ["Trainer.train_steps=120"])
-  assert int(trainer.step.numpy()) == 120
+def test_a_save_killed_before_its_index_was_written_is_not_a_candidate(copy_of):
+  os.remove(copy_of / "checkpoints" / "ckpt-20.index")  # what a kill mid-save leaves
+  assert int(_resume_in_process(copy_of, 30).step.numpy()) == 30
 
 
 @pytest.mark.parametrize("how", HOW)

@@ -23,10 +23,11 @@ import time
 import optuna
 import pytest
 
-from tests.helpers import REPO
-from tests.sweep_fixtures import run_module
+from tests.helpers import MAIN_LANE_ONLY, REPO
 from trainer.experiments import study_storage, sweep, trial_runner, tune
 from trainer.runtime import lock
+
+pytestmark = MAIN_LANE_ONLY
 
 QUICKSTART = "gin_configs/quickstart.gin"
 # Two trials of 600 steps, a checkpoint every 50 and an evaluation every 100 (a report to the study).
@@ -43,7 +44,7 @@ def _trials(study_dir: str) -> list[optuna.trial.FrozenTrial]:
   return optuna.load_study(study_name="study", storage=study_storage.default_storage(study_dir)).get_trials()
 
 
-def _wait(condition, what: str, seconds: float = 240):
+def _wait(condition, what: str, seconds: float = 600):  # a hang bound: a loaded machine starts workers slowly
   deadline = time.monotonic() + seconds
   while not (found := condition()):
     assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -83,8 +84,9 @@ def _start_with_one_trial_per_worker(study_dir: str, log_path: str) -> tuple[sub
   return command, pid, number
 
 
-def _check_the_study_and_rerun(study_dir: str, lost: int) -> None:
-  """Exactly 2 finished trials, `lost` failed once and retried from its checkpoint; a rerun is a no-op."""
+def _check_the_study_and_rerun(study_dir: str, lost: int, capsys) -> None:
+  """Exactly 2 finished trials, `lost` failed once and retried from its checkpoint; a rerun is a no-op
+  (run in this process: a finished study starts no worker)."""
   trials = _trials(study_dir)
   assert [t.state.name for t in trials].count("COMPLETE") == 2, [t.state.name for t in trials]
   assert [t.number for t in trials if t.state.name == "FAIL"] == [lost]
@@ -94,28 +96,30 @@ def _check_the_study_and_rerun(study_dir: str, lost: int) -> None:
   with open(os.path.join(retry.user_attrs["model_dir"], sweep.DONE_FILE)) as file:
     done = json.load(file)
   assert done["step"] == 600 and "/checkpoints/ckpt-" in done["restored_from"]  # resumed, not restarted
-  again = run_module("tune", [*_args(study_dir), "--parallel=2"])
-  assert again.returncode == 0 and "the study has its 2 finished trials" in again.stdout, again.stdout[-3000:]
+  capsys.readouterr()
+  assert tune.main([*_args(study_dir), "--parallel=2"]) == 0
+  err = capsys.readouterr().err
+  assert "the study has its 2 finished trials" in err, err[-3000:]
   assert len(_trials(study_dir)) == len(trials)
 
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_a_killed_worker_is_reaped_and_its_trial_resumes_in_the_other(tmp_path):
+def test_a_killed_worker_is_reaped_and_its_trial_resumes_in_the_other(tmp_path, capsys):
   study_dir, log_path = str(tmp_path / "study"), str(tmp_path / "tune.log")
   command, pid, number = _start_with_one_trial_per_worker(study_dir, log_path)
   os.kill(pid, signal.SIGKILL)
-  code = command.wait(timeout=240)
+  code = command.wait(timeout=600)
   output = open(log_path).read()
   assert code == trial_runner.EXIT_WORKER_FAILED, output[-3000:]  # a worker died: said, not hidden
   assert f"occam-tune-1 (pid {pid}) was killed by SIGKILL" in output
   assert "in use by another run" not in output and "Traceback" not in output, output[-3000:]
-  _check_the_study_and_rerun(study_dir, number)
+  _check_the_study_and_rerun(study_dir, number, capsys)
 
 
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_a_frozen_worker_that_thaws_gives_its_stale_trial_to_the_retry(tmp_path):
+def test_a_frozen_worker_that_thaws_gives_its_stale_trial_to_the_retry(tmp_path, capsys):
   study_dir, log_path = str(tmp_path / "study"), str(tmp_path / "tune.log")
   command, pid, number = _start_with_one_trial_per_worker(study_dir, log_path)
   os.kill(pid, signal.SIGSTOP)
@@ -125,11 +129,11 @@ def test_a_frozen_worker_that_thaws_gives_its_stale_trial_to_the_retry(tmp_path)
     _wait(lambda: "waits for its model dir" in open(log_path).read(), "the retry to wait for the lease")
   finally:
     os.kill(pid, signal.SIGCONT)
-  code = command.wait(timeout=240)
+  code = command.wait(timeout=600)
   output = open(log_path).read()
   assert code == 0, output[-3000:]
   assert f"trial {number} was failed as stale" in output and "Traceback" not in output, output[-3000:]
-  _check_the_study_and_rerun(study_dir, number)
+  _check_the_study_and_rerun(study_dir, number, capsys)
 
 
 def test_a_damaged_sqlite_study_exits_2_naming_it(tmp_path, capsys):

@@ -20,9 +20,11 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from tests.helpers import REPO, server_scalars
+from tests.helpers import MAIN_LANE_ONLY, REPO, server_scalars
 from trainer.experiments import event_files, intervals, plots, report, sweep
 from trainer.metrics import summaries
+
+pytestmark = MAIN_LANE_ONLY
 
 STRENGTHS = ("0", "1e-3", "1e-2")
 STEPS = (10, 20, 30)

@@ -14,9 +14,11 @@ import shutil
 import pytest
 import tensorflow as tf
 
-from tests.helpers import FAST, QUICKSTART, read_scalars, run_cli
+from tests.helpers import FAST, MAIN_LANE_ONLY, QUICKSTART, read_scalars, run_main
 from tests.sweep_fixtures import POINTS, TINY
 from trainer.experiments import report, results, sweep
+
+pytestmark = MAIN_LANE_ONLY
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +29,14 @@ def resumed_run(tmp_path_factory) -> str:
   evaluation's step twice, as after any rerun of a finished run.
   """
   model_dir = str(tmp_path_factory.mktemp("results") / "run")
-  for steps in (100, 200, 200):
+  for steps in (100, 200, 200):  # the CLI's code path, in this process (the results read its files)
     bindings = [*FAST, f"Trainer.train_steps={steps}"]
-    result = run_cli([f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}"]
-                     + [f"--gin_bindings={b}" for b in bindings])
-    assert result.returncode == 0, result.stdout[-4000:]
+    assert run_main([f"--gin_file={QUICKSTART}", f"--model_dir={model_dir}"]
+                    + [f"--gin_bindings={b}" for b in bindings]) == 0
   return model_dir
 
 
-@pytest.mark.slow  # `resumed_run`: three CLI runs, ~25 s
-@pytest.mark.multiprocess
+@pytest.mark.slow  # `resumed_run`: three runs
 def test_run_scalars_are_the_written_values_once_per_step(resumed_run):
   written = [(directory, tag, step, value) for directory in ("train", "eval")
              for tag, series in read_scalars(os.path.join(resumed_run, directory)).items()

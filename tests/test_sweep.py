@@ -16,10 +16,12 @@ import re
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, checkpoint_values, read_scalars, server_scalars
+from tests.helpers import MAIN_LANE_ONLY, REPO, checkpoint_values, read_scalars, server_scalars
 from tests.sweep_fixtures import GRID, POINTS, TINY, run_module
 from trainer.experiments import plots, report, sweep
 from trainer.metrics import tags
+
+pytestmark = MAIN_LANE_ONLY
 
 # The column names docs/EXPERIMENTS.md and scripts/make_experiments_doc.py use.
 DOCUMENTED_COLUMNS = ("eval_acc", "best_eval_acc", "eval_loss", "best_eval_loss", "test_acc", "train_acc",

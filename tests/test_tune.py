@@ -22,9 +22,11 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.helpers import REPO, checkpoint_values
+from tests.helpers import MAIN_LANE_ONLY, REPO, checkpoint_values
 from tests.sweep_fixtures import run_module
 from trainer.experiments import plots, report, search_space, study_storage, sweep, trial_runner, tune
+
+pytestmark = MAIN_LANE_ONLY
 
 QUICKSTART = "gin_configs/quickstart.gin"
 TINY = ["Trainer.train_steps=100", "Trainer.steps_per_loop=50", "Trainer.eval_every=50",
