@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trainer import data
-from trainer.data import ArrayData, IndexedData, Splits, pipeline
+from trainer.data import ArrayData, IndexedData, RecordData, Splits, pipeline
 
 # --- containers -----------------------------------------------------------------------------------
 
@@ -290,14 +290,14 @@ def _prepare_tiny_tfds(data_dir: str, file_format: str = "tfrecord") -> None:
   TinyDigits(data_dir=data_dir, file_format=file_format).download_and_prepare()
 
 
-@pytest.mark.parametrize("file_format, kind", [("tfrecord", ArrayData), ("array_record", IndexedData)])
+@pytest.mark.parametrize("file_format, kind", [("tfrecord", RecordData), ("array_record", IndexedData)])
 def test_tfds_loads_a_prepared_dataset_offline(tmp_path, file_format, kind):
   _prepare_tiny_tfds(str(tmp_path), file_format)
   splits = data.tfds(name="tiny_digits", data_dir=str(tmp_path), validation_split="train[:2]")
   assert splits.num_classes == 3  # Inferred from the ClassLabel feature.
   assert [split.num_examples for _, split in splits.named_splits()] == [6, 2, 3]
   for _, split in splits.named_splits():
-    assert isinstance(split, kind)  # array_record: read by index; TFRecord: uint8 arrays in memory
+    assert isinstance(split, kind)  # array_record: read by index; TFRecord: streamed
     assert split.example_shape == (4, 4, 1) and split.features_dtype == np.uint8
     features, labels = pipeline.first_examples(split, split.num_examples)
     assert features.dtype == np.float32  # The pipeline scales uint8 to [0, 1].
