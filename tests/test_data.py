@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import prepare_tiny_tfds
 from trainer import data
-from trainer.data import ArrayData, Splits, pipeline
+from trainer.data import ArrayData, RecordData, Splits, pipeline
 from trainer.data.sources import IndexedRecords
 
 # --- containers -----------------------------------------------------------------------------------
@@ -260,14 +260,14 @@ def test_tfrecord_record_errors_name_the_file_and_key(tmp_path, written_key, fea
 # --- tfds -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("file_format, kind", [("tfrecord", ArrayData), ("array_record", IndexedRecords)])
+@pytest.mark.parametrize("file_format, kind", [("tfrecord", RecordData), ("array_record", IndexedRecords)])
 def test_tfds_loads_a_prepared_dataset_offline(tmp_path, file_format, kind):
   prepare_tiny_tfds(str(tmp_path), file_format)
   splits = data.tfds(name="tiny_digits", data_dir=str(tmp_path), validation_split="train[:2]")
   assert splits.num_classes == 3  # Inferred from the ClassLabel feature.
   assert [split.num_examples for _, split in splits.named_splits()] == [6, 2, 3]
   for _, split in splits.named_splits():
-    assert isinstance(split, kind)  # array_record: read by index; TFRecord: uint8 arrays in memory
+    assert isinstance(split, kind)  # array_record: read by index; TFRecord: streamed
     assert split.example_shape == (4, 4, 1) and split.features_dtype == np.uint8
     features, labels = pipeline.first_examples(split, split.num_examples)
     assert features.dtype == np.float32  # The pipeline scales uint8 to [0, 1].

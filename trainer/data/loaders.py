@@ -3,8 +3,10 @@
 `tfrecord` streams its files (a `RecordData` split: per-worker shards, shuffled per epoch, never
 held in memory); features are float lists, raw uint8 bytes or encoded PNG/JPEG images. `tfds`
 reads a prepared TFDS dataset by index through its random-access data source (datasets prepared
-in the `array_record` format), or, for datasets prepared as TFRecord, loads them into memory as
-uint8 arrays. Neither ever downloads: training machines read a local `data_dir`.
+in the `array_record` format), or, for datasets prepared as TFRecord (TFDS's default), streams the
+split's shards as a `RecordData` built from TFDS's own file instructions and example decoder.
+Neither ever downloads: training machines read a prepared `data_dir` (local, or any filesystem
+`tf.io.gfile` reads, such as gs://).
 """
 
 from __future__ import annotations
@@ -206,21 +208,29 @@ class _RecordFormat:
     label = parsed[self.label_key]
     if not self.classification:
       return features, label
-    with tf.control_dependencies([tf.debugging.assert_non_negative(label, message=self._label_message),
-                                  tf.debugging.assert_less(label, tf.constant(self.num_classes, tf.int64),
-                                                           message=self._label_message)]):
-      return tf.identity(features), tf.cast(label, tf.int32)
+    return _checked_class_id(features, label, self.label_key, self.num_classes)
 
-  @property
-  def _label_message(self) -> str:
-    return f"{self.label_key!r} is a class id outside [0, num_classes={self.num_classes})"
+
+def _checked_class_id(features: tf.Tensor, label: tf.Tensor, label_key: str, num_classes: int,
+                      where: str = "") -> tuple[tf.Tensor, tf.Tensor]:
+  """(features, label as int32), failing in the graph if the label is not a class id in [0, num_classes);
+  the message starts with `where` (the dataset and split) when given."""
+  prefix = f"{where}: " if where else ""
+  message = f"{prefix}{label_key!r} is a class id outside [0, num_classes={num_classes})"
+  label = tf.cast(label, tf.int64)
+  with tf.control_dependencies([tf.debugging.assert_non_negative(label, message=message),
+                                tf.debugging.assert_less(label, tf.constant(num_classes, tf.int64),
+                                                         message=message)]):
+    return tf.identity(features), tf.cast(label, tf.int32)
 
 
 def _open_split(argument: str, patterns: str | Sequence[str], record_format: _RecordFormat,
                 shuffle_buffer: int, count: bool) -> RecordData:
-  """Checks each file's first record; counts the records now only if `count` (evaluation splits)."""
+  """Checks first records and counts the records now only if `count` (evaluation splits, which are read
+  whole anyway); a training split has its first file's first record checked, and nothing else is read
+  before training (its other files are checked as they are parsed): start-up does not grow with it."""
   files = tuple(_match_files(argument, patterns))
-  for path in files:
+  for path in files if count else files[:1]:
     record_format.check(path, _first_record(path))
   try:
     counts = count_records(files) if count else None
@@ -337,8 +347,8 @@ class NotPreparedError(FileNotFoundError):
 def _not_prepared(name: str, data_dir: str) -> NotPreparedError:
   return NotPreparedError(
       f"TFDS dataset {name!r} is not prepared under data_dir={data_dir!r}; prepare it where there is "
-      f"network (`tfds build {name} --data_dir=... --file_format=array_record` for random access) and "
-      "copy the directory here")
+      f"network (`tfds build {name} --data_dir=...`, or with `--file_format=array_record` for random "
+      "access) and copy the directory here")
 
 
 class _HeldRecords(python_logging.Filter):
@@ -379,6 +389,9 @@ def _builder(tensorflow_datasets, name: str, data_dir: str):
     return tensorflow_datasets.builder(name, data_dir=data_dir)
   except tensorflow_datasets.core.DatasetNotFoundError as error:
     raise _not_prepared(name, data_dir) from error
+  except KeyError as error:  # TFDS's path library (etils.epath) has no such scheme, e.g. ram://
+    raise ValueError(f"tfds.data_dir={data_dir!r}: TFDS cannot open paths of this filesystem (its path "
+                     f"library knows local paths, gs://, s3://, az:// and hf://; not {error})") from error
 
 
 def _label_classes(features, full_name: str, feature_key: str, label_key: str) -> int | None:
@@ -412,11 +425,7 @@ def _indexed_split(tensorflow_datasets, name: str, data_dir: str, split: str, fe
     features, value = example[feature_key], example[label_key]
     if num_classes is None:
       return features, tf.cast(value, tf.float32)
-    message = f"{where}: {label_key!r} is a class id outside [0, num_classes={num_classes})"
-    with tf.control_dependencies([tf.debugging.assert_non_negative(value, message=message),
-                                  tf.debugging.assert_less(value, tf.cast(num_classes, value.dtype),
-                                                           message=message)]):
-      return tf.identity(features), tf.cast(value, tf.int32)
+    return _checked_class_id(features, value, label_key, num_classes, where)
 
   return IndexedRecords(read_records=lambda indices: source.__getitems__([int(i) for i in indices]),
                         parse=parse, num_examples=len(source), example_shape=feature.shape,
@@ -428,30 +437,59 @@ def _indexed_split(tensorflow_datasets, name: str, data_dir: str, split: str, fe
                         description=where)
 
 
-def _array_split(builder, split: str, feature_key: str, label_key: str, classification: bool) -> ArrayData:
-  """One whole split of a TFRecord-prepared builder in memory; images stay uint8."""
-  data = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-  features = data[feature_key].numpy()
-  if features.dtype != np.uint8:
-    features = features.astype(np.float32)
-  labels = data[label_key].numpy().astype(np.int32 if classification else np.float32)
-  return ArrayData(features=features, labels=labels)
+def _streamed_split(tensorflow_datasets, info, split: str, feature_key: str, label_key: str,
+                    num_classes: int | None, shuffle_buffer: int) -> RecordData:
+  """One split of a TFRecord-prepared dataset, streamed: TFDS's file instructions for the split (its
+  shards, and where a slice such as `train[:45000]` starts and ends inside them) and TFDS's decoder for
+  the two features read. The record counts come from the dataset's metadata: nothing is opened here.
+  Images stay encoded until preprocessing decodes them where it can decode only a crop window (as for
+  `_indexed_split`)."""
+  instructions = [instruction for instruction in info.splits[split].file_instructions if instruction.take]
+  if not instructions:
+    raise ValueError(f"TFDS {info.full_name} split {split!r} has no examples")
+  wanted = tensorflow_datasets.decode.PartialDecoding({feature_key: True, label_key: True})
+  decoder = wanted.extract_features(info.features)  # parses and decodes the two features only
+  feature = info.features[feature_key]
+  features_dtype = np.uint8 if np.dtype(feature.np_dtype) == np.uint8 else np.float32
+  encoded_image = isinstance(feature, tensorflow_datasets.features.Image)
+  where = f"TFDS {info.full_name} split {split!r}"
+
+  def parse(serialized: tf.Tensor, decode_image: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+    decoders = None if decode_image or not encoded_image else {
+        feature_key: tensorflow_datasets.decode.SkipDecoding()}
+    example = decoder.deserialize_example(serialized, decoders=decoders)
+    features = example[feature_key]
+    if decode_image or not encoded_image:
+      features = tf.cast(features, features_dtype)
+    if num_classes is None:
+      return features, tf.cast(example[label_key], tf.float32)
+    return _checked_class_id(features, example[label_key], label_key, num_classes, where)
+
+  return RecordData(files=tuple(instruction.filename for instruction in instructions),
+                    file_counts=tuple(instruction.take for instruction in instructions),
+                    file_ranges=tuple((instruction.skip, instruction.take) for instruction in instructions),
+                    parse=parse, example_shape=feature.shape, features_dtype=features_dtype,
+                    labels_dtype=np.int32 if num_classes is not None else np.float32,
+                    label_shape=() if num_classes is not None else tuple(info.features[label_key].shape),
+                    shuffle_buffer=shuffle_buffer,
+                    parse_encoded=(lambda serialized: parse(serialized, decode_image=False))
+                    if encoded_image else None)
 
 
 @gin.configurable
 def tfds(*, name: str, data_dir: str | None = None, train_split: str = "train",
          validation_split: str = "validation", test_split: str = "test",
          feature_key: str = "image", label_key: str = "label",
-         num_classes: int | None = None) -> Splits:
+         num_classes: int | None = None, shuffle_buffer: int = 10_000) -> Splits:
   """A TFDS dataset prepared under `data_dir`, by name. Never downloads.
 
   Training machines have no network, so preparation (`tfds build`) is a separate step done
   elsewhere; this only reads. A dataset prepared in the `array_record` format
-  (`--file_format=array_record`) is read by index through TFDS's data source: memory stays flat in
-  the dataset's size and the data order, augmentation and resume stay exact and replica-invariant.
-  One prepared as TFRecord (TFDS's default) is loaded into memory as uint8 arrays instead, which
-  suits MNIST- and CIFAR-sized data. Images of varying size (ImageNet) need `array_record` and
-  `ImagePreprocessing.image_size`.
+  (`--file_format=array_record`) is read by index through TFDS's data source: the data order,
+  augmentation and resume are exact and replica-invariant. One prepared as TFRecord (TFDS's
+  default) is streamed from its shards like a `tfrecord` split: exact resume, each worker reads its
+  own shards. Either way memory stays flat in the dataset's size, and start-up reads no example
+  beyond the first batch. `data_dir` may be on any filesystem `tf.io.gfile` reads (gs://...).
 
   Args:
     name: TFDS name, optionally with config and version, e.g. `cifar10` or `mnist/3.0.1`.
@@ -462,27 +500,30 @@ def tfds(*, name: str, data_dir: str | None = None, train_split: str = "train",
     feature_key, label_key: feature names in the dataset's `FeaturesDict`.
     num_classes: number of classes; None takes it from a `ClassLabel` label feature, and means
       regression (float32 labels) if the label is not a `ClassLabel`.
+    shuffle_buffer: for a dataset prepared as TFRecord, the window of records the training stream
+      permutes (as `tfrecord.shuffle_buffer`); unused for array_record.
   """
   if data_dir is None:
     raise ValueError(
         f"tfds(name={name!r}) reads a dataset prepared in advance, and no tfds.data_dir is bound: prepare "
-        f"it where there is network (`tfds build {name} --data_dir=DIR --file_format=array_record`), copy "
-        "DIR here and add --gin_bindings=\"tfds.data_dir='DIR'\"; to check the config without the data, add "
+        f"it where there is network (`tfds build {name} --data_dir=DIR`), copy DIR here (or to a bucket) "
+        "and add --gin_bindings=\"tfds.data_dir='DIR'\"; to check the config without the data, add "
         "--mock_data")
+  if shuffle_buffer < 1:
+    raise ValueError(f"tfds.shuffle_buffer must be >= 1, got {shuffle_buffer}")
   tensorflow_datasets = import_tfds()
   with _unless_not_prepared():
     return _tfds_splits(tensorflow_datasets, name, data_dir, (train_split, validation_split, test_split),
-                        feature_key, label_key, num_classes)
+                        feature_key, label_key, num_classes, shuffle_buffer)
 
 
 def _tfds_splits(tensorflow_datasets, name: str, data_dir: str, split_names: tuple[str, str, str],
-                 feature_key: str, label_key: str, num_classes: int | None) -> Splits:
-  """`tfds`'s splits: read by index if prepared as array_record, else in memory."""
+                 feature_key: str, label_key: str, num_classes: int | None, shuffle_buffer: int) -> Splits:
+  """`tfds`'s splits: read by index if prepared as array_record, else streamed from the TFRecord shards."""
   builder = _builder(tensorflow_datasets, name, data_dir)
   info = builder.info
   inferred_classes = _label_classes(info.features, info.full_name, feature_key, label_key)
   num_classes = inferred_classes if num_classes is None else num_classes
-  classification = num_classes is not None
   try:
     splits = [_indexed_split(tensorflow_datasets, name, data_dir, split, feature_key, label_key,
                              num_classes, info) for split in split_names]
@@ -492,12 +533,9 @@ def _tfds_splits(tensorflow_datasets, name: str, data_dir: str, split_names: tup
   except NotImplementedError:  # prepared as TFRecord: no random access
     if not builder.is_prepared():
       raise _not_prepared(name, data_dir) from None
-    if None in info.features[feature_key].shape:
-      raise ValueError(f"TFDS dataset {info.full_name} has images of varying size "
-                       f"{list(info.features[feature_key].shape)} and is prepared as TFRecord; prepare it "
-                       "with --file_format=array_record to read it by index") from None
-    splits = [_array_split(builder, split, feature_key, label_key, classification) for split in split_names]
-    source = f"TFDS {info.full_name} in {data_dir}, in memory"
+    splits = [_streamed_split(tensorflow_datasets, info, split, feature_key, label_key, num_classes,
+                              shuffle_buffer) for split in split_names]
+    source = f"TFDS {info.full_name} in {data_dir}, streamed from its TFRecord shards"
   train, validation, test = splits
   return Splits(name=name, train=train, validation=validation, test=test, num_classes=num_classes,
                 description=describe(name, train, validation, test, 0, source))

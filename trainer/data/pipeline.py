@@ -35,7 +35,7 @@ import tensorflow as tf
 from trainer.data import diagnosis
 from trainer.data.arrays import ArrayData
 from trainer.data.preprocessing import ImagePreprocessing, example_seed
-from trainer.data.sources import IndexedRecords, RecordData, input_error
+from trainer.data.sources import IndexedRecords, RecordData, file_records, input_error
 
 _FOREVER = 2**62
 _INTERLEAVED_FILES = 16  # Files read at once by a sequential training stream.
@@ -171,9 +171,9 @@ def _streamed_eval(split: RecordData, global_batch_size: int, batch: int, input_
             else [len(range(w, total, workers)) for w in range(workers)])
   per_worker_batch = global_batch_size // workers
   padded = -(-max(shares) // per_worker_batch) * per_worker_batch
-  records = (tf.data.TFRecordDataset(list(split.files[worker::workers])) if by_file
-             else tf.data.TFRecordDataset(list(split.files)).shard(workers, worker))
-  source = records if shares[worker] else tf.data.TFRecordDataset(list(split.files))  # a record to repeat
+  records = split.records(split.files[worker::workers]) if by_file else split.records(split.files).shard(
+      workers, worker)
+  source = records if shares[worker] else split.records(split.files)  # a record to repeat
   padding = source.take(1).repeat(padded - shares[worker])
   weights = tf.concat([tf.ones([shares[worker]]), tf.zeros([padded - shares[worker]])], axis=0)
   examples = records.concatenate(padding).map(
@@ -198,7 +198,7 @@ def first_examples(split, count: int, preprocessing: ImagePreprocessing | None =
   preprocessing = preprocessing or ImagePreprocessing()
   try:
     if isinstance(split, RecordData):
-      dataset = (tf.data.TFRecordDataset(list(split.files)).take(count)
+      dataset = (split.records(split.files).take(count)
                  .map(lambda record: _parsed_example(split, record, preprocessing, None))
                  .batch(count)
                  .map(lambda features, labels: (preprocessing.normalize(features), labels)))
@@ -347,14 +347,16 @@ def _sequential_train(split: RecordData, global_batch_size: int, seed: int, star
   # A fresh stream starts at epoch 0; a resumed one counts this worker's records to find its place.
   count = split.records_in(files) if offset else 1
   names = tf.constant(files)
+  firsts, counts = (tf.constant(values, tf.int64) for values in split.ranges(files))
 
   def epoch_records(epoch: tf.Tensor) -> tf.data.Dataset:
     epoch_seed = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), epoch]),
                                                           worker)
     file_seed, window_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed, 2))
     order = tf.argsort(tf.random.stateless_uniform([len(files)], seed=file_seed), stable=True)
-    records = (tf.data.Dataset.from_tensor_slices(tf.gather(names, order))
-               .interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), _INTERLEAVED_FILES),
+    records = (tf.data.Dataset.from_tensor_slices(tuple(tf.gather(values, order)
+                                                        for values in (names, firsts, counts)))
+               .interleave(file_records, cycle_length=min(len(files), _INTERLEAVED_FILES),
                            block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=True))
     return _window_shuffle(records, split.shuffle_buffer, window_seed)
 

@@ -133,6 +133,9 @@ class RecordData:
     shuffle_buffer: the training stream permutes each window of this many records (on top of the
       per-epoch shuffled file order and the interleave across files); the window is held in memory
       as serialized records.
+    file_ranges: per file, the (first record, record count) that belong to the split, or None for
+      whole files. A TFDS split slice such as `train[:45000]` ends inside a shard; the records
+      outside the range are read past, never parsed. Needs `file_counts` (the range's counts).
   """
 
   files: tuple[str, ...]
@@ -144,10 +147,14 @@ class RecordData:
   label_shape: tuple = ()
   shuffle_buffer: int = 10_000
   parse_encoded: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None = None
+  file_ranges: tuple[tuple[int, int], ...] | None = None
 
   def __post_init__(self):
     if not self.files or (self.file_counts is not None and len(self.files) != len(self.file_counts)):
       raise ValueError("RecordData needs at least one file (and one record count per file if counted)")
+    if self.file_ranges is not None and (self.file_counts is None
+                                         or len(self.file_ranges) != len(self.files)):
+      raise ValueError("RecordData.file_ranges needs one (first, count) range per file, and file_counts")
     _check_kind(self)
 
   @property
@@ -170,6 +177,17 @@ class RecordData:
                        f"worker reads its own files; write the split as at least {num_workers} shards")
     return self.files[worker::num_workers]
 
+  def ranges(self, files: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    """(first records, counts) of `files` (some of this split's); (0, -1: to the end) for whole files."""
+    ranges = dict(zip(self.files, self.file_ranges or [(0, -1)] * len(self.files)))
+    return [ranges[path][0] for path in files], [ranges[path][1] for path in files]
+
+  def records(self, files: tuple[str, ...]) -> tf.data.Dataset:
+    """The serialized records of `files` (some of this split's), file after file, each within its range."""
+    firsts, counts = self.ranges(files)
+    return tf.data.Dataset.from_tensor_slices(
+        (list(files), np.array(firsts, np.int64), np.array(counts, np.int64))).flat_map(file_records)
+
   def records_in(self, files: tuple[str, ...]) -> int:
     """Records in `files` (some of this split's), counting only those files if not yet counted."""
     return sum(self._counts(files))
@@ -182,6 +200,11 @@ class RecordData:
     if files == self.files:
       object.__setattr__(self, "file_counts", counted)  # counted once; frozen otherwise
     return counted
+
+
+def file_records(path: tf.Tensor, first: tf.Tensor, count: tf.Tensor) -> tf.data.Dataset:
+  """The records `first` to `first + count` of one TFRecord file (`count` -1: to its end)."""
+  return tf.data.TFRecordDataset(path).skip(first).take(count)
 
 
 def count_records(files: tuple[str, ...]) -> tuple[int, ...]:
