@@ -1,4 +1,5 @@
-"""The Monitor's probe data on a real MirroredStrategy: each replica holds its share, read in replica context."""
+"""The Monitor's probe data on a real MirroredStrategy: each replica holds its share, read in replica
+context."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_replicas_hold_strided_shares_and_any_prefix_is_weighted_rows_of_them():
       ([[0, 1], [4, 5], [8, 9]], [0, 2, 4], [1, 1, 1]),
       ([[2, 3], [6, 7], [0, 0]], [1, 3, 0], [1, 1, 0])]
   # The first 3: two rows each, example 3 weighted out.
-  assert _shares(strategy, probe, 3) == [([[0, 1], [4, 5]], [0, 2], [1, 1]), ([[2, 3], [6, 7]], [1, 3], [1, 0])]
+  assert _shares(strategy, probe, 3) == [([[0, 1], [4, 5]], [0, 2], [1, 1]),
+                                         ([[2, 3], [6, 7]], [1, 3], [1, 0])]
   assert _shares(strategy, probe, 99) == _shares(strategy, probe, 5)  # no more than is held
 
 

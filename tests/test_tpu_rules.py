@@ -104,7 +104,8 @@ def test_the_monitors_functions_on_two_replicas_hold_no_large_constant_and_follo
                                       "L1.scale=1e-5"])
   run = builder.build(Trainer(), strategy=mirrored(2), model_dir=str(tmp_path))
   functions = run.monitor.concrete_functions()
-  assert set(functions) == {"statistics", "gradient_norm", "sharpness", "train_eval"}
+  assert set(functions) == {"statistics", "gradient_norm", "statistics_and_gradient_norm", "sharpness",
+                            "train_eval"}
   for name, function in functions.items():
     assert not embedded_data(function), name
     assert not tpu_violations(function.graph.as_graph_def()), name

@@ -117,8 +117,13 @@ class MonitorState:
       self._initial = _InitialWeights(self._trainable)
     held = spec.train_examples_needed
     self._probe = ProbeData(strategy, tuple(values[:held] for values in train_examples))
-    self._statistics = _HostVector(self._named_statistics, strategy)
-    self._gradient_norm = _HostVector(self._named_gradient_norm, strategy)
+    # The loop-end work by (weight statistics due, gradient norm due): one call whatever is due.
+    self._per_loop = {
+        (True, False): _HostVector(self._named_statistics, strategy),
+        (False, True): _HostVector(self._named_gradient_norm, strategy),
+        (True, True): _HostVector(lambda: {**self._named_statistics(), **self._named_gradient_norm()},
+                                  strategy),
+    }
     self._sharpness = _HostVector(self._named_sharpness)  # cross-replica: it calls strategy.run itself
     self._train_eval = _HostVector(self._named_train_eval, strategy)
 
@@ -129,17 +134,17 @@ class MonitorState:
   def concrete_functions(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
     """The Monitor's compiled functions by name, traced (what tests/test_tpu_rules.py scans)."""
     return {name: vector.concrete_function() for name, vector in (
-        ("statistics", self._statistics), ("gradient_norm", self._gradient_norm),
-        ("sharpness", self._sharpness), ("train_eval", self._train_eval))}
+        ("statistics", self._per_loop[True, False]), ("gradient_norm", self._per_loop[False, True]),
+        ("statistics_and_gradient_norm", self._per_loop[True, True]), ("sharpness", self._sharpness),
+        ("train_eval", self._train_eval))}
 
   def after_loop(self, previous_step: int, step: int) -> dict[str, float]:
     """What is due in (previous_step, step]: the weight statistics, the gradient norm, sharpness."""
-    scalars = {}
-    for every, compute in ((self.spec.statistics_every, self._statistics),
-                           (self.spec.grad_norm_every, self._gradient_norm),
-                           (self.spec.sharpness_every, self._sharpness)):
-      if _crossed(previous_step, step, every):
-        scalars.update(compute())
+    due = (_crossed(previous_step, step, self.spec.statistics_every),
+           _crossed(previous_step, step, self.spec.grad_norm_every))
+    scalars = self._per_loop[due]() if any(due) else {}
+    if _crossed(previous_step, step, self.spec.sharpness_every):
+      scalars.update(self._sharpness())
     return scalars
 
   def histograms(self, previous_step: int, step: int) -> dict[str, tf.Variable]:
