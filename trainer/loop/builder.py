@@ -129,7 +129,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   monitor = monitor_spec.create_state(strategy=strategy, model=model, terms=terms,
                                      train_examples=train_examples, loss_fn=settings.loss,
                                      penalties=train_program.penalties, classification=classification,
-                                     seed=config.seed)
+                                     seed=config.seed, train_steps=config.train_steps)
   hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule,
                                 batch_size=config.batch_size, train_steps=config.train_steps,
                                 seed=config.seed, data_name=splits.name, label_noise=splits.label_noise,

@@ -49,7 +49,8 @@ class Monitor:
     statistics_every: steps between the weight statistics (`norms/*` but `norms/grad_l2`,
       `sparsity/*`; default 1: at every loop end; 0 = off).
     grad_norm_every: steps between `norms/grad_l2` probes, each a forward and backward pass on the
-      probe batch (default 100: every loop at the default `Trainer.steps_per_loop`; 0 = off).
+      probe batch; also at the run's last step (default 500, as `Trainer.eval_every`: about 0.5 % of
+      training's passes at batch 128, measured in docs/PERFORMANCE.md; 0 = off).
     sharpness_every: steps between sharpness probes (default 0 = off).
     hessian_iterations: maximum power iterations (HVPs) for the top eigenvalue (default 20).
     hessian_tolerance: power iteration stops when successive estimates differ by at most this,
@@ -64,7 +65,7 @@ class Monitor:
   RESUME_SAFE = ("*",)
 
   def __init__(self, *, near_zero_threshold: float = 1e-3, train_eval_examples: int = 512,
-               sharpness_examples: int = 256, statistics_every: int = 1, grad_norm_every: int = 100,
+               sharpness_examples: int = 256, statistics_every: int = 1, grad_norm_every: int = 500,
                sharpness_every: int = 0, hessian_iterations: int = 20, hessian_tolerance: float = 1e-3,
                sam_rho: float = 0.05, histogram_every: int = 0):
     owner = "Monitor"
@@ -86,11 +87,12 @@ class Monitor:
 
   def create_state(self, *, strategy: tf.distribute.Strategy, model, terms,
                    train_examples: tuple[np.ndarray, np.ndarray], loss_fn: Callable,
-                   penalties: Callable[[], dict[str, tf.Tensor]], classification: bool,
-                   seed: int) -> MonitorState:
+                   penalties: Callable[[], dict[str, tf.Tensor]], classification: bool, seed: int,
+                   train_steps: int) -> MonitorState:
     """A run's Monitor on its built parts (see `MonitorState`); the spec itself stays unchanged."""
     return MonitorState(self, strategy=strategy, model=model, terms=terms, train_examples=train_examples,
-                        loss_fn=loss_fn, penalties=penalties, classification=classification, seed=seed)
+                        loss_fn=loss_fn, penalties=penalties, classification=classification, seed=seed,
+                        train_steps=train_steps)
 
 
 class MonitorState:
@@ -100,13 +102,16 @@ class MonitorState:
   (or more) as the model sees them in evaluation. Copies the initial weights into non-trainable
   variables (checkpointed, see `checkpoint_trackables`) and writes the probe examples into
   per-replica variables (`ProbeData`), both under `strategy`. `penalties()` returns the unscaled
-  penalties of the objective; `seed` fixes the power iteration's start vector.
+  penalties of the objective; `seed` fixes the power iteration's start vector; at `train_steps`, the
+  run's last step, the gradient norm is probed whatever its interval.
   """
 
   def __init__(self, spec: Monitor, *, strategy: tf.distribute.Strategy, model, terms,
                train_examples: tuple[np.ndarray, np.ndarray], loss_fn: Callable,
-               penalties: Callable[[], dict[str, tf.Tensor]], classification: bool, seed: int):
+               penalties: Callable[[], dict[str, tf.Tensor]], classification: bool, seed: int,
+               train_steps: int):
     self.spec = spec
+    self._train_steps = train_steps
     self._strategy = strategy
     self._model, self._loss_fn, self._penalties = model, loss_fn, penalties
     self._classification, self._seed = classification, seed
@@ -139,9 +144,11 @@ class MonitorState:
         ("train_eval", self._train_eval))}
 
   def after_loop(self, previous_step: int, step: int) -> dict[str, float]:
-    """What is due in (previous_step, step]: the weight statistics, the gradient norm, sharpness."""
-    due = (_crossed(previous_step, step, self.spec.statistics_every),
-           _crossed(previous_step, step, self.spec.grad_norm_every))
+    """What is due in (previous_step, step]: the weight statistics, the gradient norm (also at the
+    last step), sharpness."""
+    gradient_norm = self.spec.grad_norm_every > 0 and (
+        _crossed(previous_step, step, self.spec.grad_norm_every) or step >= self._train_steps)
+    due = (_crossed(previous_step, step, self.spec.statistics_every), gradient_norm)
     scalars = self._per_loop[due]() if any(due) else {}
     if _crossed(previous_step, step, self.spec.sharpness_every):
       scalars.update(self._sharpness())
