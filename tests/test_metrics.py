@@ -259,3 +259,37 @@ def test_sharpness_matches_explicit_hessian_and_numpy_sam(tmp_path):
 def test_invalid_monitor_settings_are_rejected_before_training(binding, tmp_path):
   with pytest.raises(ValueError, match="Monitor"):
     train_in_process(str(tmp_path), FAST + [binding])
+
+
+@pytest.mark.slow
+def test_probes_on_two_replicas_with_padded_shares_match_numpy(tmp_path):
+  """The Monitor inside `strategy.run` on 2 replicas: odd probe sizes (25 and 31 examples), so one
+  replica's share is padded with a weight-0 row; each replica evaluates its share, the sums are
+  all-reduced. References: float64 numpy from the final weights, an explicit Hessian for the top
+  eigenvalue (a 64-4-10 MLP, 310 parameters)."""
+  bindings = FAST + ["Trainer.train_steps=100", "MLP.hidden_sizes=(4,)", "Monitor.sharpness_every=100",
+                     "Monitor.sharpness_examples=25", "Monitor.train_eval_examples=31",
+                     "Monitor.hessian_iterations=500", "Monitor.hessian_tolerance=1e-7"]
+  trainer, _ = train_in_process(str(tmp_path), bindings, strategy=mirrored(2))
+  train_scalars, eval_scalars = read_scalars(f"{tmp_path}/train"), read_scalars(f"{tmp_path}/eval")
+  params = _params(trainer)
+  train = trainer.splits.train
+  x, labels = train.features[:25], train.labels[:25]
+
+  loss, gradients = _loss_and_gradients(params, x, labels)
+  objective_gradients = [g + 2 * L2_SCALE * p if index % 2 == 0 else g
+                         for index, (g, p) in enumerate(zip(gradients, params))]
+  assert _last(train_scalars, "norms/grad_l2") == (100, pytest.approx(_flat_norm(objective_gradients),
+                                                                       rel=1e-4))
+  logits = _forward(params, train.features[:31])[-1]
+  expected = {"train_eval/loss": float(_cross_entropy(logits, train.labels[:31])[0].mean()),
+              "train_eval/accuracy": float(np.mean(logits.argmax(axis=1) == train.labels[:31]))}
+  for tag, value in expected.items():
+    assert _last(eval_scalars, tag) == (100, pytest.approx(value, rel=1e-4, abs=1e-6)), tag
+
+  eigenvalues = np.linalg.eigvalsh(_tiny_hessian(params, x, labels))
+  top = eigenvalues[np.argmax(np.abs(eigenvalues))]
+  assert _last(train_scalars, "sharpness/hessian_top_eigenvalue") == (100, pytest.approx(top, rel=1e-3))
+  plain = [0.05 * g / _flat_norm(gradients) for g in gradients]
+  perturbed, _ = _loss_and_gradients([w + e for w, e in zip(params, plain)], x, labels)
+  assert _last(train_scalars, "sharpness/sam") == (100, pytest.approx(perturbed - loss, rel=1e-3, abs=2e-6))

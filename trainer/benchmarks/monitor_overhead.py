@@ -21,12 +21,12 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
+from trainer.benchmarks import occam
 from trainer.benchmarks.children import REPO
-from trainer.benchmarks.occam import MonitorOff
 from trainer.config import parsing, registry
 from trainer.loop import builder, driver
 from trainer.loop.settings import Trainer
@@ -35,39 +35,19 @@ from trainer.metrics.monitor import Monitor
 QUICKSTART = os.path.join(REPO, "gin_configs", "quickstart.gin")
 
 
-class TimedMonitor(Monitor):
-  """The default metric set, adding the wall time of its own per-loop and per-evaluation calls to
-  `seconds`."""
-
-  seconds = 0.0
-
-  def after_loop(self, previous_step: int, step: int) -> dict[str, float]:
-    started = time.perf_counter()
-    try:
-      return super().after_loop(previous_step, step)
-    finally:
-      self.seconds += time.perf_counter() - started
-
-  def after_eval(self, eval_scalars: Mapping[str, float]) -> dict[str, float]:
-    started = time.perf_counter()
-    try:
-      return super().after_eval(eval_scalars)
-    finally:
-      self.seconds += time.perf_counter() - started
-
-
 def timed_run(monitor: Monitor, warmup_end: int) -> tuple[float, float]:
   """Seconds to train the configured steps after a warm-up to step `warmup_end`, in a fresh model_dir, and
-  the seconds of those the run's Monitor (the builder's copy of `monitor`) counted."""
+  the seconds of those the run's Monitor (built from the spec `monitor`) spent in its calls."""
   strategy = tf.distribute.get_strategy()
   with tempfile.TemporaryDirectory() as model_dir:
-    run = builder.build(Trainer(monitor=monitor), strategy=strategy, model_dir=model_dir, is_chief=True)
+    run, timed = occam.timed_monitor(builder.build(Trainer(monitor=monitor), strategy=strategy,
+                                                   model_dir=model_dir, is_chief=True))
     driver.train(run, builder.open_checkpointers(run), restored=None,
                  stop_conditions=[lambda: int(run.step.numpy()) >= warmup_end])
-    run.monitor.seconds = 0.0
+    timed.seconds[:] = 0.0
     started = time.perf_counter()
     driver.train(run, builder.open_checkpointers(run), restored=None)
-    return time.perf_counter() - started, run.monitor.seconds
+    return time.perf_counter() - started, float(timed.seconds[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,10 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   parsing.parse([QUICKSTART], [f"Trainer.train_steps = {warmup_end + args.steps}"])
   times, fractions = {"default": [], "off": []}, []
   for _ in range(args.repeats):
-    seconds, monitor_seconds = timed_run(TimedMonitor(), warmup_end)
+    seconds, monitor_seconds = timed_run(Monitor(), warmup_end)
     times["default"].append(seconds)
     fractions.append(monitor_seconds / (seconds - monitor_seconds))
-    times["off"].append(timed_run(MonitorOff(train_eval_examples=0), warmup_end)[0])
+    times["off"].append(timed_run(occam.MonitorOff(train_eval_examples=0), warmup_end)[0])
   for name, values in times.items():
     print(f"{name}: median {statistics.median(values):.3f}s, fastest {min(values):.3f}s over "
           f"{args.steps} steps; runs " + ", ".join(f"{v:.3f}" for v in values))

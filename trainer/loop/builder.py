@@ -34,7 +34,7 @@ from trainer.loop.programs import EvalProgram, TrainProgram
 from trainer.loop.settings import RunConfig, Trainer
 from trainer.metrics import hparams as hparams_lib
 from trainer.metrics import tags
-from trainer.metrics.monitor import Monitor
+from trainer.metrics.monitor import Monitor, MonitorState
 from trainer.metrics.summaries import SummaryWriters
 from trainer.regularization import averaging, tfa_optimizers
 from trainer.regularization import terms as terms_lib
@@ -63,7 +63,7 @@ class Run:
   eval_program: EvalProgram
   train_input: Callable[[int], Iterator]  # the distributed training stream from a step on
   eval_inputs: Mapping[str, Callable[[], Iterable]]  # 'eval' (validation) and 'test': one padded pass each
-  monitor: Monitor
+  monitor: MonitorState
   early_stopping: EarlyStoppingState | None
   writers: SummaryWriters
   hparams: dict
@@ -89,8 +89,8 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
           is_chief: bool = True) -> Run:
   """Builds all parts of a run of `settings` under `strategy`; raises ValueError/TypeError if inconsistent.
 
-  `settings` is read, never changed: the terms and the Monitor are bound as copies, early stopping's
-  state is created from its spec. The seed takes one route: `config.seed`, pushed to what draws.
+  `settings` is read, never changed: the terms are bound as copies, the Monitor's and early stopping's
+  states are created from their specs. The seed takes one route: `config.seed`, pushed to what draws.
   """
   config = settings.config()
   roles = _sort_terms(settings.regularizers)
@@ -105,10 +105,10 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   input_shape = _input_shape(splits, preprocessing, config.batch_size)
   if isinstance(strategy, tf.distribute.TPUStrategy):
     _require_graph_only_input(splits, preprocessing, config, "--strategy=tpu")
-  monitor = copy.copy(settings.monitor) if settings.monitor is not None else Monitor()
+  monitor_spec = settings.monitor if settings.monitor is not None else Monitor()
   per_replica_batch = pipeline.per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
   train_examples = pipeline.first_examples(
-      splits.train, max(monitor.train_examples_needed, per_replica_batch), preprocessing)
+      splits.train, max(monitor_spec.train_examples_needed, per_replica_batch), preprocessing)
   tf.keras.utils.set_random_seed(config.seed)  # whatever the data factory did to global random state
   with strategy.scope():
     model = _build_model(settings.model, splits, input_shape)
@@ -126,9 +126,10 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
       jit_compile=devices.jit_compile(config.jit_compile, strategy), averages=averages)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification)
-  monitor.bind(strategy=strategy, model=model, terms=terms, train_examples=train_examples,
-               loss_fn=settings.loss, penalties=train_program.penalties, classification=classification,
-               seed=config.seed)
+  monitor = monitor_spec.create_state(strategy=strategy, model=model, terms=terms,
+                                     train_examples=train_examples, loss_fn=settings.loss,
+                                     penalties=train_program.penalties, classification=classification,
+                                     seed=config.seed, train_steps=config.train_steps)
   hparams = hparams_lib.collect(model=model, optimizer=optimizer, schedule=schedule,
                                 batch_size=config.batch_size, train_steps=config.train_steps,
                                 seed=config.seed, data_name=splits.name, label_noise=splits.label_noise,

@@ -17,7 +17,7 @@ import tensorflow as tf
 from trainer.loop import schedules
 from trainer.loop.builder import Run
 from trainer.loop.programs import EvalProgram, TrainProgram
-from trainer.metrics.monitor import Monitor
+from trainer.metrics.monitor import MonitorState
 from trainer.runtime import preemption
 
 # With a stop request to watch (a preemption signal), about the longest stretch of training between the
@@ -56,7 +56,7 @@ class TrainRunner:
   """
 
   def __init__(self, *, program: TrainProgram, train_input: Callable[[int], Iterator],
-               schedule: schedules.Scaled, monitor: Monitor, global_batch_size: int):
+               schedule: schedules.Scaled, monitor: MonitorState, global_batch_size: int):
     self._program, self._train_input = program, train_input
     self._schedule, self._monitor, self._global_batch_size = schedule, monitor, global_batch_size
     self._iterator = None
@@ -138,7 +138,7 @@ class EvalRunner:
   """
 
   def __init__(self, *, program: EvalProgram, inputs: Mapping[str, Callable[[], Iterable]],
-               monitor: Monitor | None = None):
+               monitor: MonitorState | None = None):
     self._program, self._inputs, self._monitor = program, inputs, monitor
     self._datasets: dict[str, Iterable] = {}
 

@@ -5,6 +5,14 @@ inference mode on a fixed probe batch, so that successive values are comparable.
 eagerly and inside `tf.function` (loops are `tf.while_loop`s, convergence is decided in the graph),
 computes in float32, and accepts `tf.Variable`s as well as Keras 3 `keras.Variable`s.
 
+Under a distribution strategy the work runs on every replica, inside `strategy.run`: `loss_fn` returns
+this replica's share of the loss (its examples' sum divided by the global count, as
+`tf.nn.compute_average_loss` gives it), and gradients, HVPs and loss values are summed over the
+replicas (`sum_over_replicas`), so every replica computes the same probe and the result is the first
+replica's. `hessian_top_eigenvalue` and `sam_sharpness` take the `strategy` and are called in
+cross-replica context (one `strategy.run` per power iteration: MirroredStrategy cannot all-reduce
+inside a `tf.while_loop` of the replica function); with the default strategy they run as they read.
+
 Sharpness depends on the weight scale (Dinh et al. 2017): log it next to the weight norm, and prefer
 `sam_sharpness(..., magnitude_aware=True)` when comparing runs with different regularization.
 """
@@ -15,9 +23,26 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from trainer.regularization import distributed_update
 from trainer.runtime import compat
 
 LossFn = Callable[[], tf.Tensor]
+
+
+def sum_over_replicas(values):
+  """`values` (a nest of tensors) summed over the replicas in one all-reduce, in replica context.
+
+  Unchanged with one replica or in cross-replica context, where a share is the whole.
+  """
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return values
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _first_replica(strategy: tf.distribute.Strategy, values):
+  """The first replica's copy of each value `strategy.run` returned (they are all equal here)."""
+  return tf.nest.map_structure(lambda value: strategy.experimental_local_results(value)[0], values)
 
 
 def hessian_vector_product(loss_fn: LossFn, variables: Sequence,
@@ -25,7 +50,8 @@ def hessian_vector_product(loss_fn: LossFn, variables: Sequence,
   """Returns H @ vector, H the Hessian of `loss_fn()` with respect to `variables`.
 
   `vector` has one tensor per variable, of the same shape. The result has the same structure, in
-  float32; variables the loss does not depend on get zeros.
+  float32; variables the loss does not depend on get zeros. In replica context `loss_fn()` is this
+  replica's share and the result is summed over the replicas (the HVP of the whole loss).
 
   Cost: one HVP: a forward pass, its backward pass, and the backward pass of that; about 2x a
   gradient (measured 1.5-2.2x in a `tf.function` on small MLPs, 2.6-3x eagerly).
@@ -47,7 +73,7 @@ def hessian_vector_product(loss_fn: LossFn, variables: Sequence,
   weights = [tf.cast(u, g.dtype) for u, g in zip(vector, grads)]
   hvp = outer.gradient(grads, tf_variables, output_gradients=weights,
                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  return [tf.cast(h, tf.float32) for h in hvp]
+  return sum_over_replicas([tf.cast(h, tf.float32) for h in hvp])
 
 
 def _dot(xs: Sequence[tf.Tensor], ys: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -70,7 +96,8 @@ def _start_vector(variables: Sequence, seed: int) -> list[tf.Tensor]:
 
 
 def hessian_top_eigenvalue(loss_fn: LossFn, variables: Sequence, *, max_iterations: int = 20,
-                           tolerance: float = 1e-3, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+                           tolerance: float = 1e-3, seed: int = 0,
+                           strategy: tf.distribute.Strategy | None = None) -> tuple[tf.Tensor, tf.Tensor]:
   """Estimates the Hessian's eigenvalue of largest magnitude by power iteration.
 
   Each iteration computes `Hv` for the current unit vector `v`, takes the Rayleigh quotient
@@ -85,17 +112,23 @@ def hessian_top_eigenvalue(loss_fn: LossFn, variables: Sequence, *, max_iteratio
   largest magnitudes l1 > l2; when they are close it converges slowly and the stopping rule stops
   early: the remaining error is about `tolerance / (1 - (l2/l1)^2)`.
 
-  Cost: `iterations` HVPs (each about 2 gradients), nothing else.
+  Cost: `iterations` HVPs (each about 2 gradients), nothing else. Each iteration is one
+  `strategy.run` (default: the current strategy), the vector staying on the replicas between them.
 
   Returns:
     (estimate, iterations): the eigenvalue estimate (float32 scalar) and the number of HVPs used
     (int32 scalar, between 1 and `max_iterations`).
   """
+  strategy = strategy or tf.distribute.get_strategy()
   tolerance = tf.cast(tolerance, tf.float32)
 
-  def body(iteration, vector, _, estimate):
+  def power_step(vector):
     hvp = hessian_vector_product(loss_fn, variables, vector)
-    return iteration + 1, _normalized(hvp), estimate, _dot(vector, hvp)
+    return _normalized(hvp), _dot(vector, hvp)
+
+  def body(iteration, vector, _, estimate):
+    vector, new_estimate = strategy.run(power_step, args=(vector,))
+    return iteration + 1, vector, estimate, _first_replica(strategy, new_estimate)
 
   def not_converged(iteration, unused_vector, previous, estimate):
     converged = tf.abs(estimate - previous) <= tolerance * tf.abs(estimate)
@@ -104,7 +137,7 @@ def hessian_top_eigenvalue(loss_fn: LossFn, variables: Sequence, *, max_iteratio
   zero = tf.constant(0.0, tf.float32)
   iterations, _, _, estimate = tf.while_loop(
       not_converged, body,
-      (tf.constant(0, tf.int32), _start_vector(variables, seed), zero, zero),
+      (tf.constant(0, tf.int32), strategy.run(lambda: _start_vector(variables, seed)), zero, zero),
       maximum_iterations=max_iterations)
   return estimate, iterations
 
@@ -119,8 +152,8 @@ def _perturbation(gradients: Sequence[tf.Tensor], weights: Sequence[tf.Tensor], 
   return [rho * tf.math.divide_no_nan(tf.abs(w) * s, norm) for w, s in zip(weights, scaled)]
 
 
-def sam_sharpness(loss_fn: LossFn, variables: Sequence, *, rho: float = 0.05,
-                  magnitude_aware: bool = False) -> tf.Tensor:
+def sam_sharpness(loss_fn: LossFn, variables: Sequence, *, rho: float = 0.05, magnitude_aware: bool = False,
+                  strategy: tf.distribute.Strategy | None = None) -> tf.Tensor:
   """The loss increase after one SAM ascent step: `L(w + e) - L(w)` (float32 scalar).
 
   Plain (Foret et al. 2021, eq. 2 with p = 2): `e = rho * g / ||g||`, g the gradient at w, norms
@@ -135,23 +168,27 @@ def sam_sharpness(loss_fn: LossFn, variables: Sequence, *, rho: float = 0.05,
   A zero gradient gives a zero perturbation (not NaN), and rho = 0 gives exactly 0.
 
   The variables are perturbed in place and then assigned their saved values, so they are restored
-  bit-exactly (subtracting `e` again would not be exact in floating point).
+  bit-exactly (subtracting `e` again would not be exact in floating point). It runs as one
+  `strategy.run` (default: the current strategy); every replica perturbs its copy by the same `e`.
 
   Cost: one gradient (which also gives L(w)) and one forward pass.
   """
+  strategy = strategy or tf.distribute.get_strategy()
   tf_variables = [compat.tf_variable(v) for v in variables]
-  with tf.GradientTape(watch_accessed_variables=False) as tape:
-    tape.watch(tf_variables)
-    loss = tf.cast(loss_fn(), tf.float32)
-  gradients = tape.gradient(loss, tf_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-  saved = [v.read_value() for v in tf_variables]
-  weights = [tf.cast(w, tf.float32) for w in saved]
-  gradients = [tf.cast(g, tf.float32) for g in gradients]
-  for v, w, e in zip(variables, weights,
-                     _perturbation(gradients, weights, rho, magnitude_aware)):
-    v.assign(tf.cast(w + e, v.dtype))
-  # In a tf.function, automatic control dependencies keep this program order on each variable.
-  perturbed_loss = tf.cast(loss_fn(), tf.float32)
-  for v, w in zip(variables, saved):
-    v.assign(w)
-  return perturbed_loss - loss
+
+  def increase() -> tf.Tensor:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(tf_variables)
+      loss = tf.cast(loss_fn(), tf.float32)
+    gradients = tape.gradient(loss, tf_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    loss, gradients = sum_over_replicas((loss, [tf.cast(g, tf.float32) for g in gradients]))
+    saved = [v.read_value() for v in tf_variables]
+    weights = [tf.cast(w, tf.float32) for w in saved]
+    perturbation = _perturbation(gradients, weights, rho, magnitude_aware)
+    distributed_update.assign_values(variables, [w + e for w, e in zip(weights, perturbation)])
+    # In a tf.function, automatic control dependencies keep this program order on each variable.
+    perturbed_loss = sum_over_replicas(tf.cast(loss_fn(), tf.float32))
+    distributed_update.assign_values(variables, saved)
+    return perturbed_loss - loss
+
+  return _first_replica(strategy, strategy.run(increase))

@@ -41,16 +41,16 @@ def global_l1_norm(tensors: Tensors) -> tf.Tensor:
 def _fraction(tensors: Tensors, predicate) -> tf.Tensor:
   """The fraction of all entries for which `predicate(t)` is True; 0 for no entries.
 
-  Counts are int64 and the division float64, so the fraction is exact up to float32 rounding even
-  for models far beyond 2^24 parameters.
+  Counts are int32 (no 64-bit type, which a TPU step may not hold), exact up to 2^31 entries; the
+  division is float32, correctly rounded while both counts are below 2^24 (a float64 division rounded
+  to float32 gives the same bits there), within 2 ulps beyond.
   """
   values = _float32(tensors)
-  hits = [tf.math.count_nonzero(predicate(t), dtype=tf.int64) for t in values]
-  sizes = [tf.size(t, out_type=tf.int64) for t in values]
-  zero = tf.constant(0, tf.int64)
-  fraction = tf.math.divide_no_nan(tf.cast(tf.add_n(hits) if hits else zero, tf.float64),
-                                   tf.cast(tf.add_n(sizes) if sizes else zero, tf.float64))
-  return tf.cast(fraction, tf.float32)
+  hits = [tf.math.count_nonzero(predicate(t), dtype=tf.int32) for t in values]
+  sizes = [tf.size(t, out_type=tf.int32) for t in values]
+  zero = tf.constant(0, tf.int32)
+  return tf.math.divide_no_nan(tf.cast(tf.add_n(hits) if hits else zero, tf.float32),
+                               tf.cast(tf.add_n(sizes) if sizes else zero, tf.float32))
 
 
 def zero_fraction(tensors: Tensors) -> tf.Tensor:
