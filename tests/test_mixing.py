@@ -51,6 +51,47 @@ def test_cutmix_box_batch_and_lam_equal_the_reference(lam, center_row, center_co
   assert float(kept) == pytest.approx(1 - (bottom - top) * (right - left) / 64, abs=1e-7)
 
 
+def _float64_cuts(lam: np.ndarray, size: int) -> np.ndarray:
+  """The reference's side, `int(size * np.sqrt(1 - lam))`, in float64 as it computes it."""
+  return np.floor(size * np.sqrt(1.0 - lam.astype(np.float64))).astype(np.int64)
+
+
+SIDES = [*range(1, 65), 96, 112, 128, 160, 192, 224, 256, 384, 512, 1024, 2048]
+XLA_SIDES = [5, 8, 32, 224]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_cut_size_in_float32_equals_the_float64_reference_for_every_lam_next_to_a_crossing(jit_compile):
+  """Where float64's roundings could move `size * sqrt(1 - lam)` across an integer: every float32 lam
+  within 16 ulps of each crossing `1 - (k / size)^2` (the only places a rounding error can matter), for
+  every side up to 64 and common larger ones, and lams down to 2^-149 (where float32's `1 - lam` is 1)."""
+  lams = {}
+  for size in SIDES if not jit_compile else XLA_SIDES:  # XLA compiles each side's ops apart: a few
+    crossings = (1.0 - (np.arange(size + 1) / size) ** 2).astype(np.float32)
+    near = (crossings.view(np.int32)[:, None] + np.arange(-16, 17, dtype=np.int32)).view(np.float32).ravel()
+    tiny = (2.0 ** -np.arange(0, 150, 0.25)).astype(np.float32)
+    lam = np.concatenate([near, tiny, [0.0, 2.0**-54, np.nextafter(np.float32(2.0**-54), np.float32(1))]])
+    lams[size] = tf.constant(lam[(lam >= 0) & (lam <= 1)].astype(np.float32))
+
+  def cuts(lams):
+    return {size: mixing.cut_size(lam, size) for size, lam in lams.items()}
+  got = tf.function(cuts, jit_compile=True)(lams) if jit_compile else cuts(lams)
+  for size, lam in lams.items():
+    np.testing.assert_array_equal(got[size].numpy(), _float64_cuts(lam.numpy(), size), err_msg=str(size))
+
+
+def test_cut_size_in_float32_equals_the_float64_reference_for_a_million_beta_draws():
+  """A million Beta(0.2, 0.2) lams (claim 9's smallest alpha: many next to 0, where a plain float32
+  computation changes about 1 box in 60) and Beta(1, 1) ones, at the sides of digits, CIFAR and ImageNet."""
+  lam = np.concatenate([RNG.beta(0.2, 0.2, 500_000), RNG.beta(1.0, 1.0, 500_000)]).astype(np.float32)
+  plain_float32_changes = 0
+  for size in (8, 32, 224):
+    expected = _float64_cuts(lam, size)
+    np.testing.assert_array_equal(mixing.cut_size(tf.constant(lam), size).numpy(), expected)
+    plain_float32_changes += int(np.sum(np.floor(size * np.sqrt(1 - lam)) != expected))
+  assert plain_float32_changes > 1000  # the draws reach where float32 alone goes wrong
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_mixed_loss_is_keras_cross_entropy_on_the_mixed_soft_labels(smoothing):
   logits = RNG.normal(size=(6, 10)).astype(np.float32)

@@ -125,8 +125,6 @@ def test_the_train_loop_with_every_term_holds_no_float64_64_bit_sort_or_python(t
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="CutMix computes its box side in float64 (the reference's "
-                   "arithmetic), which keeps docs/EXPERIMENTS.md claim 9 bit-identical; see docs/TPU.md")
 def test_the_train_loop_with_cutmix_holds_no_float64(tmp_path):
   graph = _traced_train_loop(tmp_path, RESIDUAL + ["Trainer.regularizers=[@CutMix(), @SAM()]",
                                                    "CutMix.alpha=1.0", "SAM.rho=0.05"])

@@ -170,18 +170,64 @@ def cutmix_box(lam: tf.Tensor, center_row: tf.Tensor, center_column: tf.Tensor, 
 
   As in the reference `rand_bbox`, the box spans `center -/+ cut // 2`, so an odd cut loses a row or
   column, and clipping at the border makes it smaller still; `cutmix` weights the labels by the area
-  actually pasted.
+  actually pasted. The sides are `cut_size`'s: the reference's float64 arithmetic, without float64.
   """
-  ratio = tf.sqrt(1.0 - tf.cast(lam, tf.float64))
-  cut_rows = tf.cast(tf.floor(height * ratio), tf.int32)
-  cut_columns = tf.cast(tf.floor(width * ratio), tf.int32)
-
   def span(center, cut, size):
     return (tf.clip_by_value(center - cut // 2, 0, size), tf.clip_by_value(center + cut // 2, 0, size))
 
-  top, bottom = span(tf.cast(center_row, tf.int32), cut_rows, height)
-  left, right = span(tf.cast(center_column, tf.int32), cut_columns, width)
+  top, bottom = span(tf.cast(center_row, tf.int32), cut_size(lam, height), height)
+  left, right = span(tf.cast(center_column, tf.int32), cut_size(lam, width), width)
   return Box(top, bottom, left, right)
+
+
+MAX_CUTMIX_SIDE = 2048  # `cut_size`'s exact test needs size^2 <= 2^22
+_ONE_IN_FLOAT64 = 2.0**-54  # the largest lam for which float64 rounds 1 - lam to 1
+
+
+def cut_size(lam: tf.Tensor, size: int) -> tf.Tensor:
+  """`floor(size * sqrt(1 - lam))` (int32, any shape of float32 `lam` in [0, 1]) in float32 and int32 only,
+  equal for every `lam` to the reference's float64 `int(size * np.sqrt(1 - lam))`.
+
+  XLA:TPU has no float64, and float32 arithmetic alone changes boxes: `1 - lam` rounds to 1 for
+  lam < 2^-25, which Beta(0.2, 0.2) draws about once in 60. The float32 estimate is within one of the
+  answer, so the answer is the largest of (estimate - 1, estimate, estimate + 1) that `_fits`, an
+  exact test. It agrees with float64 because float64's two roundings can move `size * sqrt(1 - lam)`
+  across an integer only within about 2^-45 of it, and no float32 `lam` lands there (tests/test_mixing.py
+  checks every float32 lam next to every integer crossing for sizes up to 256, and a million draws).
+  """
+  lam = tf.convert_to_tensor(lam, tf.float32)
+  estimate = tf.cast(tf.floor(size * tf.sqrt(1.0 - lam)), tf.int32)
+  return (estimate - 1 + tf.cast(_fits(estimate, lam, size), tf.int32)
+          + tf.cast(_fits(estimate + 1, lam, size), tf.int32))
+
+
+def _fits(cut: tf.Tensor, lam: tf.Tensor, size: int) -> tf.Tensor:
+  """Whether `cut <= size * sqrt(1 - lam)` as float64 computes it, decided exactly in float32 and 32-bit ints.
+
+  For `cut < size` that is `size^2 * lam <= size^2 - cut^2 = room`, an integer. The rounded float32
+  product decides unless it equals `room`. Then, with `lam = m * 2^-s` (m the 24-bit significand), the
+  sign of `size^2 * m - room * 2^s` decides: that difference is at most `size^2` in magnitude there
+  (the product is within half an ulp of `room`), so it is exact modulo 2^32, in uint32 arithmetic, which
+  wraps by definition and which no graph rewrite can reorder wrongly (a float32 Dekker product was
+  reassociated by Grappler). `cut == size` fits only where float64 rounds `1 - lam` to 1.
+  """
+  if not 0 < size <= MAX_CUTMIX_SIDE:
+    raise ValueError(f"CutMix boxes need image sides in [1, {MAX_CUTMIX_SIDE}], got {size}")
+  area = size * size
+  room = area - cut * cut  # below 2^22: exact in int32 and float32
+  product = float(area) * lam
+  bits = tf.bitcast(lam, tf.int32)
+  biased_exponent = tf.bitwise.right_shift(bits, 23)
+  normal = biased_exponent > 0
+  fraction = tf.bitwise.bitwise_and(bits, 0x7FFFFF)
+  significand = tf.where(normal, tf.bitwise.bitwise_or(fraction, 0x800000), bits)
+  scale = tf.where(normal, 150 - biased_exponent, 149)  # lam = significand * 2^-scale
+  room_scaled = tf.where(scale < 32, tf.bitwise.left_shift(tf.cast(room, tf.uint32),
+                                                           tf.cast(tf.minimum(scale, 31), tf.uint32)), 0)
+  difference = tf.bitcast(area * tf.cast(significand, tf.uint32) - room_scaled, tf.int32)
+  room_float = tf.cast(room, tf.float32)
+  below = tf.logical_or(product < room_float, tf.logical_and(product == room_float, difference <= 0))
+  return tf.where(cut < size, below, tf.logical_and(cut == size, lam <= _ONE_IN_FLOAT64))
 
 
 def cutmix(features: tf.Tensor, partners: tf.Tensor, box: Box) -> tuple[tf.Tensor, tf.Tensor]:
