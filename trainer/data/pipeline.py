@@ -181,7 +181,7 @@ def _streamed_eval(split: RecordData, global_batch_size: int, batch: int, input_
   return (tf.data.Dataset.zip((examples, tf.data.Dataset.from_tensor_slices(weights)))
           .map(lambda example, weight: (*example, weight))
           .batch(batch, drop_remainder=True)
-          .map(lambda features, labels, weight: (preprocessing.normalize(features), labels, weight))
+          .map(lambda features, labels, weight: (preprocessing.transfer(features), labels, weight))
           .prefetch(_AUTOTUNE))
 
 
@@ -207,6 +207,7 @@ def first_examples(split, count: int, preprocessing: ImagePreprocessing | None =
       dataset = eval_dataset(split, global_batch_size=min(count, split.num_examples),
                              preprocessing=preprocessing)
       features, labels, _ = next(iter(dataset))
+      features = preprocessing.on_device(features)  # normalized here, on the host
   except tf.errors.OpError as error:  # a damaged or bad record, named (with its file) in one line
     raise ValueError(diagnosis.culprit(split, error)) from error
   return features.numpy(), labels.numpy()
@@ -226,7 +227,7 @@ def _read_by_index(split, stream: tf.data.Dataset, batch: int, preprocessing: Im
   training = seed_of is not None
 
   def finish(features, label, extra):
-    features = preprocessing.normalize(features)
+    features = preprocessing.transfer(features)
     return (features, label) if training else (features, label, extra)
 
   if isinstance(split, ArrayData):
@@ -370,5 +371,5 @@ def _sequential_train(split: RecordData, global_batch_size: int, seed: int, star
                                                         example_seed(seed, position, worker)),
                num_parallel_calls=_AUTOTUNE)
           .batch(batch, drop_remainder=True)
-          .map(lambda features, labels: (preprocessing.normalize(features), labels))
+          .map(lambda features, labels: (preprocessing.transfer(features), labels))
           .prefetch(_AUTOTUNE))

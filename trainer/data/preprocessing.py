@@ -78,6 +78,13 @@ class ImagePreprocessing:
       permutation, each `repeats` times in a row, so the copies sit in the same global batch (as
       RASampler puts them on different devices at the same step), each augmented differently (their
       positions differ). Needs a split read by index.
+    normalize_on_device: send images to the device as uint8 and normalize them there, at the start of
+      the replica step (`on_device`): a quarter of float32's host-to-device traffic. Augmented images
+      (resized, RandAugment) are rounded to whole pixel values first, as PIL-based pipelines
+      (torchvision, timm) do before `ToTensor`; crops and flips of stored uint8 images lose nothing.
+      On the device the same `(x / 255 - mean) / std` is computed, but a compiled step rounds it
+      differently from the host (within 1e-6, tests/test_device_normalization.py). Default False: the
+      host normalizes and float32 crosses. Not with `random_erasing` (its noise is not a pixel value).
   """
 
   def __init__(self, *, image_size: int | None = None, train_crop: str = "none", padding: int = 4,
@@ -87,7 +94,7 @@ class ImagePreprocessing:
                eval_crop: str = "none", crop_fraction: float = 0.875, antialias: bool = True,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                rand_augment: str | None = None, random_erasing: float = 0.0,
-               repeated_augmentation: int = 1):
+               repeated_augmentation: int = 1, normalize_on_device: bool = False):
     owner = "ImagePreprocessing"
     if image_size is not None and int(image_size) < 1:
       raise ValueError(f"{owner}.image_size must be positive or None, got {image_size}")
@@ -107,6 +114,11 @@ class ImagePreprocessing:
       raise ValueError(f"{owner}.mean and {owner}.std go together, with std > 0; got {mean}, {std}")
     if not 0.0 <= random_erasing <= 1.0:
       raise ValueError(f"{owner}.random_erasing must be a probability in [0, 1], got {random_erasing}")
+    if normalize_on_device and random_erasing > 0:
+      raise ValueError(f"{owner}.normalize_on_device sends uint8 pixels, which cannot carry the noise of "
+                       f"{owner}.random_erasing={random_erasing} (N(0, 1) after normalization, beyond "
+                       "[0, 1]); bind one of them off")
+    self.normalize_on_device = bool(normalize_on_device)
     self.image_size = None if image_size is None else int(image_size)
     self.random_erasing = float(random_erasing)
     self.rand_augment = rand_augment
@@ -239,6 +251,14 @@ class ImagePreprocessing:
       return images
     return (images - tf.constant(self.mean)) / tf.constant(self.std)
 
+  def transfer(self, images: tf.Tensor) -> tf.Tensor:
+    """A host batch as it crosses to the device: `normalize`d, or uint8 with `normalize_on_device`."""
+    return to_pixels(images) if self.normalize_on_device else self.normalize(images)
+
+  def on_device(self, features: tf.Tensor) -> tf.Tensor:
+    """What the replica step does first to a `transfer`red batch: `normalize` it if it is still uint8."""
+    return self.normalize(features) if self.normalize_on_device else features
+
   def _random_erase(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """`image` with `erasing_box` filled by noise that normalizes to N(0, 1) (see `random_erasing`)."""
     box_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -328,6 +348,14 @@ def to_unit_float(images: tf.Tensor) -> tf.Tensor:
   if images.dtype == tf.uint8:
     return tf.cast(images, tf.float32) / 255.0
   return tf.cast(images, tf.float32)
+
+
+def to_pixels(images: tf.Tensor) -> tf.Tensor:
+  """float32 [0, 1] -> uint8 0..255, rounded to the nearest value (exact for `to_unit_float`'s output);
+  uint8 stays as it is."""
+  if images.dtype == tf.uint8:
+    return images
+  return tf.cast(tf.round(tf.clip_by_value(images, 0.0, 1.0) * 255.0), tf.uint8)
 
 
 def example_seed(seed: int, position: tf.Tensor, worker: int = 0) -> tf.Tensor:

@@ -29,6 +29,7 @@ from trainer.data import Splits, input_graph, pipeline
 from trainer.data.preprocessing import ImagePreprocessing
 from trainer.data.service import DataService
 from trainer.loop import losses, schedules
+from trainer.loop import settings as settings_lib
 from trainer.loop.early_stopping import EarlyStoppingState
 from trainer.loop.programs import EvalProgram, TrainProgram
 from trainer.loop.settings import RunConfig, Trainer
@@ -93,6 +94,8 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   states are created from their specs. The seed takes one route: `config.seed`, pushed to what draws.
   """
   config = settings.config()
+  precision = settings_lib.precision_for(config.mixed_precision, devices.device_kind(strategy).lower())
+  config = dataclasses.replace(config, mixed_precision=precision)
   roles = _sort_terms(settings.regularizers)
   _check_batch_size(config, strategy.num_replicas_in_sync)
   tf.keras.mixed_precision.set_global_policy(config.mixed_precision or "float32")  # never leak a policy
@@ -123,9 +126,10 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
       strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
       global_batch_size=config.batch_size, terms=roles, include_model_losses=bool(model.losses),
       classification=classification, step=step, seed=config.seed,
-      jit_compile=devices.jit_compile(config.jit_compile, strategy), averages=averages)
+      jit_compile=devices.jit_compile(config.jit_compile, strategy), averages=averages,
+      on_device=preprocessing.on_device)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
-                             classification=classification)
+                             classification=classification, on_device=preprocessing.on_device)
   monitor = monitor_spec.create_state(strategy=strategy, model=model, terms=terms,
                                      train_examples=train_examples, loss_fn=settings.loss,
                                      penalties=train_program.penalties, classification=classification,

@@ -31,13 +31,17 @@ class TrainProgram:
   tape; then the update terms before the optimizer step, the step, the update terms after it, and
   last the weight averages (the states the builder created for them).
   The program knows the roles' protocols, not the terms: what a term reports, it declares.
+
+  `on_device` is what the step does first to the features as they crossed from the host (e.g. uint8
+  images normalized on the device, `ImagePreprocessing.on_device`); identity by default.
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf.keras.Model, optimizer,
                schedule, loss_fn: Callable, global_batch_size: int, terms: terms_lib.Roles,
                include_model_losses: bool, classification: bool, step: tf.Variable, seed: int,
-               jit_compile: bool = False, averages=()):
+               jit_compile: bool = False, averages=(), on_device: Callable = tf.identity):
     self.strategy = strategy
+    self.on_device = on_device
     self.model = model
     self.optimizer = optimizer
     self.schedule = schedule
@@ -129,6 +133,7 @@ class TrainProgram:
   def _replica_step(self, features: tf.Tensor, labels: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
     """One step (`step` counts from 0); returns, per guarded quantity, on how many replicas it was not
     finite (all-reduced)."""
+    features = self.on_device(features)
     batch = None
     if self.batch_transform is not None:
       replica = tf.distribute.get_replica_context().replica_id_in_sync_group
@@ -198,8 +203,9 @@ class EvalProgram:
   """Weighted loss (and accuracy) over a finite distributed dataset, in inference mode."""
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf.keras.Model, loss_fn: Callable,
-               classification: bool):
+               classification: bool, on_device: Callable = tf.identity):
     self.strategy = strategy
+    self.on_device = on_device  # as TrainProgram's
     self.model = model
     self.loss_fn = loss_fn
     self.classification = classification
@@ -208,7 +214,7 @@ class EvalProgram:
     self._loop = tf.function(self._loop_fn)
 
   def _replica_step(self, features, labels, weights) -> None:
-    outputs = self.model(features, training=False)
+    outputs = self.model(self.on_device(features), training=False)
     total_weight = tf.reduce_sum(weights)
     self.metrics["loss"].update(tf.reduce_sum(self.loss_fn(labels, outputs) * weights), total_weight)
     if self.classification:

@@ -13,7 +13,7 @@ frozen record (`Trainer.config()`): nothing reaches back into `Trainer`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import gin
 import tensorflow as tf
@@ -27,6 +27,7 @@ from trainer.runtime import devices
 
 ON_NONFINITE = ("stop", "restore")
 PRECISION_POLICIES = (None, "float32", "mixed_bfloat16", "mixed_float16")
+DEVICE_KINDS = ("cpu", "gpu", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +42,7 @@ class RunConfig:
   eval_every: int
   checkpoint_every: int
   keep_checkpoints: int
-  mixed_precision: str | None
+  mixed_precision: str | None  # resolved for the run's device kind by the builder
   jit_compile: bool | str
   on_nonfinite: str
   restore_lr_factor: float
@@ -72,7 +73,9 @@ class Trainer:
     keep_checkpoints: how many checkpoints to keep.
     seed: seeds weights (via `tf.keras.utils.set_random_seed`) and the data order.
     mixed_precision: None (float32), 'mixed_bfloat16' (TPU, recent CPUs) or 'mixed_float16' (GPU; adds
-      dynamic loss scaling). Losses, penalties and metrics are computed in float32 either way.
+      dynamic loss scaling), or a policy per kind of device, e.g. `{'tpu': 'mixed_bfloat16'}` (the
+      ImageNet recipes: bfloat16 under TPUStrategy, float32 on CPUs and GPUs; a kind left out is
+      float32). Losses, penalties and metrics are computed in float32 either way.
     jit_compile: compile the replica train step with XLA: True, False or 'auto' (TPU and GPU: on; CPU:
       off, where it measured no better; resolved by `trainer.runtime.devices.jit_compile`).
     early_stopping: `@EarlyStopping()` to stop when an eval metric stops improving; the best weights
@@ -119,9 +122,7 @@ class Trainer:
     self.checkpoint_every = checks.integer(owner, "checkpoint_every", checkpoint_every, minimum=1)
     self.keep_checkpoints = checks.integer(owner, "keep_checkpoints", keep_checkpoints, minimum=1)
     self.seed = checks.integer(owner, "seed", seed, minimum=0, maximum=2**32 - 1)  # NumPy's seed range
-    if mixed_precision not in PRECISION_POLICIES:
-      raise ValueError(f"Trainer.mixed_precision={mixed_precision!r} is not one of {PRECISION_POLICIES}")
-    self.mixed_precision = mixed_precision
+    self.mixed_precision = _precision(mixed_precision)
     if jit_compile not in devices.JIT_COMPILE_SETTINGS or not isinstance(jit_compile, (bool, str)):
       raise ValueError(f"Trainer.jit_compile must be 'auto', True or False, got {jit_compile!r}")
     self.jit_compile = jit_compile
@@ -138,6 +139,24 @@ class Trainer:
   def config(self) -> RunConfig:
     """The validated plain settings, as one frozen record."""
     return RunConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(RunConfig)})
+
+
+def _precision(value) -> str | None | dict[str, str | None]:
+  """`Trainer.mixed_precision` checked: a policy, or a mapping of device kinds to policies."""
+  policies = dict(value) if isinstance(value, Mapping) else {None: value}
+  unknown = [kind for kind in policies if kind is not None and kind not in DEVICE_KINDS]
+  if unknown or (isinstance(value, Mapping) and not policies):
+    raise ValueError(f"Trainer.mixed_precision={value!r}: the keys must be kinds of device "
+                     f"({', '.join(DEVICE_KINDS)})")
+  for policy in policies.values():
+    if policy not in PRECISION_POLICIES:
+      raise ValueError(f"Trainer.mixed_precision={value!r}: {policy!r} is not one of {PRECISION_POLICIES}")
+  return dict(value) if isinstance(value, Mapping) else value
+
+
+def precision_for(mixed_precision, device_kind: str) -> str | None:
+  """The policy `Trainer.mixed_precision` chooses on `device_kind` ('cpu', 'gpu' or 'tpu')."""
+  return mixed_precision.get(device_kind) if isinstance(mixed_precision, Mapping) else mixed_precision
 
 
 def _require_factory(name: str, value) -> Callable:
