@@ -1,0 +1,102 @@
+"""The shipped recipes on 8 and 32 replicas (a v3-8 or v4-8, and a v4-32 pod slice), proven on logical CPUs.
+
+Every complete recipe's batch sizes are checked against both replica counts with the pipeline's own
+rules; one recipe per distinct model, data pipeline, set of terms and batch sizes trains two steps and
+evaluates in a subprocess over 8 and over 32 logical devices (tests/pod_recipes.py says which and why).
+"""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from tests import pod_recipes
+from trainer.config import parsing
+from trainer.data import pipeline
+from trainer.loop.settings import Trainer
+
+REPO = pod_recipes.REPO
+CONFIGS = os.path.join(REPO, "gin_configs")
+# Fragments that other configs include, not runs of their own.
+PARTS = {"base.gin", "cifar10/resnet.gin", "mnist1d/paper.gin", "experiments/noisy_digits.gin"}
+# Recipes sized for one host: their papers' batch sizes do not split over 8 replicas.
+ONE_HOST = {"mnist1d/", "experiments/"}
+POD_SIZES = (8, 32)
+
+
+def complete_recipes() -> list[str]:
+  paths = glob.glob(os.path.join(CONFIGS, "*.gin")) + glob.glob(os.path.join(CONFIGS, "*", "*.gin"))
+  names = {os.path.relpath(path, CONFIGS) for path in paths}
+  return sorted(name for name in names - PARTS if not name.startswith("data/"))  # data/: what, not a run
+
+
+def batch_sizes(recipe: str) -> tuple[int, int]:
+  """The recipe's (training, evaluation) global batch sizes, as gin resolves them (defaults included)."""
+  parsing.parse([os.path.join(CONFIGS, recipe)], [])
+
+  def bound(name: str) -> int:
+    try:
+      return gin.query_parameter(f"Trainer.{name}")
+    except ValueError:  # unbound: Trainer's default
+      return inspect.signature(Trainer.__init__).parameters[name].default
+  try:
+    return bound("batch_size"), bound("eval_batch_size")
+  finally:
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("recipe", complete_recipes())
+def test_each_recipe_fits_8_and_32_replicas_or_is_refused_naming_the_sizes_that_do(recipe):
+  """A pod recipe's training batch splits over 8 and 32 replicas; its evaluation batch never has to
+  (it is rounded up and padded with weight-0 examples). The one-host recipes (MNIST-1D's batch 100, the
+  experiments' full batch of 500) are refused with the nearest sizes that work."""
+  train, evaluation = batch_sizes(recipe)
+  for replicas in POD_SIZES:
+    padded = pipeline.eval_batch_size_for(evaluation, replicas)
+    assert padded % replicas == 0 and evaluation <= padded < evaluation + replicas
+    if not recipe.startswith(tuple(ONE_HOST)):
+      assert pipeline.per_replica_batch_size(train, replicas) * replicas == train
+      continue
+    below = train // replicas * replicas
+    with pytest.raises(ValueError, match=f"e.g. use {below} or {below + replicas}$"):
+      pipeline.per_replica_batch_size(train, replicas)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("replicas", POD_SIZES)
+def test_the_recipes_train_two_steps_and_evaluate_on_8_and_32_replicas(replicas, tmp_path):
+  pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
+  out = str(tmp_path / "outcomes.json")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  process = subprocess.run([sys.executable, "-m", "tests.pod_recipes", str(replicas), out], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
+  assert process.returncode == 0, process.stdout[-3000:]
+  with open(out) as file:
+    outcomes = json.load(file)
+  assert set(outcomes) == set(pod_recipes.SHRINK)
+  for recipe, outcome in outcomes.items():
+    train, evaluation = batch_sizes(recipe)
+    if train % replicas:  # refused before anything was written, then run at the size the message named
+      assert not outcome["wrote"], recipe
+      assert re.search(rf"Trainer.batch_size: global batch size {train} must be a positive multiple of the "
+                       rf"number of replicas \({replicas}\)", outcome["refused"]), outcome["refused"]
+      train = outcome["ran_at"]
+      assert train % replicas == 0
+    else:
+      assert "refused" not in outcome, recipe
+    assert (outcome["replicas"], outcome["batch_size"], outcome["eval_batch_size"], outcome["step"]) == (
+        replicas, train, evaluation, 2), recipe
+    metrics = outcome["metrics"]
+    for split in ("eval", "test"):
+      assert 0 <= metrics[f"{split}/accuracy"] <= 1 and math.isfinite(metrics[f"{split}/loss"]), recipe
+    assert math.isfinite(metrics["train/loss"]) and metrics["train/loss"] > 0, recipe
