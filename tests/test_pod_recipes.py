@@ -18,10 +18,12 @@ import sys
 
 import gin
 import pytest
+import tensorflow as tf
 
 from tests import pod_recipes
 from trainer.config import parsing
 from trainer.data import pipeline
+from trainer.data.preprocessing import ImagePreprocessing, example_seed
 from trainer.loop.settings import Trainer
 
 REPO = pod_recipes.REPO
@@ -69,6 +71,17 @@ def test_each_recipe_fits_8_and_32_replicas_or_is_refused_naming_the_sizes_that_
     below = train // replicas * replicas
     with pytest.raises(ValueError, match=f"e.g. use {below} or {below + replicas}$"):
       pipeline.per_replica_batch_size(train, replicas)
+
+
+@pytest.mark.parametrize("sampler", ["inception", "torchvision"])
+def test_imagenet_augmentation_keeps_the_channels_of_images_of_any_size(sampler):
+  """ImageNet's images have no fixed size; the random-resized crop must still hand RandAugment (which
+  works per channel) and the model images of static shape. Found by the ViT recipe on mock data."""
+  augmentation = ImagePreprocessing(image_size=32, train_crop="random_resized", crop_sampler=sampler,
+                                    rand_augment="rand-m9-mstd0.5-inc1")
+  example = tf.function(lambda image: augmentation.example(image, example_seed(0, tf.constant(0, tf.int64))),
+                        input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+  assert example.get_concrete_function().structured_outputs.shape == (32, 32, 3)
 
 
 @pytest.mark.slow

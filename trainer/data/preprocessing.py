@@ -175,7 +175,9 @@ class ImagePreprocessing:
       padded = tf.pad(image, [[self.padding] * 2, [self.padding] * 2, [0, 0]])
       image = tf.image.stateless_random_crop(padded, size, seed=crop_seed)
     elif self.train_crop == "random_resized":
-      image = self._resize(tf.slice(image, *self.crop_window(tf.shape(image), crop_seed)))
+      window = tf.slice(image, *self.crop_window(tf.shape(image), crop_seed))
+      window.set_shape([None, None, image.shape[-1]])  # a size tensor loses the static channel count
+      image = self._resize(window)
     elif self.image_size is not None:
       image = self._resize(image)
     return self._after_crop(image, seed)
