@@ -1,4 +1,5 @@
-"""Shipped recipes on a pod's replica count, in one process: `python -m tests.pod_recipes N OUT.json`.
+"""Shipped recipes on a pod's replica count, in one process:
+`python -m tests.pod_recipes N OUT.json [RECIPE ...]` (every recipe of `SHRINK` when none is named).
 
 Splits the CPU into N logical devices, builds one MirroredStrategy over all of them (TensorFlow's
 collectives allow one per process) and runs each recipe of `SHRINK` through `trainer.train` with its
@@ -43,8 +44,8 @@ SHRINK = {
 MOCK_EXAMPLES = 1040
 
 
-def run_all(num_devices: int, scratch: str) -> dict:
-  """{recipe: outcome} for every recipe on `num_devices` replicas (see the module docstring)."""
+def run_all(num_devices: int, scratch: str, recipes: list[str]) -> dict:
+  """{recipe: outcome} for each of `recipes` on `num_devices` replicas (see the module docstring)."""
   from trainer.runtime import strategy as strategy_lib
   strategy_lib.split_cpu(num_devices)
   import tensorflow as tf
@@ -54,7 +55,7 @@ def run_all(num_devices: int, scratch: str) -> dict:
 
   strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_devices)])
   outcomes = {}
-  for recipe in SHRINK:
+  for recipe in recipes:
     start, cpu_start = time.monotonic(), time.process_time()
     bindings = [*STEPS, *SHRINK[recipe]]
     model_dir = os.path.join(scratch, recipe.replace("/", "_"))
@@ -85,9 +86,9 @@ def run_all(num_devices: int, scratch: str) -> dict:
 
 
 def main() -> None:
-  num_devices, out = int(sys.argv[1]), sys.argv[2]
+  num_devices, out, recipes = int(sys.argv[1]), sys.argv[2], sys.argv[3:] or list(SHRINK)
   with tempfile.TemporaryDirectory(prefix="occam_pod_recipes_") as scratch:
-    outcomes = run_all(num_devices, scratch)
+    outcomes = run_all(num_devices, scratch, recipes)
   with open(out, "w") as file:
     json.dump(outcomes, file)
 

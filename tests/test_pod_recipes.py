@@ -84,14 +84,22 @@ def test_imagenet_augmentation_keeps_the_channels_of_images_of_any_size(sampler)
   assert example.get_concrete_function().structured_outputs.shape == (32, 32, 3)
 
 
+# The suite trains the two cases the pod issue names (ImageNet's evaluation batch of 500 on a v3-8 or v4-8,
+# CIFAR's 1,000 on 32 cores): every recipe of `pod_recipes.SHRINK` costs minutes of CPU per replica count
+# (tracing builds one copy of the step per replica), so the whole set is a check run by hand,
+# `python -m tests.pod_recipes 8 OUT.json` (docs/TESTING.md).
+SUITE_CASES = {8: ["imagenet2012/resnet50.gin"], 32: ["cifar10/resnet20.gin"]}
+
+
 @pytest.mark.slow
 @pytest.mark.multiprocess
-def test_the_recipes_train_two_steps_and_evaluate_on_8_and_32_replicas(tmp_path):
+def test_recipes_train_two_steps_and_evaluate_on_8_and_32_replicas(tmp_path):
   """Both replica counts at once, one process each: each uses one core of a two-core machine."""
   pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is not installed")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  outs = {replicas: str(tmp_path / f"outcomes_{replicas}.json") for replicas in POD_SIZES}
-  processes = {replicas: subprocess.Popen([sys.executable, "-m", "tests.pod_recipes", str(replicas), out],
+  outs = {replicas: str(tmp_path / f"outcomes_{replicas}.json") for replicas in SUITE_CASES}
+  processes = {replicas: subprocess.Popen([sys.executable, "-m", "tests.pod_recipes", str(replicas), out,
+                                           *SUITE_CASES[replicas]],
                                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True)
                for replicas, out in outs.items()}
@@ -100,12 +108,12 @@ def test_the_recipes_train_two_steps_and_evaluate_on_8_and_32_replicas(tmp_path)
     assert process.returncode == 0, output[-3000:]
   for replicas, out in outs.items():
     with open(out) as file:
-      check_outcomes(json.load(file), replicas)
+      check_outcomes(json.load(file), replicas, SUITE_CASES[replicas])
 
 
-def check_outcomes(outcomes: dict, replicas: int) -> None:
+def check_outcomes(outcomes: dict, replicas: int, recipes: list[str]) -> None:
   """Every recipe trained 2 steps at its own batch sizes (or, refused, at the size its message named)."""
-  assert set(outcomes) == set(pod_recipes.SHRINK)
+  assert set(outcomes) == set(recipes)
   for recipe, outcome in outcomes.items():
     train, evaluation = batch_sizes(recipe)
     if train % replicas:  # refused before anything was written, then run at the size the message named
