@@ -24,7 +24,8 @@ equal to Occam's `steps_per_loop` (`timing.fit_variant`). The variants are timed
 that comes and goes on a shared machine hits all alike. Printed: the ratios Occam / fit of steps per
 second with the target (>= 1.0), the Monitor's share of each Occam variant's time (the seconds
 inside its calls, wall and CPU), and the ratio with the probe every 100, 200 and 500 steps, its
-measured cost per probe spread over the interval (the default is `Monitor.grad_norm_every`).
+measured cost per probe spread over the interval (the default is `Monitor.grad_norm_every`), to `fit`
+and to Occam with the Monitor off; then each Monitor variant's ratio to the Monitor off, as measured.
 """
 
 from __future__ import annotations
@@ -194,20 +195,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall_share, cpu_share = occam.monitor_share
     print(f"{occam.label} / fit throughput: {ratio[0]:.2f}x wall, {ratio[1]:.2f}x CPU (target >= 1.0x: "
           f"{verdict}); the Monitor's share of the time: {wall_share:.1%} wall, {cpu_share:.1%} CPU")
-  no_probe, every_loop, _ = occams
+  no_probe, every_loop, off = occams
   default_interval = Monitor().grad_norm_every
-  for interval, ratio in amortized_ratios(no_probe, every_loop, fit, settings).items():
-    default = " (the default)" if interval == default_interval else ""
-    print(f"Occam (Monitor, the probe every {interval} steps{default}, its cost amortized) / fit: "
-          f"{ratio[0]:.2f}x wall, {ratio[1]:.2f}x CPU")
+  for reference in (fit, off):
+    for interval, ratio in amortized_ratios(no_probe, every_loop, reference, settings).items():
+      default = " (the default)" if interval == default_interval else ""
+      print(f"Occam (Monitor, the probe every {interval} steps{default}, its cost amortized) / "
+            f"{_short(reference)}: {ratio[0]:.2f}x wall, {ratio[1]:.2f}x CPU")
+  for occam in (no_probe, every_loop):
+    wall, cpu = occam.rate / off.rate
+    print(f"{occam.label} / {off.label}: {wall:.2f}x wall, {cpu:.2f}x CPU (measured side by side)")
   return 0
 
 
-def amortized_ratios(no_probe: OccamVariant, every_loop: OccamVariant, fit: Variant,
+def _short(variant: Variant) -> str:
+  return "fit" if variant.label.startswith("Keras fit") else variant.label
+
+
+def amortized_ratios(no_probe: OccamVariant, every_loop: OccamVariant, reference: Variant,
                      settings: Settings) -> dict[int, np.ndarray]:
-  """{interval: [wall, CPU] ratio to `fit`} of the Monitor with its gradient-norm probe every `interval`
-  steps: one probe costs what the Monitor of `every_loop` spends per loop beyond `no_probe`'s, spread
-  over `interval` steps on top of `no_probe`'s time per step."""
+  """{interval: [wall, CPU] ratio to `reference` (`fit`, or Occam with the Monitor off)} of the Monitor
+  with its gradient-norm probe every `interval` steps: one probe costs what the Monitor of `every_loop`
+  spends per loop beyond `no_probe`'s, spread over `interval` steps on top of `no_probe`'s time per step."""
   probe = (every_loop.monitor_median - no_probe.monitor_median) / settings.loops
   per_step = np.median(np.array(no_probe.seconds), axis=0) / no_probe.work
-  return {interval: (1 / (per_step + probe / interval)) / fit.rate for interval in PROBE_INTERVALS}
+  return {interval: (1 / (per_step + probe / interval)) / reference.rate for interval in PROBE_INTERVALS}
