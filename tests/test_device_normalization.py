@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import QUICKSTART
 from trainer.data import pipeline
 from trainer.data.arrays import ArrayData
 from trainer.data.preprocessing import ImagePreprocessing
-from trainer.loop import settings
-from trainer.runtime import devices
 
-TINY = ["Trainer.train_steps=2", "Trainer.steps_per_loop=2", "Trainer.eval_every=2", "MLP.hidden_sizes=(8,)",
-        "Monitor.train_eval_examples=8", "Monitor.sharpness_examples=8"]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 RNG = np.random.default_rng(0)
 IMAGES = ArrayData(features=RNG.integers(0, 256, size=(24, 8, 8, 3), dtype=np.uint8),
@@ -79,25 +74,3 @@ def test_a_compiled_step_normalizes_every_pixel_value_within_1e_6_of_the_host(ji
 def test_random_erasing_noise_cannot_cross_as_pixels():
   with pytest.raises(ValueError, match="normalize_on_device.*random_erasing=0.25"):
     ImagePreprocessing(normalize_on_device=True, random_erasing=0.25)
-
-
-def test_mixed_precision_per_device_kind_resolves_for_the_strategy(tmp_path):
-  """The ImageNet recipes' `{'tpu': 'mixed_bfloat16'}` means float32 here; keyed by this machine's kind,
-  the policy is the run's."""
-  import trainer
-  assert settings.precision_for({"tpu": "mixed_bfloat16"}, "tpu") == "mixed_bfloat16"
-  assert settings.precision_for({"tpu": "mixed_bfloat16"}, "cpu") is None
-  kind = devices.device_kind(tf.distribute.get_strategy()).lower()
-  assert kind == ("gpu" if tf.config.list_logical_devices("GPU") else "cpu")
-  for policy, compute_dtype in [({"tpu": "mixed_bfloat16"}, "float32"),
-                                ({kind: "mixed_bfloat16"}, "bfloat16")]:
-    results = trainer.train([QUICKSTART], [*TINY, f"Trainer.mixed_precision={policy!r}"],
-                            model_dir=str(tmp_path / compute_dtype), verbose=False)
-    assert {layer.compute_dtype for layer in results.run.model.layers[1:-1]} == {compute_dtype}
-
-
-@pytest.mark.parametrize("policy, message", [({"tpu_v4": "mixed_bfloat16"}, "kinds of device"),
-                                             ({"tpu": "bfloat16"}, "'bfloat16' is not one of")])
-def test_a_bad_mixed_precision_mapping_is_named(policy, message):
-  with pytest.raises(ValueError, match=message):
-    settings.Trainer(model=lambda: None, data=lambda: None, optimizer=lambda: None, mixed_precision=policy)

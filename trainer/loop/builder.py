@@ -29,7 +29,6 @@ from trainer.data import Splits, input_graph, pipeline
 from trainer.data.preprocessing import ImagePreprocessing
 from trainer.data.service import DataService
 from trainer.loop import losses, schedules
-from trainer.loop import settings as settings_lib
 from trainer.loop.early_stopping import EarlyStoppingState
 from trainer.loop.programs import EvalProgram, TrainProgram
 from trainer.loop.settings import RunConfig, Trainer
@@ -94,11 +93,10 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   states are created from their specs. The seed takes one route: `config.seed`, pushed to what draws.
   """
   config = settings.config()
-  precision = settings_lib.precision_for(config.mixed_precision, devices.device_kind(strategy).lower())
-  config = dataclasses.replace(config, mixed_precision=precision)
+  precision = devices.resolve(devices.MIXED_PRECISION, config.mixed_precision, strategy)
   roles = _sort_terms(settings.regularizers)
   _check_batch_size(config, strategy.num_replicas_in_sync)
-  tf.keras.mixed_precision.set_global_policy(config.mixed_precision or "float32")  # never leak a policy
+  tf.keras.mixed_precision.set_global_policy(precision or "float32")  # never leak a policy
   tf.keras.utils.set_random_seed(config.seed)
   splits = _call_factory("data", settings.data)
   classification = splits.num_classes is not None
@@ -116,7 +114,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
   with strategy.scope():
     model = _build_model(settings.model, splits, input_shape)
     _probe_loss(settings.loss, model, splits.name, train_examples, per_replica_batch)
-    schedule, optimizer = _build_optimizer(settings, config, model, strategy)
+    schedule, optimizer = _build_optimizer(settings, config, precision, model, strategy)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     early_stopping = settings.early_stopping.create_state() if settings.early_stopping is not None else None
@@ -126,7 +124,7 @@ def build(settings: Trainer, *, strategy: tf.distribute.Strategy, model_dir: str
       strategy=strategy, model=model, optimizer=optimizer, schedule=schedule, loss_fn=settings.loss,
       global_batch_size=config.batch_size, terms=roles, include_model_losses=bool(model.losses),
       classification=classification, step=step, seed=config.seed,
-      jit_compile=devices.jit_compile(config.jit_compile, strategy), averages=averages,
+      jit_compile=devices.resolve(devices.JIT_COMPILE, config.jit_compile, strategy), averages=averages,
       on_device=preprocessing.on_device)
   eval_program = EvalProgram(strategy=strategy, model=model, loss_fn=settings.loss,
                              classification=classification, on_device=preprocessing.on_device)
@@ -226,13 +224,13 @@ def _build_model(factory, splits: Splits, input_shape: tuple[int, ...]) -> tf.ke
   return model
 
 
-def _build_optimizer(settings: Trainer, config: RunConfig, model: tf.keras.Model,
+def _build_optimizer(settings: Trainer, config: RunConfig, precision: str | None, model: tf.keras.Model,
                      strategy: tf.distribute.Strategy) -> tuple[schedules.Scaled, object]:
   """The schedule (a length left unbound, e.g. WarmupCosine.decay_steps, is train_steps) and the built
   optimizer, with loss scaling under mixed_float16 and tfa's decay list fed from the selector."""
   schedule = schedules.Scaled(schedules.for_run(settings.learning_rate, config.train_steps))
   optimizer = settings.optimizer(learning_rate=schedule)
-  if config.mixed_precision == "mixed_float16":
+  if precision == "mixed_float16":
     optimizer = compat.loss_scale_optimizer(optimizer)
   _refuse_builtin_weight_decay(optimizer)
   compat.build_optimizer(optimizer, model.trainable_variables)

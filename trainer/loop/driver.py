@@ -154,6 +154,7 @@ def report_start(run: Run, step: int, restored: str | None) -> None:
   logging.info("model: %s, %d trainable parameters", run.model.name,
                sum(int(tf.size(v)) for v in run.model.trainable_variables))
   logging.info("%s", devices.describe_jit_compile(run.config.jit_compile, run.strategy))
+  logging.info("%s", devices.describe_precision(run.config.mixed_precision, run.strategy))
   for term in run.terms:
     logging.info("regularizer %s", term.describe())  # `l2: L2(scale=...) on ...`: it starts with the name
     run.writers.write_text(tags.TRAIN, step, f"regularizers/{term.name}", term.describe())

@@ -13,7 +13,7 @@ frozen record (`Trainer.config()`): nothing reaches back into `Trainer`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import gin
 import tensorflow as tf
@@ -26,8 +26,6 @@ from trainer.metrics.monitor import Monitor
 from trainer.runtime import devices
 
 ON_NONFINITE = ("stop", "restore")
-PRECISION_POLICIES = (None, "float32", "mixed_bfloat16", "mixed_float16")
-DEVICE_KINDS = ("cpu", "gpu", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +40,8 @@ class RunConfig:
   eval_every: int
   checkpoint_every: int
   keep_checkpoints: int
-  mixed_precision: str | None  # resolved for the run's device kind by the builder
-  jit_compile: bool | str
+  mixed_precision: str | None | dict  # per device kind: as bound, resolved by `trainer.runtime.devices`
+  jit_compile: bool | str | dict
   on_nonfinite: str
   restore_lr_factor: float
   max_restores: int
@@ -76,8 +74,9 @@ class Trainer:
       dynamic loss scaling), or a policy per kind of device, e.g. `{'tpu': 'mixed_bfloat16'}` (the
       ImageNet recipes: bfloat16 under TPUStrategy, float32 on CPUs and GPUs; a kind left out is
       float32). Losses, penalties and metrics are computed in float32 either way.
-    jit_compile: compile the replica train step with XLA: True, False or 'auto' (TPU and GPU: on; CPU:
-      off, where it measured no better; resolved by `trainer.runtime.devices.jit_compile`).
+    jit_compile: compile the replica train step with XLA: True, False, 'auto' (TPU and GPU: on; CPU:
+      off, where it measured no better) or a mapping per kind of device (a kind left out: 'auto').
+      Both per-kind settings are resolved for the strategy by `trainer.runtime.devices`.
     early_stopping: `@EarlyStopping()` to stop when an eval metric stops improving; the best weights
       go to model_dir/best (checkpoint, SavedModel, best.json).
     on_nonfinite: what a non-finite loss, penalty or gradient does: 'stop' (an error naming the term
@@ -98,8 +97,8 @@ class Trainer:
                loss: Callable = losses.softmax_cross_entropy, regularizers: Sequence = (),
                batch_size: int = 64, eval_batch_size: int = 256, train_steps: int = 1000,
                steps_per_loop: int = 100, eval_every: int = 500, checkpoint_every: int = 500,
-               keep_checkpoints: int = 3, seed: int = 0, mixed_precision: str | None = None,
-               jit_compile: bool | str = devices.AUTO, monitor: Monitor | None = None,
+               keep_checkpoints: int = 3, seed: int = 0, mixed_precision: str | None | dict = None,
+               jit_compile: bool | str | dict = devices.AUTO, monitor: Monitor | None = None,
                early_stopping: EarlyStopping | None = None, on_nonfinite: str = "stop",
                restore_lr_factor: float = 0.5, max_restores: int = 3):
     owner = "Trainer"
@@ -122,10 +121,8 @@ class Trainer:
     self.checkpoint_every = checks.integer(owner, "checkpoint_every", checkpoint_every, minimum=1)
     self.keep_checkpoints = checks.integer(owner, "keep_checkpoints", keep_checkpoints, minimum=1)
     self.seed = checks.integer(owner, "seed", seed, minimum=0, maximum=2**32 - 1)  # NumPy's seed range
-    self.mixed_precision = _precision(mixed_precision)
-    if jit_compile not in devices.JIT_COMPILE_SETTINGS or not isinstance(jit_compile, (bool, str)):
-      raise ValueError(f"Trainer.jit_compile must be 'auto', True or False, got {jit_compile!r}")
-    self.jit_compile = jit_compile
+    self.mixed_precision = _per_kind(devices.MIXED_PRECISION, mixed_precision)
+    self.jit_compile = _per_kind(devices.JIT_COMPILE, jit_compile)
     self.monitor = monitor
     self.early_stopping = early_stopping
     if on_nonfinite not in ON_NONFINITE:
@@ -141,22 +138,12 @@ class Trainer:
     return RunConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(RunConfig)})
 
 
-def _precision(value) -> str | None | dict[str, str | None]:
-  """`Trainer.mixed_precision` checked: a policy, or a mapping of device kinds to policies."""
-  policies = dict(value) if isinstance(value, Mapping) else {None: value}
-  unknown = [kind for kind in policies if kind is not None and kind not in DEVICE_KINDS]
-  if unknown or (isinstance(value, Mapping) and not policies):
-    raise ValueError(f"Trainer.mixed_precision={value!r}: the keys must be kinds of device "
-                     f"({', '.join(DEVICE_KINDS)})")
-  for policy in policies.values():
-    if policy not in PRECISION_POLICIES:
-      raise ValueError(f"Trainer.mixed_precision={value!r}: {policy!r} is not one of {PRECISION_POLICIES}")
-  return dict(value) if isinstance(value, Mapping) else value
-
-
-def precision_for(mixed_precision, device_kind: str) -> str | None:
-  """The policy `Trainer.mixed_precision` chooses on `device_kind` ('cpu', 'gpu' or 'tpu')."""
-  return mixed_precision.get(device_kind) if isinstance(mixed_precision, Mapping) else mixed_precision
+def _per_kind(setting: devices.PerKind, value):
+  """`Trainer.<setting>` checked by the per-kind resolver; its error names the binding."""
+  try:
+    return setting.check(value)
+  except ValueError as error:
+    raise ValueError(f"Trainer.{setting.name}={value!r}: {error}") from None
 
 
 def _require_factory(name: str, value) -> Callable:
