@@ -10,7 +10,7 @@ timed: `resnet.SMALL_PROBE`), and Keras `fit` as a user gets it (`compile()` wit
 no `steps_per_execution`: 'auto' and one step per call). The models: the compute-bound MLP of
 `scripts/benchmark.py` (784-1024-1024-10, batch 256, Adam, L2), ResNet-20 and ViT-Ti with 4x4 patches,
 both on 32x32x3 uint8 images with CIFAR augmentation and SGD + momentum (`resnet.occam_bindings`).
-What the table says decides `trainer.runtime.devices.jit_compile`'s choice for the CPU (docs/PERFORMANCE.md).
+What the table says decides `trainer.runtime.devices.JIT_COMPILE`'s default for the CPU (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
