@@ -154,6 +154,61 @@ def test_the_roles_and_the_specs_reject_bad_settings():
   assert ema.hparams() == {"type": "EMA", "decay": 0.9, "warmup": False, "statistics": "averaged"}
 
 
+def _loss_scaled_step(initial_scale: float, strategy) -> tuple[list, list, list]:
+  """One real train step under mixed_float16 with a real LossScaleOptimizer starting at `initial_scale`,
+  EMA(0.5) and SWA(start_step=1) beside it: (weights before, weights after, the two averages' states)."""
+  from models import MLP
+  from trainer.loop import losses, schedules
+  from trainer.loop.programs import TrainProgram
+  from trainer.runtime import compat
+  loss_scale_optimizer = (tf.keras.optimizers.LossScaleOptimizer if compat.IS_KERAS_3
+                          else tf.keras.mixed_precision.LossScaleOptimizer)  # Keras 2 (tfa lane)
+  tf.keras.mixed_precision.set_global_policy("mixed_float16")
+  try:
+    with strategy.scope():
+      model = MLP(hidden_sizes=(8,))
+      model(tf.zeros((1, 8, 8, 1)))
+      schedule = schedules.Scaled(schedules.Constant(0.1))
+      optimizer = loss_scale_optimizer(tf.keras.optimizers.SGD(learning_rate=schedule),
+                                       initial_scale=initial_scale)
+      compat.build_optimizer(optimizer, model.trainable_variables)
+      states = [averaging.EMA(0.5).create_state(model), averaging.SWA(start_step=1).create_state(model)]
+    program = TrainProgram(strategy=strategy, model=model, optimizer=optimizer, schedule=schedule,
+                           loss_fn=losses.softmax_cross_entropy, global_batch_size=8,
+                           terms=terms.by_role([]), include_model_losses=False, classification=True,
+                           step=tf.Variable(0, dtype=tf.int64), seed=0, averages=states)
+    train = digits().train
+    batches = iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors((train.features[:8], train.labels[:8])).repeat()))
+    before = [v.numpy() for v in model.trainable_variables]
+    assert int(program.loop(batches, tf.constant(1))) == -1 and program.guarded == ["data loss"]
+    return before, [v.numpy() for v in model.trainable_variables], states
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("replicas", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_step_skipped_by_loss_scaling_is_skipped_by_the_averages_and_a_taken_one_is_not(replicas):
+  """mixed_float16: a loss scale of 2^60 overflows float16 at once, so the LossScaleOptimizer skips the
+  step; the averages skip it too (unchanged bit for bit, no count, no SWA snapshot). At a scale of 1
+  the same step is taken, and the averages take it: EMA(0.5) is the mean of the weights before and
+  after, SWA's first snapshot the weights after."""
+  strategy = tf.distribute.get_strategy() if replicas == 1 else mirrored(replicas)
+  before, after, (ema, swa) = _loss_scaled_step(2.0**60, strategy)
+  for old, new in zip(before, after):
+    np.testing.assert_array_equal(new, old)  # the optimizer skipped the step
+  for state in (ema, swa):
+    assert float(state.count.numpy()) == 0
+    for average, old in zip(state.averages, before):
+      for component in strategy.experimental_local_results(average):
+        np.testing.assert_array_equal(component.numpy(), old)
+  before, after, (ema, swa) = _loss_scaled_step(1.0, strategy)
+  assert any(not np.array_equal(new, old) for old, new in zip(before, after))  # the step was taken
+  assert float(ema.count.numpy()) == 1 and float(swa.count.numpy()) == 1
+  _assert_averages(ema, [old - (old - new) * np.float32(0.5) for old, new in zip(before, after)], strategy)
+  _assert_averages(swa, after, strategy)
+
+
 # End to end: the quickstart MLP on the bundled digits, 200 steps, evaluated at 100 and 200.
 AVERAGES = ["Trainer.regularizers=[@L2(), @EMA(), @SWA()]", "EMA.decay=0.9", "SWA.start_step=150",
             "SWA.every=10"]

@@ -118,17 +118,22 @@ class TrainProgram:
                                          tape.gradient(scaled_loss, self.model.trainable_variables))
     return terms_lib.GradientPass(gradients, outputs, per_example, penalties, penalty_total)
 
-  def _apply(self, gradients) -> None:
-    """The update: decoupled terms on w_{t-1}, optimizer step (all-reduces under a strategy), then prox."""
+  def _apply(self, gradients) -> tf.Tensor:
+    """The update: decoupled terms on w_{t-1}, optimizer step (all-reduces under a strategy), then prox.
+
+    Returns whether the step was applied: False only for a step dynamic loss scaling skipped.
+    """
     learning_rate = self.schedule(self.optimizer.iterations)
+    applied = _all_replicas_finite(gradients) if self.loss_scaling else tf.constant(True)
     if self.loss_scaling:  # A step the optimizer skips is skipped by decay and prox too (rate 0).
-      learning_rate = tf.where(_all_replicas_finite(gradients), learning_rate, 0.0)
+      learning_rate = tf.where(applied, learning_rate, 0.0)
     base_learning_rate = self.schedule.base_learning_rate
     for term in self.update_terms:
       term.before_step(learning_rate, base_learning_rate)
     self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
     for term in self.update_terms:
       term.after_step(learning_rate, base_learning_rate)
+    return applied
 
   def _replica_step(self, features: tf.Tensor, labels: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
     """One step (`step` counts from 0); returns, per guarded quantity, on how many replicas it was not
@@ -146,9 +151,9 @@ class TrainProgram:
 
     taken = compute() if self.gradient_estimator is None else self.gradient_estimator.estimate(
         compute, self.metrics)
-    self._apply(taken.gradients)
-    for average in self.averages:
-      average.update(step)
+    applied = self._apply(taken.gradients)
+    for average in self.averages:  # and the weight averages skip what the optimizer skipped
+      average.update(step, applied=applied)
     self._accumulate(labels, taken, batch)
     guarded = [tf.reduce_sum(taken.per_example), *taken.penalties.values()]
     if not self.loss_scaling:

@@ -9,7 +9,10 @@ end (`<name>/test/*` in results.json) and exports it (`model_dir/<name>/saved_mo
 one's state, `AveragedWeights`, under the strategy's scope (`create_state`): float32 variables
 mirrored like the model's, checkpointed with the run (so a resumed run continues the same average,
 bit for bit), and updated once per step in the train step, after the optimizer step and every update
-term, from this replica's (identical) copy of the weights.
+term, from this replica's (identical) copy of the weights. A step the optimizer skips (dynamic loss
+scaling under `mixed_float16`: a non-finite gradient) is skipped by the averages too: it changes
+neither an average nor its count, and an SWA snapshot due at that step is not taken. The step
+counters (SWA's schedule, EMA's warmup `t`) count it all the same, as the run's step does.
 
 **EMA** (`decay`): after each step, `average <- average - (average - w) * (1 - decay)`, i.e.
 `decay * average + (1 - decay) * w`, starting from the initial weights. That is timm's `ModelEmaV2`
@@ -164,15 +167,20 @@ class AveragedWeights:
     """Whether the average holds at least one set of weights (SWA has none before its first snapshot)."""
     return float(self.count.numpy()) > 0
 
-  def update(self, step: tf.Tensor) -> None:
-    """After the step `step` (0-based), in replica context: the spec's rule on every averaged variable."""
+  def update(self, step: tf.Tensor, *, applied: tf.Tensor | bool = True) -> None:
+    """After the step `step` (0-based), in replica context: the spec's rule on every averaged variable.
+
+    `applied` is False for a step the optimizer skipped (dynamic loss scaling under mixed_float16, a
+    non-finite gradient on some replica): the averages and the count stay as they are, bit for bit.
+    """
     count = self.count.read_value()
     new_values, took = [], tf.constant(False)
     for average, source in zip(self.averages, self._sources):
       weights = tf.cast(compat.tf_variable(source).read_value(), tf.float32)
-      value, took = self.spec.rule(average.read_value(), weights, count, step)
-      new_values.append(value)
-    new_count = count + tf.cast(took, tf.float32)
+      previous = average.read_value()
+      value, took = self.spec.rule(previous, weights, count, step)
+      new_values.append(tf.where(applied, value, previous))
+    new_count = count + tf.cast(tf.logical_and(took, applied), tf.float32)
     distributed_update.assign_values(self.averages + [self.count], new_values + [new_count])
 
   @contextlib.contextmanager
