@@ -67,14 +67,17 @@ def test_a_run_takes_both_per_kind_settings_for_this_machines_kind_and_logs_the_
   kind = devices.device_kind(tf.distribute.get_strategy()).lower()
   assert kind == ("gpu" if tf.config.list_logical_devices("GPU") else "cpu")
   caplog.set_level("INFO")
-  for policy, compute_dtype in [({"tpu": "mixed_bfloat16"}, "float32"),
-                                ({kind: "mixed_bfloat16"}, "bfloat16")]:
-    results = trainer.train([QUICKSTART], [*TINY, f"Trainer.mixed_precision={policy!r}",
-                                           f"Trainer.jit_compile={{'tpu': False, {kind!r}: False}}"],
-                            model_dir=str(tmp_path / compute_dtype), verbose=False)
-    assert {layer.compute_dtype for layer in results.run.model.layers[1:-1]} == {compute_dtype}
-    assert f"precision: {'mixed_bfloat16' if compute_dtype == 'bfloat16' else 'float32'} " \
-           f"(mixed_precision={policy!r} on {kind.upper()})" in caplog.messages
+  try:
+    for policy, compute_dtype in [({"tpu": "mixed_bfloat16"}, "float32"),
+                                  ({kind: "mixed_bfloat16"}, "bfloat16")]:
+      results = trainer.train([QUICKSTART], [*TINY, f"Trainer.mixed_precision={policy!r}",
+                                             f"Trainer.jit_compile={{'tpu': False, {kind!r}: False}}"],
+                              model_dir=str(tmp_path / compute_dtype), verbose=False)
+      assert {layer.compute_dtype for layer in results.run.model.layers[1:-1]} == {compute_dtype}
+      assert f"precision: {'mixed_bfloat16' if compute_dtype == 'bfloat16' else 'float32'} " \
+             f"(mixed_precision={policy!r} on {kind.upper()})" in caplog.messages
+  finally:
+    tf.keras.mixed_precision.set_global_policy("float32")  # a built run leaves its policy global
   assert f"XLA: off (jit_compile={{'tpu': False, {kind!r}: False}} on {kind.upper()})" in caplog.messages
 
 
