@@ -150,6 +150,6 @@ def measure(files: Sequence[str], settings: inputs.Settings, *, antialias: bool 
           f"whole CLI / reference: {cli_wall / reference_wall:.2f}x wall, {cli_cpu / reference_cpu:.2f}x CPU",
           f"  decomposition, ms of CPU per image: reference input {input_ms:.3f}; + PooledLinear's train "
           f"step in a bare compiled loop {step_ms - input_ms:+.3f}; "
-          f"+ the rest of the CLI {cli_ms - step_ms:+.3f}",
+          f"+ the rest of the CLI (its own input pipeline, the framework) {cli_ms - step_ms:+.3f}",
           f"  the last loop's evaluation and checkpoint (not in the rate): {last_loop_cpu:.2f} CPU-seconds "
           f"beyond a training loop, once per eval_every steps"]
