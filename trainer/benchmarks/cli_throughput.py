@@ -17,11 +17,12 @@ and that evaluation and checkpoint, which a real run pays once per `eval_every` 
 step; what the last loop cost beyond a timed loop is printed apart, in CPU seconds.
 
 The reference is the Model Garden-style `tf.data` pipeline alone (`input_throughput.reference_dataset`)
-with the same resize, timed in this process: the ratio says what share of a bare input pipeline's
-rate the whole run keeps. Beside it, the decomposition: the same reference pipeline feeding
-`PooledLinear`'s train step in a bare compiled loop (`reference_training`), so that what the model's
-step costs (a pass over the float32 batch) and what the framework adds are told apart. Run once with
-Occam's default antialiased resize and once with plain bilinear (Model Garden's).
+with the same resize, timed in this process between the children (`repeats` of each, interleaved,
+medians): the ratio says what share of a bare input pipeline's rate the whole run keeps. Beside it,
+the decomposition: the same reference pipeline feeding `PooledLinear`'s train step in a bare compiled
+loop (`reference_training`), so that what the model's step costs (a pass over the float32 batch) and
+what the framework adds are told apart. Run once with Occam's default antialiased resize and once
+with plain bilinear (Model Garden's).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import tensorflow as tf
 
 from trainer.benchmarks import input_throughput as inputs
 from trainer.benchmarks.children import time_child
-from trainer.benchmarks.timing import Variant, clock, time_interleaved
+from trainer.benchmarks.timing import Variant, clock
 
 STEPS_PER_LOOP = 5
 UNTIMED_LOOPS = 2  # the first traces; the second starts from the steady state
@@ -126,17 +127,29 @@ def reference_training(files: Sequence[str], settings: inputs.Settings, antialia
 
 def measure(files: Sequence[str], settings: inputs.Settings, *, antialias: bool = True) -> list[str]:
   """The whole CLI's images/s per core and per CPU-second against the reference pipeline that resizes
-  alike (`antialias`), and the decomposition, as lines; the child times about `settings.batches` steps
-  (whole host loops of `STEPS_PER_LOOP`)."""
+  alike (`antialias`), and the decomposition, as lines. Each child times about `settings.batches`
+  steps (whole host loops of `STEPS_PER_LOOP`); children and in-process measurements are interleaved,
+  `settings.repeats` of each, medians."""
   loops = max(1, settings.batches // STEPS_PER_LOOP)
   reference = inputs.input_variant(
       "reference", lambda: inputs.reference_dataset(files, settings, antialias=antialias), settings)
   trained = reference_training(files, settings, antialias)
-  time_interleaved([reference, trained], settings.repeats)
-  with tempfile.TemporaryDirectory() as directory:
-    (wall, cpu), last_loop_cpu = run_cli(files, settings, loops, directory, antialias)
-  images = loops * STEPS_PER_LOOP * settings.batch_size
-  cli_wall, cli_cpu = images / wall, images / cpu
+  last_loop_cpu: list[float] = []
+
+  def run_child() -> np.ndarray:
+    with tempfile.TemporaryDirectory() as directory:
+      timed, extra = run_cli(files, settings, loops, directory, antialias)
+    last_loop_cpu.append(extra)
+    return timed
+
+  cli = Variant("whole CLI", run_child, loops * STEPS_PER_LOOP * settings.batch_size)
+  # As `time_interleaved`, but a child starts afresh every time: it needs no warm-up run of its own.
+  for variant in (reference, trained):
+    variant.measure()
+  for _ in range(settings.repeats):
+    for variant in (reference, trained, cli):
+      variant.seconds.append(variant.measure())
+  cli_wall, cli_cpu = cli.rate
   reference_wall, reference_cpu = reference.rate
   input_ms, step_ms, cli_ms = (1000 / rate for rate in (reference_cpu, trained.rate[1], cli_cpu))
   cores = inputs.cores()
@@ -151,5 +164,5 @@ def measure(files: Sequence[str], settings: inputs.Settings, *, antialias: bool 
           f"  decomposition, ms of CPU per image: reference input {input_ms:.3f}; + PooledLinear's train "
           f"step in a bare compiled loop {step_ms - input_ms:+.3f}; "
           f"+ the rest of the CLI (its own input pipeline, the framework) {cli_ms - step_ms:+.3f}",
-          f"  the last loop's evaluation and checkpoint (not in the rate): {last_loop_cpu:.2f} CPU-seconds "
-          f"beyond a training loop, once per eval_every steps"]
+          f"  the last loop's evaluation and checkpoint (not in the rate): {np.median(last_loop_cpu):.2f} "
+          "CPU-seconds beyond a training loop, once per eval_every steps"]
