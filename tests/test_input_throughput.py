@@ -3,7 +3,8 @@
 Timings are never asserted (a shared machine); what is checked is what the benchmark controls: the
 JPEG shards it writes (read back with TensorFlow's own reader), that Occam's pipeline and the reference
 both deliver batches of 224x224x3 images in [0, 1] from them, that a run prints every variant and the
-ratios as finite positive numbers, and that a bad setting exits with status 2 before writing anything.
+ratios as finite positive numbers, that the whole CLI's timed loops end before its evaluation and
+checkpoint, and that a bad setting exits with status 2 before writing anything.
 """
 
 from __future__ import annotations
@@ -95,6 +96,24 @@ def test_the_whole_cli_measurement_trains_the_pooled_linear_model_and_prints_its
   ratios = re.search(r"^whole CLI / reference: ([\d.]+)x wall, ([\d.]+)x CPU$", output, flags=re.M)
   assert rates and ratios, output
   assert all(math.isfinite(float(v)) and float(v) > 0 for v in rates.groups() + ratios.groups())
+  parts = re.search(r"^  decomposition, ms of CPU per image: reference input ([\d.]+); .* loop ([-+][\d.]+); "
+                    r".* ([-+][\d.]+)$", output, flags=re.M)
+  last_loop = re.search(r"^  the last loop's evaluation and checkpoint .*: ([-\d.]+) CPU-seconds", output,
+                        flags=re.M)
+  assert parts and last_loop, output
+  assert all(math.isfinite(float(v)) for v in parts.groups() + last_loop.groups())
+
+
+def test_the_timed_loops_end_before_the_evaluation_and_checkpoint(shards):
+  """The run's one evaluation and checkpoint come at its last step, in the loop after the timed ones
+  (its log line follows them): the rate counts training loops only."""
+  loops = 3
+  bindings = dict(binding.split(" = ", 1)
+                  for binding in cli_throughput.cli_bindings(shards, TINY, loops, antialias=True))
+  last_timed_step = cli_throughput.STEPS_PER_LOOP * (cli_throughput.UNTIMED_LOOPS + loops)
+  assert int(bindings["Trainer.steps_per_loop"]) == cli_throughput.STEPS_PER_LOOP
+  for name in ("Trainer.train_steps", "Trainer.eval_every", "Trainer.checkpoint_every"):
+    assert int(bindings[name]) == last_timed_step + cli_throughput.STEPS_PER_LOOP, name
 
 
 def test_pooled_linear_is_global_average_pooling_then_dense():
