@@ -1,0 +1,48 @@
+"""Review fixes to weight averaging: SWA's BatchNorm statistics see the features the train step sees
+(`normalize_on_device` included), and `occam-evaluate --weights` refuses an average that holds nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.data import Splits
+from trainer.data.arrays import ArrayData
+from trainer.data.preprocessing import ImagePreprocessing
+from trainer.loop import builder
+from trainer.loop.settings import Trainer
+from trainer.regularization import averaging
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+RNG = np.random.default_rng(0)
+IMAGES = ArrayData(features=RNG.integers(0, 256, size=(32, 4, 4, 3), dtype=np.uint8),
+                   labels=RNG.integers(0, 10, size=32).astype(np.int32))
+
+
+def _images() -> Splits:
+  return Splits(name="images", train=IMAGES, validation=IMAGES, test=IMAGES, num_classes=10,
+                description="32 random 4x4 uint8 images")
+
+
+def _batch_norm_model(input_shape, num_outputs) -> tf.keras.Model:
+  return tf.keras.Sequential([tf.keras.Input(input_shape), tf.keras.layers.BatchNormalization(),
+                              tf.keras.layers.Flatten(), tf.keras.layers.Dense(num_outputs)])
+
+
+def _swa_statistics(tmp_path, on_device: bool) -> np.ndarray:
+  settings = Trainer(model=_batch_norm_model, data=_images, optimizer=tf.keras.optimizers.SGD,
+                     preprocessing=ImagePreprocessing(mean=MEAN, std=STD, normalize_on_device=on_device),
+                     regularizers=[averaging.SWA(statistics_batches=2)], batch_size=8, jit_compile=False)
+  run = builder.build(settings, strategy=tf.distribute.get_strategy(), model_dir=str(tmp_path / "run"))
+  state, = run.averages
+  tf.function(lambda: state.update(tf.constant(0, tf.int64)))()  # one snapshot: the initial weights
+  with state.swapped_in():
+    return averaging.batch_norm_layers(run.model)[0].moving_mean.numpy()
+
+
+def test_swa_statistics_are_computed_on_normalized_features_when_images_normalize_on_the_device(tmp_path):
+  host = _swa_statistics(tmp_path, on_device=False)
+  device = _swa_statistics(tmp_path, on_device=True)
+  assert np.all(np.abs(host) < 3)  # normalized pixels: a mean of a few units at most, not ~128
+  np.testing.assert_allclose(device, host, rtol=0, atol=1e-5)  # the device's normalization, within ulps
