@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from trainer.data import Splits
@@ -46,3 +45,15 @@ def test_swa_statistics_are_computed_on_normalized_features_when_images_normaliz
   device = _swa_statistics(tmp_path, on_device=True)
   assert np.all(np.abs(host) < 3)  # normalized pixels: a mean of a few units at most, not ~128
   np.testing.assert_allclose(device, host, rtol=0, atol=1e-5)  # the device's normalization, within ulps
+
+
+def test_evaluating_an_average_that_holds_no_weights_yet_is_refused_with_exit_2(tmp_path, capsys):
+  """SWA before its first snapshot holds the initial weights: `--weights=swa` must not report them."""
+  from tests.helpers import FAST, train_in_process
+  from trainer import evaluation
+  model_dir = str(tmp_path / "run")
+  train_in_process(model_dir, FAST + ["Trainer.train_steps=50", "Trainer.regularizers=[@SWA()]",
+                                      "SWA.start_step=100"])
+  assert evaluation.main(["--model_dir", model_dir, "--weights", "swa"]) == 2
+  error = capsys.readouterr().err
+  assert "--weights='swa'" in error and "no averaged weights yet" in error
