@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer.data import Splits
@@ -57,3 +58,19 @@ def test_evaluating_an_average_that_holds_no_weights_yet_is_refused_with_exit_2(
   assert evaluation.main(["--model_dir", model_dir, "--weights", "swa"]) == 2
   error = capsys.readouterr().err
   assert "--weights='swa'" in error and "no averaged weights yet" in error
+
+
+def test_a_weight_average_named_like_a_directory_of_the_run_is_refused_before_anything_is_written(
+    tmp_path, capsys):
+  """`EMA(name='best')` would export into early stopping's `best/` and report `best/test/*` twice."""
+  from tests.helpers import run_main, short_run_args
+  from trainer import main
+  for name in ("best", "checkpoints", "a/b", "..", ""):
+    with pytest.raises(ValueError, match="name="):
+      averaging.EMA(name=name)
+  averaging.SWA(name="swa-late_2.0")  # a plain directory name is fine
+  model_dir = tmp_path / "run"
+  code = run_main(short_run_args(model_dir, extra=["Trainer.regularizers=[@EMA()]", "EMA.name='best'"]))
+  assert code == main.EXIT_BAD_INPUT
+  assert "EMA.name='best'" in capsys.readouterr().err
+  assert not model_dir.exists()

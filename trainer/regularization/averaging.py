@@ -59,7 +59,8 @@ class EMA(terms.WeightAverage):
     warmup: tfa's `dynamic_decay`: `min(decay, (1 + t) / (10 + t))` at the step after `t` steps.
     statistics: 'averaged' (BatchNorm moving statistics averaged too, timm `ModelEmaV2`) or 'raw'
       (trainable variables only; evaluated with the raw model's statistics, tfa `MovingAverage`).
-    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model`.
+    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model` (a plain directory
+      name, none of the run's own: `WeightAverage.RESERVED_NAMES`).
   """
 
   def __init__(self, decay: float = 0.999, *, warmup: bool = False, statistics: str = "averaged",
@@ -107,7 +108,8 @@ class SWA(terms.WeightAverage):
     every: steps between two snapshots (>= 1; Izmailov et al. take one per epoch).
     statistics_batches: training batches for the BatchNorm statistics of the average (>= 1); None
       (the default) is one epoch of the training split. Unused for a model without BatchNorm.
-    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model`.
+    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model` (a plain directory
+      name, none of the run's own: `WeightAverage.RESERVED_NAMES`).
   """
 
   recomputes_statistics = True
