@@ -20,3 +20,11 @@ def test_each_jit_workload_parses_and_builds_its_fit_variant(workload):
     assert settings.jit_compile is jit and Monitor().grad_norm_every == 0
   variant = workload.fit_default()
   assert variant.work == workload.steps_per_loop
+
+
+def test_the_resnet_benchmark_compiles_neither_side_on_any_device():
+  """`fit` is told `jit_compile=False`; Occam must be bound so too, or 'auto' compiles it on a GPU."""
+  from trainer.benchmarks import resnet
+  registry.register_all()
+  parsing.parse([], resnet.occam_bindings(resnet.QUICK))
+  assert Trainer().jit_compile is False

@@ -60,7 +60,7 @@ QUICK = Settings(mlp=ModelSpec("MLP", 784, (32,), 16, steps_per_loop=2, loops_pe
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-  """One model: what it is, Occam's bindings (without `jit_compile`), and `fit`'s default variant."""
+  """One model: what it is, Occam's bindings (a `jit_compile` among them is overridden), `fit`'s default."""
 
   name: str
   description: str
