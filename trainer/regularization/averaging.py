@@ -82,7 +82,8 @@ class EMA(terms.WeightAverage):
       averaged += [v for v in model.non_trainable_variables if compat.tf_variable(v).dtype.is_floating]
     return AveragedWeights(self, averaged, model=model)
 
-  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor, step: tf.Tensor):
+  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor,
+           step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(new average, whether it took this step's weights) after the step `step` (0-based)."""
     del count
     decay = tf.constant(self.decay, tf.float32)
@@ -126,7 +127,8 @@ class SWA(terms.WeightAverage):
     return AveragedWeights(self, list(model.trainable_variables), model=model,
                            statistics_batches=statistics_batches)
 
-  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor, step: tf.Tensor):
+  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor,
+           step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(new average, whether it took this step's weights) after the step `step` (0-based)."""
     after = tf.cast(step, tf.int32) + 1  # the step counter after this step
     due = tf.logical_and(after >= self.start_step, tf.math.floormod(after - self.start_step, self.every) == 0)
@@ -160,7 +162,7 @@ class AveragedWeights:
     self._forward = None  # the statistics pass, compiled once
 
   @property
-  def model(self):
+  def model(self) -> tf.keras.Model:
     """The model whose weights are averaged."""
     return self._model
 
