@@ -74,3 +74,28 @@ def test_a_weight_average_named_like_a_directory_of_the_run_is_refused_before_an
   assert code == main.EXIT_BAD_INPUT
   assert "EMA.name='best'" in capsys.readouterr().err
   assert not model_dir.exists()
+
+
+def test_evaluating_an_average_puts_back_each_replicas_own_batch_norm_statistics():
+  """Under a MirroredStrategy each replica's moving statistics follow its own batches; swapping an
+  average in and out must leave every replica's copy as it was, not one value copied to all."""
+  from tests.conftest import mirrored
+  from trainer.runtime import compat
+  strategy = mirrored(2)
+  with strategy.scope():
+    model = tf.keras.Sequential([tf.keras.layers.BatchNormalization(), tf.keras.layers.Dense(2)])
+    model.build((None, 3))
+    states = [averaging.EMA(statistics="raw").create_state(model),
+              averaging.SWA().create_state(model, statistics_batches=lambda: iter([(tf.ones((4, 3)), None)]))]
+  batches = strategy.experimental_distribute_values_from_function(  # replica r's batch is all r + 1
+      lambda context: tf.fill([4, 3], float(context.replica_id_in_sync_group + 1)))
+  tf.function(lambda x: strategy.run(lambda x: model(x, training=True), args=(x,)))(batches)
+  copies = strategy.experimental_local_results(compat.tf_variable(averaging.batch_norm_layers(model)[0]
+                                                                  .moving_mean))
+  before = [copy.numpy() for copy in copies]
+  assert not np.array_equal(before[0], before[1])  # the replicas' statistics differ
+  for state in states:
+    with state.swapped_in():
+      pass
+    for copy, value in zip(copies, before):
+      np.testing.assert_array_equal(copy.numpy(), value)

@@ -152,6 +152,7 @@ class AveragedWeights:
   def __init__(self, spec: terms.WeightAverage, sources: list, *, model,
                statistics_batches: Callable[[], Iterable] | None = None):
     self.spec, self._model, self._statistics_batches = spec, model, statistics_batches
+    self._strategy = tf.distribute.get_strategy()  # the run's: the state is created in its scope
     self._sources = sources
     self.trackable = tf.Module(name=f"average_{spec.name}")
     self.trackable.averages = [
@@ -190,8 +191,15 @@ class AveragedWeights:
   @contextlib.contextmanager
   def swapped_in(self) -> Iterator[None]:
     """Puts the average into the model (with SWA, recomputed BatchNorm statistics) and every model
-    variable back afterwards, bit for bit (the dropout RNG state and the statistics included)."""
-    saved = [tf.identity(compat.tf_variable(v).read_value()) for v in self._model.variables]
+    variable back afterwards, bit for bit (the dropout RNG state and the statistics included).
+
+    Every replica's copy is saved and put back on its own: under a MirroredStrategy the copies of a
+    BatchNorm layer's moving statistics differ (each replica updates them from its own batches), and
+    reading a variable in cross-replica context gives one value (Keras 3: the first replica's; Keras 2:
+    their mean), which assigned back would overwrite every replica's own statistics.
+    """
+    copies = [self._strategy.experimental_local_results(compat.tf_variable(v)) for v in self._model.variables]
+    saved = [[tf.identity(copy.read_value()) for copy in variable] for variable in copies]
     try:
       for source, average in zip(self._sources, self.averages):
         compat.tf_variable(source).assign(tf.cast(average, source.dtype))
@@ -199,8 +207,9 @@ class AveragedWeights:
         self._recompute_statistics()
       yield
     finally:
-      for variable, value in zip(self._model.variables, saved):
-        compat.tf_variable(variable).assign(value)
+      for variable, values in zip(copies, saved):
+        for copy, value in zip(variable, values):
+          copy.assign(value)
 
   def _recompute_statistics(self) -> None:
     """BatchNorm statistics of the current weights: the mean over the statistics batches of each layer's
