@@ -97,6 +97,9 @@ def _evaluate(model_dir: str, *, checkpoint: str, split: str, bindings: Sequence
     evaluator = runners.EvalRunner(program=run.eval_program, inputs=run.eval_inputs)
     if weights == "raw":
       return Evaluation(checkpoint=path, step=int(run.step.numpy()), metrics=evaluator.evaluate([split]))
+    if not averages[weights].ready:  # SWA before its first snapshot: the model's initial weights
+      raise ValueError(f"--weights={weights!r}: {path} (step {int(run.step.numpy())}) holds no averaged "
+                       "weights yet (the run stopped before the average's first snapshot)")
     with averages[weights].swapped_in():
       metrics = evaluator.evaluate([split])
     return Evaluation(checkpoint=path, step=int(run.step.numpy()),

@@ -33,7 +33,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -69,7 +69,7 @@ def write_npy(directory: str, name: str, count: int, seed: int) -> tuple[str, st
   return features_path, labels_path
 
 
-def random_images(count: int, seed: int):
+def random_images(count: int, seed: int) -> Iterator[tuple[np.ndarray, np.integer]]:
   """(image, label) pairs of `count` random images, generated CHUNK at a time."""
   rng = np.random.default_rng(seed)
   for start in range(0, count, CHUNK):

@@ -10,8 +10,8 @@ the same data: random uint8 images held in memory, fed by Occam's own pipeline
 'pad_and_crop', flip=True)` and CIFAR-10's normalization. `resnet20`: `models.CifarResNet(depth=20)`
 (option A shortcuts) on 32x32x3 images, 10 classes; `resnet50`: `models.ImageNetResNet(depth=50)` on
 64x64x3 images, 1000 classes (downsampled-ImageNet scale). No weight decay on either side. Neither is
-XLA-compiled (Occam's default; `fit` is told `jit_compile=False`, since its 'auto' may compile). Both
-track loss and accuracy.
+XLA-compiled on any device: Occam is bound `Trainer.jit_compile = False` and `fit` told
+`jit_compile=False` (both 'auto's compile on a GPU). Both track loss and accuracy.
 
 Occam is measured through its public seams, as `trainer.train` runs it (`occam.occam_variant`: one
 compiled loop of `steps_per_loop` steps per host loop, the metrics and the Monitor's loop-end work; not
@@ -134,6 +134,7 @@ def occam_bindings(settings: Settings) -> list[str]:
       f"Trainer.learning_rate = {LEARNING_RATE}",
       f"Trainer.batch_size = {settings.batch_size}",
       f"Trainer.steps_per_loop = {settings.steps_per_loop}",
+      "Trainer.jit_compile = False",  # as `fit` is told below; 'auto' would compile on a GPU
   ]
 
 

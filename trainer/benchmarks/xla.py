@@ -5,8 +5,8 @@ r"""XLA where it pays: Occam with `jit_compile` off and on against Keras `fit`'s
 
 Three workloads, each with three variants built together and timed interleaved (`timing`): Occam
 with `Trainer.jit_compile = False`, Occam with `True` (both through `occam.occam_variant`, as
-`trainer.train` runs them, with the Monitor's probe cut to one example so that the step is what is
-timed: `resnet.SMALL_PROBE`), and Keras `fit` as a user gets it (`compile()` with no `jit_compile` and
+`trainer.train` runs them, without the Monitor's gradient-norm probe so that the step is what is
+timed: `resnet.NO_PROBE`), and Keras `fit` as a user gets it (`compile()` with no `jit_compile` and
 no `steps_per_execution`: 'auto' and one step per call). The models: the compute-bound MLP of
 `scripts/benchmark.py` (784-1024-1024-10, batch 256, Adam, L2), ResNet-20 and ViT-Ti with 4x4 patches,
 both on 32x32x3 uint8 images with CIFAR augmentation and SGD + momentum (`resnet.occam_bindings`).
@@ -60,7 +60,7 @@ QUICK = Settings(mlp=ModelSpec("MLP", 784, (32,), 16, steps_per_loop=2, loops_pe
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-  """One model: what it is, Occam's bindings (without `jit_compile`), and `fit`'s default variant."""
+  """One model: what it is, Occam's bindings (a `jit_compile` among them is overridden), `fit`'s default."""
 
   name: str
   description: str
@@ -90,14 +90,15 @@ def image_workload(name: str, settings: resnet.Settings, model_bindings: Sequenc
 
   def fit_default() -> Variant:
     tf.keras.utils.set_random_seed(0)
-    shape, classes = resnet.IMAGE_SHAPE, resnet.NUM_CLASSES
+    shape, classes = settings.scale.image_shape, settings.scale.num_classes
     model = (models.ViT(input_shape=shape, num_outputs=classes, variant="Ti", patch_size=4) if model_bindings
              else models.CifarResNet(input_shape=shape, num_outputs=classes, depth=20))
     model.compile(optimizer=tf.keras.optimizers.SGD(resnet.LEARNING_RATE, momentum=resnet.MOMENTUM),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     preprocessing = ImagePreprocessing(train_crop="pad_and_crop", flip=True, mean=resnet.CIFAR10_MEAN,
                                        std=resnet.CIFAR10_STD)
-    dataset = pipeline.train_dataset(resnet.cifar_shaped(settings.num_examples).train, seed=0, start_step=0,
+    dataset = pipeline.train_dataset(resnet.random_images(settings.scale, settings.num_examples).train,
+                                     seed=0, start_step=0,
                                      global_batch_size=settings.batch_size, preprocessing=preprocessing)
     return fit_variant("fit default", model, dataset, steps=settings.steps_per_loop, steps_per_execution=1)
 
@@ -106,11 +107,15 @@ def image_workload(name: str, settings: resnet.Settings, model_bindings: Sequenc
   return Workload(name, description, tuple(bindings), settings.steps_per_loop, fit_default)
 
 
+def occam_bindings(workload: Workload, jit: bool) -> list[str]:
+  """Occam's run of `workload` with `jit_compile` bound to `jit`, without the gradient-norm probe."""
+  return [*workload.bindings, resnet.NO_PROBE, f"Trainer.jit_compile = {jit}"]
+
+
 def measure(workload: Workload, repeats: int, model_dir: str) -> list[Variant]:
   """Occam jit off, Occam jit on and `fit`'s default on one workload, timed side by side."""
   def occam(jit: bool) -> Variant:
-    bindings = [*workload.bindings, resnet.SMALL_PROBE, f"Trainer.jit_compile = {jit}"]
-    return occam_variant(f"Occam jit_compile={jit}", bindings,
+    return occam_variant(f"Occam jit_compile={jit}", occam_bindings(workload, jit),
                          model_dir=model_dir, steps_per_loop=workload.steps_per_loop, loops=1)
 
   variants = [occam(False), occam(True), workload.fit_default()]

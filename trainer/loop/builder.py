@@ -182,7 +182,8 @@ def _create_averages(roles: terms_lib.Roles, model: tf.keras.Model, splits: Spli
                      preprocessing: ImagePreprocessing, config: RunConfig) -> tuple:
   """The state of each weight average (under the strategy's scope). An average that recomputes BatchNorm
   statistics reads `statistics_batches` training batches (None: one epoch) in the run's order from step
-  0, as one undistributed stream, so the statistics do not depend on the replica count."""
+  0, as one undistributed stream, so the statistics do not depend on the replica count; their features
+  are what the train step feeds the model (`preprocessing.on_device` applied, as the step applies it)."""
   def statistics_batches(term) -> Callable[[], Iterable] | None:
     if not (term.recomputes_statistics and averaging.batch_norm_layers(model)):
       return None
@@ -194,8 +195,9 @@ def _create_averages(roles: terms_lib.Roles, model: tf.keras.Model, splits: Spli
                          f"of {splits.name}, whose size is not known before training: bind "
                          f"{type(term).__name__}.statistics_batches")
       batches = -(-size // config.batch_size)
-    return lambda: pipeline.train_dataset(splits.train, global_batch_size=config.batch_size, seed=config.seed,
-                                          start_step=0, preprocessing=preprocessing).take(batches)
+    return lambda: pipeline.train_dataset(
+        splits.train, global_batch_size=config.batch_size, seed=config.seed, start_step=0,
+        preprocessing=preprocessing).take(batches).map(lambda x, y: (preprocessing.on_device(x), y))
 
   return tuple(term.create_state(model, statistics_batches=statistics_batches(term))
                for term in roles.weight_averages)

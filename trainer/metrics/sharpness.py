@@ -19,7 +19,7 @@ Sharpness depends on the weight scale (Dinh et al. 2017): log it next to the wei
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
@@ -29,7 +29,7 @@ from trainer.runtime import compat
 LossFn = Callable[[], tf.Tensor]
 
 
-def sum_over_replicas(values):
+def sum_over_replicas(values: Any) -> Any:
   """`values` (a nest of tensors) summed over the replicas in one all-reduce, in replica context.
 
   Unchanged with one replica or in cross-replica context, where a share is the whole.

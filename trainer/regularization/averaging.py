@@ -59,7 +59,8 @@ class EMA(terms.WeightAverage):
     warmup: tfa's `dynamic_decay`: `min(decay, (1 + t) / (10 + t))` at the step after `t` steps.
     statistics: 'averaged' (BatchNorm moving statistics averaged too, timm `ModelEmaV2`) or 'raw'
       (trainable variables only; evaluated with the raw model's statistics, tfa `MovingAverage`).
-    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model`.
+    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model` (a plain directory
+      name, none of the run's own: `WeightAverage.RESERVED_NAMES`).
   """
 
   def __init__(self, decay: float = 0.999, *, warmup: bool = False, statistics: str = "averaged",
@@ -81,7 +82,8 @@ class EMA(terms.WeightAverage):
       averaged += [v for v in model.non_trainable_variables if compat.tf_variable(v).dtype.is_floating]
     return AveragedWeights(self, averaged, model=model)
 
-  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor, step: tf.Tensor):
+  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor,
+           step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(new average, whether it took this step's weights) after the step `step` (0-based)."""
     del count
     decay = tf.constant(self.decay, tf.float32)
@@ -107,7 +109,8 @@ class SWA(terms.WeightAverage):
     every: steps between two snapshots (>= 1; Izmailov et al. take one per epoch).
     statistics_batches: training batches for the BatchNorm statistics of the average (>= 1); None
       (the default) is one epoch of the training split. Unused for a model without BatchNorm.
-    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model`.
+    name: the term's name: its run `eval_<name>/`, its export `<name>/saved_model` (a plain directory
+      name, none of the run's own: `WeightAverage.RESERVED_NAMES`).
   """
 
   recomputes_statistics = True
@@ -124,7 +127,8 @@ class SWA(terms.WeightAverage):
     return AveragedWeights(self, list(model.trainable_variables), model=model,
                            statistics_batches=statistics_batches)
 
-  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor, step: tf.Tensor):
+  def rule(self, average: tf.Tensor, weights: tf.Tensor, count: tf.Tensor,
+           step: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(new average, whether it took this step's weights) after the step `step` (0-based)."""
     after = tf.cast(step, tf.int32) + 1  # the step counter after this step
     due = tf.logical_and(after >= self.start_step, tf.math.floormod(after - self.start_step, self.every) == 0)
@@ -148,6 +152,7 @@ class AveragedWeights:
   def __init__(self, spec: terms.WeightAverage, sources: list, *, model,
                statistics_batches: Callable[[], Iterable] | None = None):
     self.spec, self._model, self._statistics_batches = spec, model, statistics_batches
+    self._strategy = tf.distribute.get_strategy()  # the run's: the state is created in its scope
     self._sources = sources
     self.trackable = tf.Module(name=f"average_{spec.name}")
     self.trackable.averages = [
@@ -158,7 +163,7 @@ class AveragedWeights:
     self._forward = None  # the statistics pass, compiled once
 
   @property
-  def model(self):
+  def model(self) -> tf.keras.Model:
     """The model whose weights are averaged."""
     return self._model
 
@@ -186,8 +191,15 @@ class AveragedWeights:
   @contextlib.contextmanager
   def swapped_in(self) -> Iterator[None]:
     """Puts the average into the model (with SWA, recomputed BatchNorm statistics) and every model
-    variable back afterwards, bit for bit (the dropout RNG state and the statistics included)."""
-    saved = [tf.identity(compat.tf_variable(v).read_value()) for v in self._model.variables]
+    variable back afterwards, bit for bit (the dropout RNG state and the statistics included).
+
+    Every replica's copy is saved and put back on its own: under a MirroredStrategy the copies of a
+    BatchNorm layer's moving statistics differ (each replica updates them from its own batches), and
+    reading a variable in cross-replica context gives one value (Keras 3: the first replica's; Keras 2:
+    their mean), which assigned back would overwrite every replica's own statistics.
+    """
+    copies = [self._strategy.experimental_local_results(compat.tf_variable(v)) for v in self._model.variables]
+    saved = [[tf.identity(copy.read_value()) for copy in variable] for variable in copies]
     try:
       for source, average in zip(self._sources, self.averages):
         compat.tf_variable(source).assign(tf.cast(average, source.dtype))
@@ -195,8 +207,9 @@ class AveragedWeights:
         self._recompute_statistics()
       yield
     finally:
-      for variable, value in zip(self._model.variables, saved):
-        compat.tf_variable(variable).assign(value)
+      for variable, values in zip(copies, saved):
+        for copy, value in zip(variable, values):
+          copy.assign(value)
 
   def _recompute_statistics(self) -> None:
     """BatchNorm statistics of the current weights: the mean over the statistics batches of each layer's

@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import re
 import typing
 from collections.abc import Callable, Sequence
 
@@ -218,7 +219,15 @@ class WeightAverage(_Term):
   recomputes_statistics = False
   statistics_batches: int | None = None
 
+  # The run's own entries of model_dir, which an average's export (`model_dir/<name>/saved_model`) and
+  # results (`<name>/test/*`) must not reuse: early stopping's `best/` above all.
+  RESERVED_NAMES = ("best", "checkpoints", "train", "eval")
+
   def __init__(self, *, name: str):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or name in self.RESERVED_NAMES:
+      raise ValueError(f"{type(self).__name__}.name={name!r}: the name is a directory of model_dir "
+                       f"(its export {name}/saved_model, its run eval_{name}/): use letters, digits, "
+                       f"'_', '-' or '.', and none of {list(self.RESERVED_NAMES)}")
     super().__init__(name=name, selector=selectors.VariableSelector(exclude_biases_and_norms=False))
 
   def create_state(self, model, *, statistics_batches: Callable[[], typing.Iterable] | None = None):

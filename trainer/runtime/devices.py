@@ -41,7 +41,7 @@ class PerKind:
   default: Mapping[str, Any]
   auto: bool = False
 
-  def check(self, value):
+  def check(self, value: Any) -> Any:
     """`value` if it is valid (a mapping is returned as a dict); if not, a ValueError saying what is wrong
     and what is accepted, without the binding's name (the caller's to add)."""
     if self.auto and _is(value, AUTO):
@@ -81,7 +81,7 @@ def device_kind(strategy: tf.distribute.Strategy) -> str:
   return "TPU" if "TPU" in kinds else "GPU" if "GPU" in kinds else "CPU"
 
 
-def resolve(setting: PerKind, value, strategy: tf.distribute.Strategy):
+def resolve(setting: PerKind, value: Any, strategy: tf.distribute.Strategy) -> Any:
   """What `value` (checked by `setting.check`) of `setting` means on the kind of `strategy`'s devices."""
   value = setting.check(value)
   if not isinstance(value, Mapping) and not _is(value, AUTO):

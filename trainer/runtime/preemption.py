@@ -30,7 +30,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import tensorflow as tf
 from absl import logging
@@ -82,7 +82,7 @@ class LoopCalls:
     # lets every worker start before the agreed count. The runner sizes calls to split its time budget.
     self.calls_to_stop = 1 if watcher.handler is None else 2
 
-  def run(self, function: Callable, *args):
+  def run(self, function: Callable, *args) -> Any:
     """`function(*args)`, through the handler if there is one (it may raise `StopAgreed` first)."""
     handler = self._watcher.handler
     return function(*args) if handler is None else handler.run(function, *args)
