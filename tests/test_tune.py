@@ -147,10 +147,7 @@ def test_a_killed_trial_is_retried_once_and_two_workers_finish_the_study(tmp_pat
   ends with exactly `--trials` complete trials: none lost, none run twice.
   """
   study_dir = str(tmp_path / "study")
-  # Long enough that the kill, sent once step 100's checkpoint exists, lands mid-trial (900 steps and 8
-  # checkpoints to go); short enough that the rerun's three trials stay cheap.
-  steps = 1000
-  long_run = [f"Trainer.train_steps={steps}", "Trainer.steps_per_loop=50", "Trainer.eval_every=500",
+  long_run = ["Trainer.train_steps=3000", "Trainer.steps_per_loop=50", "Trainer.eval_every=1500",
               "Trainer.checkpoint_every=100", "WarmupCosine.warmup_steps=10", "MLP.hidden_sizes=(16,)"]
   args = tune_args(study_dir, *SPACE, "--trials=3", bindings=long_run)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -176,7 +173,7 @@ def test_a_killed_trial_is_retried_once_and_two_workers_finish_the_study(tmp_pat
   for original, retry in retries.items():
     assert retry.user_attrs["model_dir"] == trial_runner.trial_dir(study_dir, original)
   model_dirs = [t.user_attrs["model_dir"] for t in complete]
-  assert len(set(model_dirs)) == 3 and all(done(d)["step"] == steps for d in model_dirs)
+  assert len(set(model_dirs)) == 3 and all(done(d)["step"] == 3000 for d in model_dirs)
   assert len({tuple(t.params.items()) for t in complete}) == 3
   assert "ckpt-" in done(trial_runner.trial_dir(study_dir, 0))["restored_from"]  # resumed, not restarted
   # Both workers joined the one study (which of them runs which trial is a race: on a quiet machine
