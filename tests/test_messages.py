@@ -1,5 +1,5 @@
-"""What a newcomer reads when something is off: suggestions, data that is not there, a huge value, and a
-console without other libraries' chatter. (`--help`: tests/test_readme_commands.py, from a fresh shell.)"""
+"""What a newcomer reads when something is off: suggestions, --help, data that is not there, a huge
+value, and a console without other libraries' chatter."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ def test_an_unknown_parameter_or_configurable_in_a_binding_gets_a_suggestion():
   with pytest.raises(parsing.ConfigError, match=r"No configurable matching 'WarmupCosin'. \(did you mean "
                      r"WarmupCosine\?\)"):
     parsing.parse([helpers.QUICKSTART], ["WarmupCosin.warmup_steps=3"])
+
+
+@pytest.mark.multiprocess
+def test_help_exits_0_and_lists_occams_flags_and_verbosity():
+  shown = helpers.run_cli(["--help"])
+  assert shown.returncode == 0, shown.stdout[-2000:]
+  for flag in ("--gin_file", "--model_dir", "--mock_data (--nomock_data)", "--describe", "-v,--verbosity",
+               "--helpfull"):
+    assert flag in shown.stdout, flag
 
 
 def test_a_recipe_without_a_data_dir_says_how_to_prepare_and_bind_it(tmp_path, capsys):
