@@ -193,15 +193,25 @@ def test_mixed_float16_trains_with_loss_scaling(tmp_path):
   assert np.isfinite(results["train/loss"])
 
 
+NO_GPU = not tf.config.list_physical_devices("GPU")
+
+
 @pytest.mark.multiprocess
-def test_tpu_strategy_without_a_tpu_fails_fast_with_a_clear_message(tmp_path):
-  # "Fast" compared with this machine's own start-up (TensorFlow's import, gin), measured side by side by
-  # a command refused at the same point: an absolute bound would measure the machine's load instead.
+def test_a_missing_tpu_or_gpu_is_refused_fast_with_a_clear_message(tmp_path):
+  """`--strategy=tpu` without a TPU fails fast; `--strategy=mirrored` with no GPU and an unsplit CPU (an
+  install that would lose its accelerator silently) is refused and writes nothing.
+
+  "Fast" is compared with this machine's own start-up (TensorFlow's import, gin), measured side by side by
+  the mirrored command, refused at the same point (the strategy's creation): an absolute bound would
+  measure the machine's load instead. With a GPU visible, Mirrored uses it: an unknown strategy is then the
+  reference, refused at the same point.
+  """
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+  reference_strategy = "mirrored" if NO_GPU else "no_such_strategy"
   started = time.monotonic()
   tpu, reference = (_start([sys.executable, "-m", "trainer.main", f"--gin_file={QUICKSTART}",
-                            f"--model_dir={tmp_path}", f"--strategy={name}"], env)
-                    for name in ("tpu", "no_such_strategy"))
+                            f"--model_dir={tmp_path / name}", f"--strategy={name}"], env)
+                    for name in ("tpu", reference_strategy))
   seconds = {}  # each process's own run time (both print little: their pipes cannot fill up)
   while len(seconds) < 2:
     assert time.monotonic() - started < 600, "a hang bound"
@@ -212,7 +222,14 @@ def test_tpu_strategy_without_a_tpu_fails_fast_with_a_clear_message(tmp_path):
   outcome, reference = _finish(tpu), _finish(reference)
   assert outcome.returncode == 2
   assert "--strategy=tpu --tpu=local: no usable TPU" in outcome.stdout
-  assert reference.returncode == 2 and "no_such_strategy" in reference.stdout, reference.stdout[-2000:]
+  assert reference.returncode == 2, reference.stdout[-3000:]
+  if NO_GPU:
+    assert "--strategy=mirrored: TensorFlow sees no GPU" in reference.stdout
+    assert "--virtual_devices=N" in reference.stdout and "'.[gpu]'" in reference.stdout
+  else:
+    assert "no_such_strategy" in reference.stdout, reference.stdout[-2000:]
+  assert "Traceback" not in outcome.stdout + reference.stdout
+  assert not os.path.exists(tmp_path / reference_strategy)  # nothing written
   assert seconds["tpu"] - seconds["reference"] < 30, seconds
 
 

@@ -18,14 +18,13 @@ def _results(model_dir: str) -> dict:
     return json.load(file)
 
 
+@pytest.mark.slow  # the session's `cli_runs` (tests/cli_fixtures.py): two CLI runs
 @pytest.mark.multiprocess
-def test_results_json_schema_and_final_block_of_a_cli_run(tmp_path):
-  model_dir = str(tmp_path / "run")
-  process = helpers.run_cli(["--gin_file=gin_configs/quickstart.gin", f"--model_dir={model_dir}",
-                             *[f"--gin_bindings={b}" for b in helpers.FAST],
-                             "--gin_bindings=Trainer.early_stopping = @EarlyStopping()"])
-  assert process.returncode == 0, process.stdout
-  results = _results(model_dir)
+def test_results_json_schema_and_final_block_of_a_cli_run(cli_runs):
+  """The first process of `cli_runs` (200 FAST steps, early stopping bound), read from the copy of its
+  directory made before the second process resumed it."""
+  model_dir, first_dir = cli_runs.model_dir, cli_runs.first_dir
+  results = _results(first_dir)
   assert set(results) == KEYS
   assert results["schema"] == 1 and isinstance(results["version"], str)
   assert results["model_dir"] == model_dir and results["restored_from"] is None
@@ -33,7 +32,7 @@ def test_results_json_schema_and_final_block_of_a_cli_run(tmp_path):
   assert 0 < results["wall_time_sec"] < 600
   metrics = results["metrics"]
   # The same numbers as the event files: the final evaluation and the last validation evaluation.
-  written = helpers.read_scalars(os.path.join(model_dir, "eval"))
+  written = helpers.read_scalars(os.path.join(first_dir, "eval"))
   for tag in ("test/accuracy", "test/loss", "eval/accuracy", "gap/loss", "gap/accuracy"):
     assert metrics[tag] == pytest.approx(written[tag][-1][1], rel=1e-6), tag
   assert results["generalization_gap"] == {"loss": metrics["gap/loss"], "accuracy": metrics["gap/accuracy"]}
@@ -44,7 +43,7 @@ def test_results_json_schema_and_final_block_of_a_cli_run(tmp_path):
       "stopped_early": False,
       "test": {name: pytest.approx(points[0][1], rel=1e-6) for name, points in best_test.items()}}
   assert all(points == [(best_step, points[0][1])] for points in best_test.values())
-  final = [line.split("] ", 1)[1] for line in process.stdout.splitlines() if "] final | " in line]
+  final = [line.split("] ", 1)[1] for line in cli_runs.first.splitlines() if "] final | " in line]
   assert len(final) == 3, final
   assert f"test/accuracy: {metrics['test/accuracy']:.4g}" in final[0]
   assert "generalization gap: accuracy" in final[1] and f"best eval/accuracy: {best_value:.4g} at step " \

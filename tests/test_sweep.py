@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import MAIN_LANE_ONLY, REPO, checkpoint_values, read_scalars, server_scalars
-from tests.sweep_fixtures import GRID, POINTS, TINY, run_module
+from tests.sweep_fixtures import GRID, POINTS, TINY
 from trainer.experiments import plots, report, sweep
 from trainer.metrics import tags
 
@@ -137,12 +137,13 @@ def test_columns_derive_from_the_tag_registry():
   assert report.COLUMN_BY_NAME["best_eval_loss"].reduce is report.best_min
 
 
-@pytest.mark.multiprocess
-def test_unknown_grid_key_fails_before_anything_runs(tmp_path):
-  result = run_module("sweep", ["--gin_file=gin_configs/quickstart.gin", f"--sweep_dir={tmp_path / 's'}",
-                                "--grid", "L2.scal=[0, 1e-3]"])
-  assert result.returncode == sweep.EXIT_BAD_INPUT
-  assert "--grid L2.scal" in result.stdout and "doesn't have a parameter named 'scal'" in result.stdout
+def test_unknown_grid_key_fails_before_anything_runs(tmp_path, capsys):
+  quickstart = os.path.join(REPO, "gin_configs", "quickstart.gin")
+  code = sweep.main([f"--gin_file={quickstart}", f"--sweep_dir={tmp_path / 's'}",
+                     "--grid", "L2.scal=[0, 1e-3]"])
+  assert code == sweep.EXIT_BAD_INPUT
+  err = capsys.readouterr().err
+  assert "--grid L2.scal" in err and "doesn't have a parameter named 'scal'" in err
   assert not os.path.exists(tmp_path / "s")
 
 
