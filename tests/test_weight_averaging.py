@@ -333,3 +333,23 @@ def test_the_evaluate_entry_point_evaluates_an_average_of_the_latest_checkpoint(
   assert result.metrics["ema/test/accuracy"] == pytest.approx(metrics["ema/test/accuracy"], abs=1e-6)
   with pytest.raises(trainer.InvalidRunError, match="latest checkpoint only"):
     trainer.evaluate(model_dir, checkpoint="best", weights="ema")
+
+
+def test_finish_reevaluates_the_average_when_the_last_evaluation_was_before_the_final_step(tmp_path):
+  """`finish` reuses the last `eval/*` of the average only if it was taken at the final step."""
+  from trainer.loop.averaged_evaluation import EvaluateAverage
+  from trainer.metrics.summaries import SummaryWriters
+  state = _follow(averaging.EMA(decay=0.5), _trajectory(_model(), 3), tf.distribute.get_strategy())
+  calls = []
+
+  def evaluate(splits):
+    calls.append(tuple(splits))
+    return {f"{split}/calls": float(len(calls)) for split in splits}
+
+  action = EvaluateAverage(state, evaluate=evaluate, writers=SummaryWriters(str(tmp_path), enabled=False),
+                           model_dir=str(tmp_path), feature_shape=(5,), is_chief=False)
+  action(5, {})
+  assert action.finish(5)["ema/eval/calls"] == 1.0 and calls == [("eval",), ("test",)]  # reused
+  calls.clear()
+  action(5, {})
+  assert action.finish(7)["ema/eval/calls"] == 2.0 and calls == [("eval",), ("eval",), ("test",)]
