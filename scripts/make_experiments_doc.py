@@ -246,6 +246,7 @@ def verdict_weight_averaging(report: report_lib.Report) -> str:
   rows, lines, narrowed = [], [], []
   for series, groups in _series(report).items():
     runs = [run for group in groups for run in group.runs]
+    raw = None  # this series' raw-weight cells: the averages are paired with them, never another series'
     for weights in ("raw",) + AVERAGES:
       directory = "eval" if weights == "raw" else f"eval_{weights}"
       cells = [[_final(run, directory, tag) for run in runs] for tag in
@@ -255,6 +256,8 @@ def verdict_weight_averaging(report: report_lib.Report) -> str:
       rows.append(f"| {series} | {weights} | {len(runs)} | " + " | ".join(map(_spread, cells)) + " |")
       if weights == "raw":
         raw = cells
+        continue
+      if raw is None:
         continue
       differences = [[a - r for a, r in zip(average, reference)] for average, reference in zip(cells, raw)]
       gap_mean, _, gap_halfwidth = intervals.summarize(differences[3])

@@ -210,3 +210,21 @@ def test_a_point_is_bit_identical_alone_or_after_another_in_the_same_worker(tmp_
   assert expected.keys() == actual.keys()
   for key, value in expected.items():
     np.testing.assert_array_equal(actual[key], value, err_msg=key)
+
+
+def test_weight_averaging_verdict_pairs_each_average_with_its_own_series_raw_weights(monkeypatch):
+  """A series without raw-weight evaluations gets no paired difference (not the previous series' raw)."""
+  monkeypatch.syspath_prepend(os.path.join(REPO, "scripts"))
+  import make_experiments_doc
+  tags_ = ("eval/accuracy", "test/accuracy", "train_eval/accuracy", "gap/accuracy")
+
+  def run(series, seed, directories):
+    scalars = {f"{directory}/{tag}": [(10, 0.5 + 0.01 * seed)] for directory in directories for tag in tags_}
+    return report.Run(series, f"p{seed}", {"Trainer.seed": str(seed)}, scalars, {})
+
+  groups = [report.Group(series, 0.0, {}, [run(series, seed, directories) for seed in range(2)], {}, {}, {})
+            for series, directories in (("with_raw", ("eval", "eval_ema")), ("no_raw", ("eval_ema",)))]
+  verdict = make_experiments_doc.verdict_weight_averaging(report.Report([], groups, None, "", {}))
+  lines = [line for line in verdict.splitlines() if line.startswith("- ")]
+  assert [line.split(",")[0] for line in lines] == ["- with_raw"]
+  assert "| no_raw | ema | 2 |" in verdict  # its row is still in the table

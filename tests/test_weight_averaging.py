@@ -333,3 +333,51 @@ def test_the_evaluate_entry_point_evaluates_an_average_of_the_latest_checkpoint(
   assert result.metrics["ema/test/accuracy"] == pytest.approx(metrics["ema/test/accuracy"], abs=1e-6)
   with pytest.raises(trainer.InvalidRunError, match="latest checkpoint only"):
     trainer.evaluate(model_dir, checkpoint="best", weights="ema")
+
+
+def test_finish_reevaluates_the_average_when_the_last_evaluation_was_before_the_final_step(tmp_path):
+  """`finish` reuses the last `eval/*` of the average only if it was taken at the final step."""
+  from trainer.loop.averaged_evaluation import EvaluateAverage
+  from trainer.metrics.summaries import SummaryWriters
+  state = _follow(averaging.EMA(decay=0.5), _trajectory(_model(), 3), tf.distribute.get_strategy())
+  calls = []
+
+  def evaluate(splits):
+    calls.append(tuple(splits))
+    return {f"{split}/calls": float(len(calls)) for split in splits}
+
+  action = EvaluateAverage(state, evaluate=evaluate, writers=SummaryWriters(str(tmp_path), enabled=False),
+                           model_dir=str(tmp_path), feature_shape=(5,), is_chief=False)
+  action(5, {})
+  assert action.finish(5)["ema/eval/calls"] == 1.0 and calls == [("eval",), ("test",)]  # reused
+  calls.clear()
+  action(5, {})
+  assert action.finish(7)["ema/eval/calls"] == 2.0 and calls == [("eval",), ("eval",), ("test",)]
+
+
+def test_averaged_batch_norm_statistics_agree_on_every_replica_and_survive_a_checkpoint(tmp_path):
+  """Each replica's BatchNorm statistics differ; their average is updated from the mean over replicas,
+  so every replica's copy holds the checkpointed (first replica's) value."""
+  from trainer.runtime import compat
+  strategy = mirrored(2)
+  with strategy.scope():
+    model = tf.keras.Sequential([tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization()])
+    model.build((None, 3))
+    state = averaging.EMA(decay=0.5, statistics="averaged").create_state(model)
+  bn = model.layers[1]
+  for value, copy in enumerate(strategy.experimental_local_results(compat.tf_variable(bn.moving_mean))):
+    copy.assign(tf.fill(copy.shape, float(value + 1)))  # replica 0: ones, replica 1: twos
+  tf.function(lambda: strategy.run(state.update, args=(tf.constant(0, tf.int64),)))()
+  for average in state.averages:
+    first, second = (copy.numpy() for copy in strategy.experimental_local_results(average))
+    np.testing.assert_array_equal(first, second)
+  mean_average = state.averages[-2]  # the moving mean: halfway from zeros to the replicas' mean 1.5
+  np.testing.assert_allclose(strategy.experimental_local_results(mean_average)[1].numpy(), 0.75, rtol=1e-6)
+  path = tf.train.Checkpoint(average=state.trackable).save(str(tmp_path / "ckpt"))
+  saved = [[copy.numpy() for copy in strategy.experimental_local_results(a)] for a in state.averages]
+  for average in state.averages:
+    average.assign(tf.zeros_like(average))
+  tf.train.Checkpoint(average=state.trackable).restore(path).assert_consumed()
+  for average, values in zip(state.averages, saved):
+    for copy, value in zip(strategy.experimental_local_results(average), values):
+      np.testing.assert_array_equal(copy.numpy(), value)

@@ -34,21 +34,23 @@ class EvaluateAverage:
     self.name = average.spec.name
     self.directory = tags.averaged_directory(self.name)
     self._last: dict[str, float] = {}
+    self._last_step: int | None = None  # the step of `_last`: `finish` reuses it only at that step
 
   def __call__(self, step: int, scalars: Mapping[str, float]) -> None:
     del scalars  # the raw weights' evaluation; the average is evaluated anew
     if self._average.ready:
-      self._last = self._evaluated(step, ["eval"])
+      self._last, self._last_step = self._evaluated(step, ["eval"]), step
 
   def finish(self, step: int) -> dict[str, float]:
-    """At the end of a run: the average's `test/*` (and `eval/*` if the last evaluation had none),
+    """At the end of a run: the average's `test/*` (and `eval/*` unless the last evaluation was at `step`),
     the export, and both as `<name>/<split>/<metric>`; {} when nothing was averaged yet (SWA whose
     first snapshot never came)."""
     if not self._average.ready:
       logging.warning("%s: no weights were averaged (the run ended before the first one); nothing to "
                       "evaluate or export", self.name)
       return {}
-    results = dict(self._last) or self._evaluated(step, ["eval"])
+    fresh = self._last and self._last_step == step
+    results = dict(self._last) if fresh else self._evaluated(step, ["eval"])
     results.update(self._evaluated(step, ["test"], export=self._is_chief))
     return {f"{self.name}/{tag}": value for tag, value in results.items()}
 

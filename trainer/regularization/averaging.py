@@ -182,6 +182,8 @@ class AveragedWeights:
     new_values, took = [], tf.constant(False)
     for average, source in zip(self.averages, self._sources):
       weights = tf.cast(compat.tf_variable(source).read_value(), tf.float32)
+      if not source.trainable:
+        weights = _replica_mean(weights)
       previous = average.read_value()
       value, took = self.spec.rule(previous, weights, count, step)
       new_values.append(tf.where(applied, value, previous))
@@ -239,3 +241,13 @@ def batch_norm_layers(model) -> list:
   """The model's BatchNormalization layers (whose moving statistics SWA recomputes)."""
   return [layer for layer in compat.flatten_layers(model)
           if isinstance(layer, tf.keras.layers.BatchNormalization)]
+
+
+def _replica_mean(value: tf.Tensor) -> tf.Tensor:
+  """The mean of `value` over the replicas (in replica context): the per-replica BatchNorm statistics
+  averaged the same on every replica, so every copy of their average (the one evaluated and
+  checkpointed is the first replica's) holds the same value."""
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return value
+  return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)

@@ -1,5 +1,7 @@
-"""Review fixes to weight averaging: SWA's BatchNorm statistics see the features the train step sees
-(`normalize_on_device` included), and `occam-evaluate --weights` refuses an average that holds nothing."""
+"""Weight averages inside a run: SWA's BatchNorm statistics see the features the train step sees
+(`normalize_on_device` included), `occam-evaluate --weights` refuses an average that holds nothing, an
+average named like a run directory is refused, and evaluating an average puts back each replica's own
+BatchNorm statistics."""
 
 from __future__ import annotations
 
