@@ -1,8 +1,9 @@
 """The shipped recipes on 8 and 32 replicas (a v3-8 or v4-8, and a v4-32 pod slice), proven on logical CPUs.
 
 Every complete recipe's batch sizes are checked against both replica counts with the pipeline's own
-rules; one recipe per distinct model, data pipeline, set of terms and batch sizes trains two steps and
-evaluates in a subprocess over 8 and over 32 logical devices (tests/pod_recipes.py says which and why).
+rules; one recipe per distinct model, data pipeline, set of terms and batch sizes (tests/pod_recipes.py
+says which, and what it shrinks) trains two steps and evaluates in a subprocess over 8 logical devices,
+and the cheapest of them that show both batch rules in another over 32 (`SUITE_CASES`).
 """
 
 from __future__ import annotations
@@ -84,13 +85,15 @@ def test_imagenet_augmentation_keeps_the_channels_of_images_of_any_size(sampler)
   assert example.get_concrete_function().structured_outputs.shape == (32, 32, 3)
 
 
-# The suite trains ImageNet's ViT-S/16 recipe on 8 replicas (its evaluation batch of 500, once refused on
-# a v3-8 or v4-8, padded) and, on 32, claim 9's CutMix recipe (a training batch the replicas cannot split,
-# refused and run at the size the message names; evaluation padded): the cheapest recipes that show both
-# rules. Every recipe of `pod_recipes.SHRINK` costs minutes of CPU per replica count (tracing builds one
-# copy of the step per replica; ResNet-50 on 8 takes about 7 minutes alone), so the whole set is a check
-# run by hand, `python -m tests.pod_recipes 8 OUT.json` (docs/TESTING.md).
-SUITE_CASES = {8: ["imagenet2012/vit_s16.gin"], 32: ["experiments/claim9_cutmix.gin"]}
+# On 8 replicas the suite trains every recipe of `pod_recipes.SHRINK`; on 32, where every recipe costs
+# about 2.5 times its CPU on 8 (tracing and instantiating one copy of each step per replica), the ones
+# that fit beside it on a second core: quickstart, CIFAR-10's ResNet, CIFAR-100's WRN (evaluation batch
+# 1000 padded to 1024) and claim 9's CutMix recipe (training batch 500 refused and run at 480, evaluation
+# batch 540 padded to 544). ImageNet's two recipes and MNIST-1D's GRU on 32 are run by hand,
+# `python -m tests.pod_recipes 32 OUT.json` (docs/TESTING.md; their figures are in docs/TPU.md).
+SUITE_CASES = {8: list(pod_recipes.SHRINK),
+               32: ["quickstart.gin", "cifar10/resnet20.gin", "cifar100/wrn28_10.gin",
+                    "experiments/claim9_cutmix.gin"]}
 
 
 @pytest.mark.slow
