@@ -24,6 +24,7 @@ their data and batch (the GRU is the one a replica count could upset).
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import re
@@ -49,6 +50,10 @@ SHRINK = {
     "mnist1d/gru.gin": [],
     "experiments/claim9_cutmix.gin": [],
 }
+# A run that outlives this dumps every thread's stack and exits 1, so that a hang (seen once, on 32
+# replicas at a load of 5: minutes at 0 CPU in a futex wait) fails the test with where it stood instead
+# of holding CI. A whole set takes about 10 minutes of wall on 32 quiet logical devices.
+HANG_SECONDS = 1800
 # Enough mock examples per split for the largest training batch (ViT's 1024 of train[:99%]).
 MOCK_EXAMPLES = 1040
 
@@ -99,6 +104,7 @@ def run_all(num_devices: int, scratch: str, recipes: list[str]) -> dict:
 
 def main() -> None:
   num_devices, out, recipes = int(sys.argv[1]), sys.argv[2], sys.argv[3:] or list(SHRINK)
+  faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
   with tempfile.TemporaryDirectory(prefix="occam_pod_recipes_") as scratch:
     outcomes = run_all(num_devices, scratch, recipes)
   with open(out, "w") as file:

@@ -109,7 +109,7 @@ def test_recipes_train_two_steps_and_evaluate_on_8_and_32_replicas(tmp_path):
                                           text=True)
                for replicas, out in outs.items()}
   for process in processes.values():
-    output, _ = process.communicate(timeout=3600)
+    output, _ = process.communicate(timeout=pod_recipes.HANG_SECONDS + 300)  # its watchdog fires first
     assert process.returncode == 0, output[-3000:]
   for replicas, out in outs.items():
     with open(out) as file:
