@@ -86,7 +86,7 @@ def test_imagenet_augmentation_keeps_the_channels_of_images_of_any_size(sampler)
 
 
 # On 8 replicas the suite trains every recipe of `pod_recipes.SHRINK`; on 32, where every recipe costs
-# about 2.5 times its CPU on 8 (tracing and instantiating one copy of each step per replica), the ones
+# 2.5 to 4.4 times its CPU on 8 (tracing and instantiating one copy of each step per replica), the ones
 # that fit beside it on a second core: quickstart, CIFAR-10's ResNet, CIFAR-100's WRN (evaluation batch
 # 1000 padded to 1024) and claim 9's CutMix recipe (training batch 500 refused and run at 480, evaluation
 # batch 540 padded to 544). ImageNet's two recipes and MNIST-1D's GRU on 32 are run by hand,
