@@ -179,11 +179,12 @@ class AveragedWeights:
     non-finite gradient on some replica): the averages and the count stay as they are, bit for bit.
     """
     count = self.count.read_value()
+    sources = [tf.cast(compat.tf_variable(source).read_value(), tf.float32) for source in self._sources]
+    statistics = [i for i, source in enumerate(self._sources) if not source.trainable]
+    for i, mean in zip(statistics, _replica_mean([sources[i] for i in statistics])):
+      sources[i] = mean
     new_values, took = [], tf.constant(False)
-    for average, source in zip(self.averages, self._sources):
-      weights = tf.cast(compat.tf_variable(source).read_value(), tf.float32)
-      if not source.trainable:
-        weights = _replica_mean(weights)
+    for average, weights in zip(self.averages, sources):
       previous = average.read_value()
       value, took = self.spec.rule(previous, weights, count, step)
       new_values.append(tf.where(applied, value, previous))
@@ -243,11 +244,11 @@ def batch_norm_layers(model) -> list:
           if isinstance(layer, tf.keras.layers.BatchNormalization)]
 
 
-def _replica_mean(value: tf.Tensor) -> tf.Tensor:
-  """The mean of `value` over the replicas (in replica context): the per-replica BatchNorm statistics
-  averaged the same on every replica, so every copy of their average (the one evaluated and
-  checkpointed is the first replica's) holds the same value."""
+def _replica_mean(values: list[tf.Tensor]) -> list[tf.Tensor]:
+  """The mean of each of `values` over the replicas (in replica context, one batched all-reduce): the
+  per-replica BatchNorm statistics averaged the same on every replica, so every copy of their average
+  (the one evaluated and checkpointed is the first replica's) holds the same value."""
   context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return value
-  return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+  if not values or context is None or context.num_replicas_in_sync == 1:
+    return values
+  return context.all_reduce(tf.distribute.ReduceOp.MEAN, values)
